@@ -1,0 +1,236 @@
+"""Run a dbt project programmatically and record what it did.
+
+The profile is written from the settings at run time (never committed), with ``autocommit: true``
+because CockroachDB rejects dbt's nested BEGIN otherwise; the password reaches dbt through an
+environment variable, never through a file. dbt's target and log folders go under the data folder so
+that the project folder may be read-only (as it is in the container images).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import yaml
+
+from ._audit import NodeResult, QualityResult
+from ._errors import ConfigurationError, DatabaseError, DataQualityError, TransformError
+
+_log = logging.getLogger(__name__)
+_PASSWORD_ENV = "ETL_DBT_PASSWORD"
+_CONNECTION_HINTS = ("could not connect", "connection refused", "server closed the connection", "connection to server")
+
+
+def profile_from_url(url: str, *, profile: str, schema: str, threads: int = 2) -> dict[str, Any]:
+    """A dbt-postgres profile for ``url`` (host may be a Unix socket folder given as ``?host=``)."""
+    parts = urlsplit(url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    host = parts.hostname or query.get("host")
+    if not host:
+        raise ConfigurationError("database URL has no host (neither in the authority nor as ?host=)")
+    output: dict[str, Any] = {
+        "type": "postgres",
+        "host": unquote(host),
+        "port": parts.port or int(query.get("port", 5432)),
+        "user": unquote(parts.username or "root"),
+        "password": "{{ env_var('" + _PASSWORD_ENV + "', '') }}",
+        "dbname": unquote(parts.path.lstrip("/")) or "postgres",
+        "schema": schema,
+        "threads": threads,
+        "autocommit": True,
+        "connect_timeout": 10,
+        "retries": 3,
+    }
+    for key in ("sslmode", "sslrootcert", "sslcert", "sslkey"):
+        if key in query:
+            output[key] = query[key]
+    return {profile: {"target": "default", "outputs": {"default": output}}}
+
+
+@dataclass
+class DbtOutcome:
+    success: bool
+    nodes: list[NodeResult] = field(default_factory=list)
+    quality: list[QualityResult] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)  # "schema.table" of models built
+    error: str | None = None
+
+    @property
+    def failed_nodes(self) -> list[NodeResult]:
+        return [n for n in self.nodes if n.status in {"error", "fail", "runtime error"}]
+
+    @property
+    def quality_status(self) -> str:
+        statuses = {q.status for q in self.quality}
+        if statuses & {"fail", "error"}:
+            return "fail"
+        if "warn" in statuses:
+            return "warn"
+        return "pass" if statuses else "none"
+
+
+class DbtProject:
+    """One dbt project (conformed or semantic) and where its run artefacts go."""
+
+    def __init__(self, project_dir: Path, *, profile: str, schema: str, work_dir: Path, threads: int = 2) -> None:
+        if not (project_dir / "dbt_project.yml").is_file():
+            raise ConfigurationError(f"no dbt_project.yml in {project_dir}")
+        self.project_dir = project_dir
+        self.profile = profile
+        self.schema = schema
+        self.work_dir = work_dir
+        self.threads = threads
+
+    @property
+    def target_path(self) -> Path:
+        return self.work_dir / "target"
+
+    def _write_profile(self, url: str) -> Path:
+        profiles_dir = self.work_dir / "profiles"
+        profiles_dir.mkdir(parents=True, exist_ok=True)
+        content = profile_from_url(url, profile=self.profile, schema=self.schema, threads=self.threads)
+        (profiles_dir / "profiles.yml").write_text(yaml.safe_dump(content, sort_keys=False))
+        return profiles_dir
+
+    def invoke(
+        self, command: str, url: str, *, args: Sequence[str] = (), variables: Mapping[str, Any] | None = None
+    ) -> Any:
+        """Invoke ``dbt <command>`` in process and return dbt's result object."""
+        from dbt.cli.main import dbtRunner
+
+        profiles_dir = self._write_profile(url)
+        argv = [
+            command,
+            "--project-dir", str(self.project_dir),
+            "--profiles-dir", str(profiles_dir),
+            "--target-path", str(self.target_path),
+            "--log-path", str(self.work_dir / "logs"),
+            "--log-format", "json",
+            "--log-level", "warn",
+            "--log-level-file", "info",
+            "--no-use-colors",
+            "--vars", json.dumps(dict(variables or {})),
+            *args,
+        ]
+        _log.info("dbt %s in %s", " ".join([command, *args]), self.project_dir.name)
+        with _password_in_environment(urlsplit(url).password):
+            return dbtRunner().invoke(argv)
+
+    def build(
+        self,
+        url: str,
+        *,
+        select: Sequence[str] = (),
+        full_refresh: bool = False,
+        variables: Mapping[str, Any] | None = None,
+    ) -> DbtOutcome:
+        args: list[str] = []
+        if select:
+            args += ["--select", *select]
+        if full_refresh:
+            args.append("--full-refresh")
+        result = self.invoke("build", url, args=args, variables=variables)
+        outcome = _outcome_from(result)
+        for node in outcome.nodes:
+            level = logging.INFO if node.status in {"success", "pass"} else logging.WARNING
+            _log.log(
+                level,
+                "dbt %s %s: %s",
+                node.resource_type,
+                node.unique_id,
+                node.status,
+                extra={"node": node.unique_id, "status": node.status, "rows_affected": node.rows_affected,
+                       "failures": node.failures, "seconds": node.execution_time_s},
+            )
+        return outcome
+
+
+def raise_for_outcome(outcome: DbtOutcome) -> None:
+    """Turn a dbt outcome into the right exception (and so the right exit code)."""
+    if outcome.error:
+        message = outcome.error
+        if any(h in message.lower() for h in _CONNECTION_HINTS):
+            raise DatabaseError(f"dbt could not reach the database: {message}")
+        raise TransformError(f"dbt failed: {message}")
+    model_errors = [n for n in outcome.nodes if n.resource_type != "test" and n.status == "error"]
+    if model_errors:
+        first = model_errors[0]
+        text = f"{len(model_errors)} dbt node(s) failed; first {first.unique_id}: {first.message}"
+        if any(h in (first.message or "").lower() for h in _CONNECTION_HINTS):
+            raise DatabaseError(text)
+        raise TransformError(text)
+    failed = [q for q in outcome.quality if q.status in {"fail", "error"}]
+    if failed:
+        names = ", ".join(f"{q.rule_id} ({q.failures} failing)" for q in failed[:5])
+        raise DataQualityError(f"{len(failed)} data-quality rule(s) failed: {names}")
+    skipped = [n for n in outcome.nodes if n.status == "skipped"]
+    if skipped and not outcome.success:
+        raise TransformError(f"dbt skipped {len(skipped)} node(s) after upstream failures")
+
+
+def _outcome_from(result: Any) -> DbtOutcome:
+    if result.exception is not None:
+        return DbtOutcome(success=False, error=str(result.exception).strip())
+    outcome = DbtOutcome(success=bool(result.success))
+    for item in getattr(result.result, "results", None) or []:
+        node = item.node
+        adapter = getattr(item, "adapter_response", None) or {}
+        resource_type = str(getattr(node, "resource_type", "unknown"))
+        status = str(item.status)
+        completed = _completed_at(item)
+        outcome.nodes.append(
+            NodeResult(
+                unique_id=node.unique_id,
+                resource_type=resource_type,
+                status=status,
+                execution_time_s=round(float(item.execution_time or 0.0), 3),
+                rows_affected=adapter.get("rows_affected") if isinstance(adapter, dict) else None,
+                failures=item.failures,
+                message=(str(item.message)[:2000] if item.message else None),
+                completed_at=completed,
+            )
+        )
+        if resource_type == "test":
+            severity = str(getattr(node.config, "severity", "error")).lower()
+            outcome.quality.append(
+                QualityResult(
+                    rule_id=node.name,
+                    severity=severity,
+                    status=status,
+                    failures=int(item.failures or 0),
+                    message=(str(item.message)[:2000] if item.message else None),
+                )
+            )
+        elif resource_type in {"model", "snapshot", "seed"} and status == "success":
+            if getattr(node.config, "materialized", "") != "ephemeral":
+                outcome.models.append(f"{node.schema}.{node.alias or node.name}")
+    return outcome
+
+
+def _completed_at(item: Any) -> datetime:
+    for timing in getattr(item, "timing", None) or []:
+        if getattr(timing, "name", "") == "execute" and getattr(timing, "completed_at", None):
+            value: datetime = timing.completed_at
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.now(UTC)
+
+
+@contextmanager
+def _password_in_environment(password: str | None) -> Iterator[None]:
+    previous = os.environ.get(_PASSWORD_ENV)
+    os.environ[_PASSWORD_ENV] = unquote(password or "")
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(_PASSWORD_ENV, None)
+        else:
+            os.environ[_PASSWORD_ENV] = previous

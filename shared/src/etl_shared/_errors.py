@@ -1,0 +1,90 @@
+"""The project's exception hierarchy and its one mapping to process exit codes.
+
+Every error says whether a rerun can help: operators (and Control-M's rerun policy) act on the exit
+code alone. See docs/exit-codes.md.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_CONFIGURATION = 2
+EXIT_SOURCE = 3
+EXIT_DATA_QUALITY = 4
+EXIT_DATABASE = 5
+
+
+class EtlError(Exception):
+    """Root of every error the platform raises on purpose."""
+
+    exit_code: int = EXIT_UNEXPECTED
+    retryable: bool = False
+
+
+class ConfigurationError(EtlError):
+    """Settings, source configuration or command-line usage is wrong; fix it before rerunning."""
+
+    exit_code = EXIT_CONFIGURATION
+
+
+class SourceError(EtlError):
+    """A source could not be read."""
+
+    exit_code = EXIT_SOURCE
+
+
+class SourceTransientError(SourceError):
+    """The source failed in a way a later rerun may not see (timeouts, 429/5xx, resets)."""
+
+    retryable = True
+
+
+class SourceFatalError(SourceError):
+    """The source answered, but with something unusable (bad credentials, 404, malformed data)."""
+
+
+class DataQualityError(EtlError):
+    """A data-quality gate failed: data was quarantined above its threshold or an error test failed."""
+
+    exit_code = EXIT_DATA_QUALITY
+
+
+class DatabaseError(EtlError):
+    """The target database failed."""
+
+    exit_code = EXIT_DATABASE
+    retryable = True
+
+
+class TransformError(EtlError):
+    """A dbt model failed to build for a reason other than the database being unavailable."""
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """Map any exception to the documented exit code (the only place this decision is made)."""
+    if isinstance(exc, EtlError):
+        return exc.exit_code
+    if isinstance(exc, psycopg.OperationalError):
+        return EXIT_DATABASE
+    if isinstance(exc, psycopg.Error):
+        return EXIT_DATABASE if _is_transient_sqlstate(getattr(exc, "sqlstate", None)) else EXIT_UNEXPECTED
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    return EXIT_UNEXPECTED
+
+
+def _is_transient_sqlstate(sqlstate: str | None) -> bool:
+    # 40001 serialization failure, 40P01 deadlock, 08xxx connection, 57P01 admin shutdown,
+    # 53xxx insufficient resources.
+    if not sqlstate:
+        return False
+    return sqlstate in {"40001", "40P01", "57P01", "57P02", "57P03"} or sqlstate[:2] in {"08", "53"}
+
+
+def is_transient_database_error(exc: BaseException) -> bool:
+    """True when retrying the same transaction may succeed."""
+    if isinstance(exc, psycopg.OperationalError) and getattr(exc, "sqlstate", None) is None:
+        return True
+    return isinstance(exc, psycopg.Error) and _is_transient_sqlstate(getattr(exc, "sqlstate", None))

@@ -1,0 +1,110 @@
+"""The life of one zone job, shared by the three entrypoints.
+
+Read settings once, configure logging, find (or start) the database, apply migrations, open the
+audit row, run the zone's work, close the audit row, push metrics in a ``finally`` block, and turn
+whatever happened into the documented exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from psycopg import sql
+
+from ._audit import JobAudit
+from ._db import Database, redact_url
+from ._embedded import start_embedded
+from ._errors import EXIT_OK, EtlError, exit_code_for
+from ._logging import bind_context, configure_logging, redact
+from ._metrics import JobMetrics
+from ._migrations import apply_migrations
+from ._settings import Settings
+
+_log = logging.getLogger(__name__)
+
+
+class JobTerminated(EtlError):
+    """The job received SIGTERM (Control-M kill, container stop)."""
+
+    exit_code = 143
+
+
+@dataclass
+class JobContext:
+    settings: Settings
+    db: Database
+    audit: JobAudit
+    metrics: JobMetrics
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_database_url(settings: Settings, *, announce: bool = True) -> str:
+    """The configured warehouse URL, or the embedded PostgreSQL's (started if needed)."""
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value()
+    server = start_embedded(settings.data_dir)
+    url = server.url()
+    if announce:
+        _log.info("using the embedded PostgreSQL in %s", server.folder, extra={"psql": server.psql_command()})
+        sys.stderr.write(f"embedded database: connect with  {server.psql_command()}\n")
+    return url
+
+
+def count_rows(db: Database, tables: list[str]) -> dict[str, int]:
+    """Row counts of ``schema.table`` names (for the audit row and ``etl status``)."""
+    counts: dict[str, int] = {}
+    with db.connect(autocommit=True) as conn:
+        for table in tables:
+            schema, _, name = table.partition(".")
+            row = conn.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(schema, name))).fetchone()
+            counts[table] = int(row[0]) if row else 0
+    return counts
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise JobTerminated(f"received signal {signum}")
+
+
+def run_job(zone: str, job_name: str, settings: Settings, work: Callable[[JobContext], None]) -> int:
+    """Run ``work`` as the job ``job_name`` of ``zone`` and return the exit code."""
+    configure_logging(settings.log_level)
+    bind_context(run_id=settings.run_id, zone=zone)
+    previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
+    metrics = JobMetrics(zone, job_name)
+    audit: JobAudit | None = None
+    exit_code = 1
+    try:
+        url = resolve_database_url(settings)
+        db = Database(url, application_name=f"etl-{zone}", attempts=settings.transaction_attempts)
+        _log.info("job %s starting on %s", job_name, redact_url(url))
+        apply_migrations(db)
+        audit = JobAudit(db, run_id=settings.run_id, zone=zone, job_name=job_name)
+        audit.start()
+        context = JobContext(settings=settings, db=db, audit=audit, metrics=metrics)
+        work(context)
+        audit.finish(status="succeeded", exit_code=EXIT_OK, counts=context.counts)
+        exit_code = EXIT_OK
+        _log.info("job %s succeeded", job_name, extra={"counts": context.counts})
+    except BaseException as exc:
+        exit_code = exit_code_for(exc)
+        message = redact(f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, EtlError | KeyboardInterrupt):
+            _log.error("job %s failed (exit %d): %s", job_name, exit_code, message)
+        else:
+            _log.exception("job %s failed unexpectedly (exit %d)", job_name, exit_code)
+        if audit is not None:
+            try:
+                audit.finish(status="failed", exit_code=exit_code, error=message[:4000])
+            except Exception as audit_exc:
+                _log.error("could not record the failure in ops.job_runs: %s", redact(str(audit_exc)))
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+        metrics.finish(exit_code)
+        metrics.push(settings.pushgateway_url)
+    return exit_code

@@ -1,0 +1,110 @@
+"""Versioned SQL migrations, applied idempotently at job start.
+
+Files ``V<number>__<name>.sql`` in a migrations folder are applied in order, each in its own
+transaction together with its row in ``ops.schema_migrations``. A lease lock serialises jobs that
+start at the same moment; a file changed after it was applied is refused (checksum).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from ._db import Database
+from ._errors import ConfigurationError
+from ._locks import BOOTSTRAP_SQL, LeaseLock
+
+_log = logging.getLogger(__name__)
+_NAME = re.compile(r"^V(\d{3,})__([a-z0-9_]+)\.sql$")
+
+MIGRATIONS_TABLE_SQL = """
+create table if not exists ops.schema_migrations (
+    version integer primary key,
+    name text not null,
+    checksum text not null,
+    applied_at timestamptz not null default now()
+)
+"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def bundled_migrations() -> list[Migration]:
+    folder = resources.files("etl_shared") / "migrations"
+    return load_migrations(Path(str(folder)))
+
+
+def load_migrations(folder: Path) -> list[Migration]:
+    found = []
+    for path in sorted(folder.iterdir()):
+        if path.suffix != ".sql":
+            continue
+        match = _NAME.match(path.name)
+        if not match:
+            raise ConfigurationError(f"migration file {path.name} is not named V<nnn>__<name>.sql")
+        found.append(Migration(int(match.group(1)), match.group(2), path.read_text()))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise ConfigurationError(f"duplicate migration versions in {folder}")
+    return sorted(found, key=lambda m: m.version)
+
+
+def _bootstrap(db: Database) -> None:
+    """Create the lock and bookkeeping tables. Two jobs doing this at once can collide on the
+    catalog (PostgreSQL raises unique_violation for concurrent CREATE ... IF NOT EXISTS); the loser
+    simply tries again."""
+    for attempt in range(5):
+        try:
+            with db.connect(autocommit=True) as conn:
+                for statement in (*BOOTSTRAP_SQL.split(";"), MIGRATIONS_TABLE_SQL):
+                    conn.execute(statement)
+            return
+        except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject, psycopg.errors.DuplicateSchema):
+            if attempt == 4:
+                raise
+
+
+def apply_migrations(db: Database, migrations: list[Migration] | None = None) -> list[int]:
+    """Apply what is missing; return the versions applied by this call."""
+    migrations = bundled_migrations() if migrations is None else migrations
+    _bootstrap(db)
+    applied_now: list[int] = []
+    with LeaseLock(db, "schema_migrations", lease_s=600):
+        with db.connect() as conn:
+            applied = dict(conn.execute("select version, checksum from ops.schema_migrations").fetchall())
+        for migration in migrations:
+            if migration.version in applied:
+                if applied[migration.version] != migration.checksum:
+                    raise ConfigurationError(
+                        f"migration V{migration.version:03d}__{migration.name} was changed after it was"
+                        " applied; add a new migration instead of editing an applied one"
+                    )
+                continue
+
+            def work(conn: psycopg.Connection[Any], m: Migration = migration) -> None:
+                conn.execute(m.sql.encode())
+                conn.execute(
+                    "insert into ops.schema_migrations (version, name, checksum) values (%s, %s, %s)",
+                    (m.version, m.name, m.checksum),
+                )
+
+            db.transaction(work, name=f"migration V{migration.version:03d}")
+            _log.info("applied migration V%03d__%s", migration.version, migration.name)
+            applied_now.append(migration.version)
+    return applied_now

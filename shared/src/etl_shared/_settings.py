@@ -1,0 +1,82 @@
+"""Typed settings, read once at start from the environment (prefix ``ETL_``) and a secrets folder."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ._errors import ConfigurationError
+
+DEFAULT_SECRETS_DIR = Path("/run/secrets")
+_RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC time of the start plus random hex."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+class Settings(BaseSettings):
+    """Settings common to every zone job. Services subclass it to add their own fields."""
+
+    model_config = SettingsConfigDict(env_prefix="ETL_", extra="ignore", frozen=True)
+
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL/CockroachDB URL of the warehouse. Unset: an embedded PostgreSQL is started.",
+    )
+    run_id: str = Field(default_factory=new_run_id, description="Run id shared by the three zones.")
+    pushgateway_url: str | None = Field(default=None, description="Prometheus Pushgateway, e.g. http://host:9091")
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+    data_dir: Path = Field(default=Path(".etl"), description="Local data folder (embedded database, files, exports)")
+    statement_timeout_s: int = Field(default=0, ge=0, description="Server-side statement timeout, 0 = none")
+    transaction_attempts: int = Field(default=6, ge=1, le=50, description="Attempts on SQLSTATE 40001")
+
+    @field_validator("run_id")
+    @classmethod
+    def _check_run_id(cls, value: str) -> str:
+        if not _RUN_ID_PATTERN.match(value):
+            raise ValueError("run id must be 1-100 characters of letters, digits and . _ : -")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("log level must be DEBUG, INFO, WARNING or ERROR")
+        return value
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        return self.database_url is None
+
+
+S = TypeVar("S", bound=Settings)
+
+
+def load_settings(cls: type[S], **overrides: Any) -> S:
+    """Build settings once at start. Secrets may come from files named like the variable
+    (``etl_database_url``) in ``ETL_SECRETS_DIR`` (default /run/secrets when it exists).
+
+    A validation failure becomes a ConfigurationError naming the variable and what is wrong.
+    """
+    secrets_dir = os.environ.get("ETL_SECRETS_DIR")
+    if secrets_dir is None and DEFAULT_SECRETS_DIR.is_dir():
+        secrets_dir = str(DEFAULT_SECRETS_DIR)
+    if secrets_dir is not None and not Path(secrets_dir).is_dir():
+        raise ConfigurationError(f"ETL_SECRETS_DIR={secrets_dir} is not a directory")
+    try:
+        return cls(_secrets_dir=secrets_dir, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"ETL_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigurationError(f"invalid settings: {problems}") from None
