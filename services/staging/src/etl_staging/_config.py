@@ -1,0 +1,175 @@
+"""Source configuration: a YAML file validated with pydantic at start.
+
+Secrets are never written inline: connections name an environment variable (``url_env``) or a
+secret file, and the configuration refuses keys that look like inline credentials.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from etl_shared import ConfigurationError
+
+_NAME = r"^[a-z][a-z0-9_]{0,62}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConnection(_Strict):
+    url_env: str = Field(description="Environment variable holding the source database URL")
+    embedded_database: str | None = Field(
+        default=None,
+        description="With no URL in the environment and an embedded warehouse, use this database on it (demo)",
+    )
+
+
+class DatabaseEntity(_Strict):
+    name: str = Field(pattern=_NAME)
+    table: str = Field(pattern=r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$", description="schema.table")
+    key: list[str] = Field(default_factory=list, description="Columns ordering a full pull (deterministic)")
+    cursor: str | None = Field(default=None, description="Watermark column: incremental pulls when set")
+
+
+class FileGroup(_Strict):
+    path: str = Field(description="Path or glob; {data_dir} is replaced by the data folder")
+    format: Literal["csv", "jsonl", "json", "xml"]
+    encoding: str = "utf-8-sig"
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    quotechar: str = Field(default='"', min_length=1, max_length=1)
+    records_path: str | None = Field(default=None, description="JSON: dotted key of the record list; XML: tag")
+    rename: dict[str, str] = Field(default_factory=dict, description="Field renames applied to every record")
+
+
+class FileEntity(_Strict):
+    name: str = Field(pattern=_NAME)
+    files: list[FileGroup] = Field(min_length=1)
+    keep_payload: bool = Field(default=True, description="Store the file bytes as fetched")
+
+
+class _SourceBase(_Strict):
+    name: str = Field(pattern=_NAME)
+    batch_size: int = Field(default=5000, ge=1, le=1_000_000)
+
+
+class DatabaseSource(_SourceBase):
+    kind: Literal["database"]
+    connection: DatabaseConnection
+    entities: list[DatabaseEntity] = Field(min_length=1)
+
+
+class FileSource(_SourceBase):
+    kind: Literal["file"]
+    entities: list[FileEntity] = Field(min_length=1)
+
+
+SourceConfig = Annotated[DatabaseSource | FileSource, Field(discriminator="kind")]
+
+
+class SourcesFile(_Strict):
+    sources: list[SourceConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> SourcesFile:
+        seen: set[str] = set()
+        for source in self.sources:
+            if source.name in seen:
+                raise ValueError(f"source name {source.name!r} is declared twice")
+            seen.add(source.name)
+            entities = [e.name for e in source.entities]
+            if len(set(entities)) != len(entities):
+                raise ValueError(f"source {source.name!r} declares an entity twice")
+        return self
+
+    def select(self, source: str | None = None, entity: str | None = None) -> Iterator[tuple[SourceConfig, str]]:
+        """(source, entity name) pairs matching the filters; unknown names are a usage error."""
+        sources = [s for s in self.sources if source is None or s.name == source]
+        if not sources:
+            raise ConfigurationError(f"no source named {source!r}; known: {', '.join(s.name for s in self.sources)}")
+        found = False
+        for src in sources:
+            for ent in src.entities:
+                if entity is None or ent.name == entity:
+                    found = True
+                    yield src, ent.name
+        if not found:
+            raise ConfigurationError(f"no entity {entity!r} in source {source or '(any)'}")
+
+
+def entity_config(source: SourceConfig, entity: str) -> DatabaseEntity | FileEntity:
+    for candidate in source.entities:
+        if candidate.name == entity:
+            return candidate
+    raise ConfigurationError(f"source {source.name}: no entity {entity!r}")
+
+
+_INLINE_SECRET_KEYS = {"password", "secret", "token", "api_key", "client_secret", "url"}
+
+
+def _find_inline_secrets(node: object, path: str = "") -> list[str]:
+    found: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{key}" if path else str(key)
+            if str(key).lower() in _INLINE_SECRET_KEYS and isinstance(value, str):
+                found.append(where)
+            found.extend(_find_inline_secrets(value, where))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found.extend(_find_inline_secrets(value, f"{path}[{index}]"))
+    return found
+
+
+def load_sources(path: Path) -> SourcesFile:
+    """Read and validate a sources file; every problem names the file, the source and the field."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigurationError(f"sources file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"sources file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigurationError(f"sources file {path}: expected a mapping with a 'sources' list")
+    inline = _find_inline_secrets(raw)
+    if inline:
+        raise ConfigurationError(
+            f"sources file {path}: inline secret(s) at {', '.join(inline)}; reference an environment variable"
+            " (url_env) or a secret file instead"
+        )
+    try:
+        return SourcesFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigurationError(f"sources file {path}: " + "; ".join(_describe(err, raw) for err in exc.errors())) from None
+
+
+def _describe(err: dict, raw: dict) -> str:  # type: ignore[type-arg]
+    loc = list(err["loc"])
+    where = ".".join(str(p) for p in loc)
+    if len(loc) >= 2 and loc[0] == "sources" and isinstance(loc[1], int):
+        try:
+            name = raw["sources"][loc[1]].get("name", f"#{loc[1]}")
+        except (IndexError, AttributeError, KeyError):
+            name = f"#{loc[1]}"
+        rest = [str(p) for p in loc[2:] if p not in {"database", "file"}]
+        where = f"source {name!r} field {'.'.join(rest) or '(source)'}"
+    return f"{where}: {err['msg']}"
+
+
+def resolve_database_url(conn: DatabaseConnection, *, warehouse_url: str, embedded: bool) -> str:
+    url = os.environ.get(conn.url_env)
+    if url:
+        return url
+    if embedded and conn.embedded_database:
+        from urllib.parse import urlsplit
+
+        return urlsplit(warehouse_url)._replace(path="/" + conn.embedded_database).geturl()
+    raise ConfigurationError(f"environment variable {conn.url_env} (source database URL) is not set")
+
+

@@ -1,0 +1,302 @@
+"""Extractors stream a source entity as batches of rows (and, for files, the bytes as fetched).
+
+Each extractor is a generator of :class:`Batch` and :class:`Payload` items: nothing holds a whole
+source in memory. Errors name the source, the file and the line or record.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import gzip
+import io
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import psycopg
+from defusedxml import ElementTree as SafeElementTree
+from psycopg import sql
+
+from etl_shared import SourceFatalError, SourceTransientError
+
+from ._config import DatabaseEntity, FileEntity, FileGroup
+
+_log = logging.getLogger(__name__)
+PAYLOAD_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+@dataclass
+class Batch:
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+@dataclass
+class Payload:
+    name: str
+    content_type: str
+    body: bytes
+
+
+@dataclass
+class ExtractState:
+    """What an extraction learned on the way: the new watermark and metadata for the pull row."""
+
+    watermark_after: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    bytes_read: int = 0
+
+
+# --------------------------------------------------------------------------- files
+
+_CONTENT_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson", "json": "application/json", "xml": "application/xml"}
+
+
+def expand_paths(group: FileGroup, data_dir: Path) -> list[Path]:
+    pattern = group.path.replace("{data_dir}", str(data_dir))
+    return sorted(Path(p) for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+
+
+class FileExtractor:
+    def __init__(self, source: str, entity: FileEntity, *, data_dir: Path, batch_size: int) -> None:
+        self.source = source
+        self.entity = entity
+        self.data_dir = data_dir
+        self.batch_size = batch_size
+        self.state = ExtractState()
+
+    def extract(self) -> Iterator[Batch | Payload]:
+        files: list[str] = []
+        for group in self.entity.files:
+            paths = expand_paths(group, self.data_dir)
+            if not paths:
+                _log.warning("no file matches %s", group.path)
+            for path in paths:
+                files.append(str(path))
+                self.state.bytes_read += path.stat().st_size
+                if self.entity.keep_payload:
+                    yield from self._payloads(path, group)
+                yield from self._batches(path, group)
+        self.state.metadata = {"files": files}
+
+    def _payloads(self, path: Path, group: FileGroup) -> Iterator[Payload]:
+        content_type = _CONTENT_TYPES[group.format] + ("+gzip" if path.suffix == ".gz" else "")
+        with path.open("rb") as handle:
+            part = 0
+            while chunk := handle.read(PAYLOAD_CHUNK_BYTES):
+                part += 1
+                yield Payload(name=f"{path.name}#{part}", content_type=content_type, body=chunk)
+
+    def _open_text(self, path: Path, group: FileGroup) -> IO[str]:
+        raw: IO[bytes] = gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")  # noqa: SIM115
+        return io.TextIOWrapper(raw, encoding=group.encoding, newline="")
+
+    def _batches(self, path: Path, group: FileGroup) -> Iterator[Batch]:
+        where = f"source {self.source}, file {path}"
+        try:
+            if group.format == "csv":
+                yield from self._csv(path, group)
+            elif group.format == "jsonl":
+                yield from _records_to_batches(self._jsonl(path, group, where), group, self.batch_size)
+            elif group.format == "json":
+                yield from _records_to_batches(self._json(path, group, where), group, self.batch_size)
+            else:
+                yield from _records_to_batches(self._xml(path, group, where), group, self.batch_size)
+        except UnicodeDecodeError as exc:
+            raise SourceFatalError(
+                f"{where}: not valid {group.encoding} at byte {exc.start}: {exc.reason}; set 'encoding' for this file"
+            ) from None
+        except OSError as exc:
+            raise SourceFatalError(f"{where}: cannot read: {exc}") from None
+
+    def _csv(self, path: Path, group: FileGroup) -> Iterator[Batch]:
+        with self._open_text(path, group) as handle:
+            reader = csv.reader(handle, delimiter=group.delimiter, quotechar=group.quotechar, strict=True)
+            try:
+                header = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise SourceFatalError(f"source {self.source}, file {path}, line 1: malformed CSV: {exc}") from None
+            columns = [group.rename.get(h.strip(), h.strip()) for h in header]
+            rows: list[list[Any]] = []
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as exc:
+                    raise SourceFatalError(
+                        f"source {self.source}, file {path}, line {reader.line_num}: malformed CSV: {exc}"
+                    ) from None
+                if not row:
+                    continue
+                if len(row) != len(columns):
+                    raise SourceFatalError(
+                        f"source {self.source}, file {path}, line {reader.line_num}: {len(row)} fields,"
+                        f" the header has {len(columns)}"
+                    )
+                rows.append(row)
+                if len(rows) >= self.batch_size:
+                    yield Batch(columns, rows)
+                    rows = []
+            if rows:
+                yield Batch(columns, rows)
+
+    def _jsonl(self, path: Path, group: FileGroup, where: str) -> Iterator[dict[str, Any]]:
+        with self._open_text(path, group) as handle:
+            for line_no, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    raise SourceFatalError(f"{where}, line {line_no}: malformed JSON: {exc}") from None
+                if not isinstance(record, dict):
+                    raise SourceFatalError(f"{where}, line {line_no}: expected a JSON object, got {type(record).__name__}")
+                yield record
+
+    def _json(self, path: Path, group: FileGroup, where: str) -> Iterator[dict[str, Any]]:
+        with self._open_text(path, group) as handle:
+            try:
+                document = orjson.loads(handle.read())
+            except orjson.JSONDecodeError as exc:
+                raise SourceFatalError(f"{where}: malformed JSON: {exc}") from None
+        records = document
+        for key in (group.records_path or "").split(".") if group.records_path else []:
+            if not isinstance(records, dict) or key not in records:
+                raise SourceFatalError(f"{where}: records path {group.records_path!r} not found")
+            records = records[key]
+        if not isinstance(records, list):
+            raise SourceFatalError(f"{where}: expected a list of records, got {type(records).__name__}")
+        for index, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise SourceFatalError(f"{where}, record {index}: expected a JSON object")
+            yield record
+
+    def _xml(self, path: Path, group: FileGroup, where: str) -> Iterator[dict[str, Any]]:
+        tag = group.records_path
+        if not tag:
+            raise SourceFatalError(f"{where}: XML needs 'records_path' (the tag of one record)")
+        opener = gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+        count = 0
+        with opener as handle:
+            try:
+                for _event, element in SafeElementTree.iterparse(handle, events=("end",)):
+                    if _local(element.tag) != tag:
+                        continue
+                    count += 1
+                    record: dict[str, Any] = {_local(k): v for k, v in element.attrib.items()}
+                    for child in element:
+                        record[_local(child.tag)] = child.text if len(child) == 0 else _element_dict(child)
+                    element.clear()
+                    yield record
+            except SafeElementTree.ParseError as exc:
+                raise SourceFatalError(f"{where}: malformed XML after record {count}: {exc}") from None
+            except Exception as exc:
+                if type(exc).__module__.startswith("defusedxml"):
+                    raise SourceFatalError(f"{where}: refused unsafe XML ({type(exc).__name__}: {exc})") from None
+                raise
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _element_dict(element: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {_local(k): v for k, v in element.attrib.items()}
+    for child in element:
+        out[_local(child.tag)] = child.text if len(child) == 0 else _element_dict(child)
+    return out
+
+
+def _records_to_batches(records: Iterator[dict[str, Any]], group: FileGroup, batch_size: int) -> Iterator[Batch]:
+    """Turn dict records into list-of-arrays batches; a batch's columns are its records' keys in
+    first-seen order (missing values are null)."""
+    chunk: list[dict[str, Any]] = []
+    for record in records:
+        if group.rename:
+            record = {group.rename.get(k, k): v for k, v in record.items()}
+        chunk.append(record)
+        if len(chunk) >= batch_size:
+            yield _to_batch(chunk)
+            chunk = []
+    if chunk:
+        yield _to_batch(chunk)
+
+
+def _to_batch(records: list[dict[str, Any]]) -> Batch:
+    columns: dict[str, None] = {}
+    for record in records:
+        for key in record:
+            columns.setdefault(key, None)
+    names = list(columns)
+    return Batch(names, [[record.get(name) for name in names] for record in records])
+
+
+# ----------------------------------------------------------------------- databases
+
+
+class DatabaseExtractor:
+    """Full or incremental (by watermark column) extraction, streamed with a server-side cursor."""
+
+    def __init__(self, source: str, entity: DatabaseEntity, *, url: str, batch_size: int) -> None:
+        self.source = source
+        self.entity = entity
+        self.url = url
+        self.batch_size = batch_size
+        self.state = ExtractState()
+
+    def query(self, watermark: str | None) -> tuple[sql.Composable, tuple[Any, ...]]:
+        schema, table = self.entity.table.split(".")
+        query: sql.Composable = sql.SQL("select * from {}").format(sql.Identifier(schema, table))
+        params: tuple[Any, ...] = ()
+        order = [self.entity.cursor] if self.entity.cursor else []
+        order += [k for k in self.entity.key if k not in order]
+        if self.entity.cursor and watermark is not None:
+            query = sql.SQL("{} where {} > %s").format(query, sql.Identifier(self.entity.cursor))
+            params = (watermark,)
+        if order:
+            query = sql.SQL("{} order by {}").format(query, sql.SQL(", ").join(sql.Identifier(c) for c in order))
+        return query, params
+
+    def extract(self, watermark: str | None) -> Iterator[Batch | Payload]:
+        query, params = self.query(watermark)
+        self.state.watermark_after = watermark
+        where = f"source {self.source}, table {self.entity.table}"
+        try:
+            with psycopg.connect(self.url, application_name="etl-staging-extract", connect_timeout=10) as conn:
+                with conn.transaction(), conn.cursor(name=f"etl_extract_{self.entity.name}") as cur:
+                    cur.itersize = self.batch_size
+                    cur.execute(query, params)
+                    columns = [d.name for d in cur.description or []]
+                    cursor_index = columns.index(self.entity.cursor) if self.entity.cursor in columns else None
+                    if self.entity.cursor and cursor_index is None:
+                        raise SourceFatalError(f"{where}: watermark column {self.entity.cursor!r} does not exist")
+                    while rows := cur.fetchmany(self.batch_size):
+                        batch = [list(r) for r in rows]
+                        if cursor_index is not None:
+                            self._advance(batch, cursor_index)
+                        yield Batch(columns, batch)
+        except psycopg.OperationalError as exc:
+            raise SourceTransientError(f"{where}: source database failed: {str(exc).strip().splitlines()[0]}") from None
+        except psycopg.errors.UndefinedTable:
+            raise SourceFatalError(f"{where}: table does not exist") from None
+        except psycopg.errors.UndefinedColumn as exc:
+            raise SourceFatalError(f"{where}: {str(exc).strip().splitlines()[0]}") from None
+
+    def _advance(self, rows: list[list[Any]], index: int) -> None:
+        values = [r[index] for r in rows if r[index] is not None]
+        if not values:
+            return
+        top = max(values)
+        text = top.isoformat() if hasattr(top, "isoformat") else str(top)
+        current = self.state.watermark_after
+        # Rows arrive ordered by the cursor column, so the last batch's maximum is the new watermark.
+        if current is None or text != current:
+            self.state.watermark_after = text

@@ -1,0 +1,282 @@
+"""Raw storage of pulls in the staging schema.
+
+A pull is written in batches, each batch its own (retried) transaction, while its row says
+``running``; it becomes visible to readers only when :meth:`RawPullWriter.commit` flips it to
+``committed`` in the same transaction that advances the watermark. Whatever a failed or killed
+pull left behind is removed by :func:`clean_abandoned_pulls` before the next pull of the same
+source entity. After a commit, only the newest ``keep`` committed pulls are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import psycopg
+
+from etl_shared import CopyWriter, Database, LeaseLock
+
+_log = logging.getLogger(__name__)
+
+KEEP_COMMITTED_PULLS = 3
+DELETE_BATCH_ROWS = 500
+
+_BATCHES = CopyWriter("staging.pull_batches", ["pull_id", "batch_no", "record_count", "data"])
+_PAYLOADS = CopyWriter(
+    "staging.pull_payloads", ["pull_id", "seq", "name", "content_type", "byte_count", "checksum", "body"]
+)
+
+
+@dataclass
+class PullSummary:
+    pull_id: uuid.UUID
+    source: str
+    entity: str
+    records: int
+    bytes: int
+    batches: int
+    payloads: int
+    checksum: str
+    watermark_before: str | None
+    watermark_after: str | None
+    deleted_pulls: list[str] = field(default_factory=list)
+
+
+def encode_batch(columns: list[str], rows: list[list[Any]]) -> bytes:
+    """The list-of-arrays JSON of one batch."""
+    return orjson.dumps({"columns": columns, "rows": rows}, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    # Decimals stay exact as strings; datetimes/dates/times as ISO 8601; UUIDs as text; bytes base64.
+    import base64
+    import datetime as dt
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    raise TypeError(f"cannot store a {type(value).__name__} value as JSON")
+
+
+class RawPullWriter:
+    """Writes one pull of one source entity."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        run_id: str,
+        job_id: uuid.UUID | None,
+        source: str,
+        entity: str,
+        mode: str,
+        watermark_before: str | None,
+        lock: LeaseLock | None = None,
+    ) -> None:
+        self.db = db
+        self.run_id = run_id
+        self.job_id = job_id
+        self.source = source
+        self.entity = entity
+        self.mode = mode
+        self.watermark_before = watermark_before
+        self.lock = lock
+        self.pull_id = uuid.uuid4()
+        self.records = 0
+        self.bytes = 0
+        self.batches = 0
+        self.payloads = 0
+        self.json_bytes = 0
+        self._digest = hashlib.sha256()
+
+    def open(self) -> uuid.UUID:
+        self.db.transaction(
+            lambda conn: conn.execute(
+                "insert into staging.pulls (pull_id, run_id, job_id, source, entity, status, mode, started_at,"
+                " heartbeat_at, watermark_before) values (%s, %s, %s, %s, %s, 'running', %s, now(), now(), %s)",
+                (self.pull_id, self.run_id, self.job_id, self.source, self.entity, self.mode, self.watermark_before),
+            ),
+            name="open pull",
+        )
+        _log.info("pull %s opened", self.pull_id, extra={"pull_id": str(self.pull_id), "mode": self.mode})
+        return self.pull_id
+
+    def add_batch(self, columns: list[str], rows: list[list[Any]]) -> None:
+        if not rows:
+            return
+        data = encode_batch(columns, rows)
+        batch_no = self.batches + 1
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            _BATCHES.write(conn, [(self.pull_id, batch_no, len(rows), data.decode())])
+            conn.execute(
+                "update staging.pulls set heartbeat_at = now(), batch_count = %s, record_count = %s"
+                " where pull_id = %s",
+                (batch_no, self.records + len(rows), self.pull_id),
+            )
+
+        self.db.transaction(work, name=f"pull {self.pull_id} batch {batch_no}")
+        self.batches = batch_no
+        self.records += len(rows)
+        self._digest.update(data)
+        self.json_bytes += len(data)
+        if self.lock is not None and batch_no % 20 == 0:
+            self.lock.renew()
+
+    def add_payload(self, name: str, content_type: str, body: bytes) -> None:
+        seq = self.payloads + 1
+        checksum = hashlib.sha256(body).hexdigest()
+        self.db.transaction(
+            lambda conn: _PAYLOADS.write(conn, [(self.pull_id, seq, name, content_type, len(body), checksum, body)]),
+            name=f"pull {self.pull_id} payload {seq}",
+        )
+        self.payloads = seq
+        self.bytes += len(body)
+
+    def count_bytes(self, n: int) -> None:
+        """Bytes read from the source when no payload is stored."""
+        self.bytes += n
+
+    def commit(self, *, watermark_after: str | None, metadata: dict[str, Any] | None = None) -> PullSummary:
+        checksum = self._digest.hexdigest()
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            cur = conn.execute(
+                "update staging.pulls set status = 'committed', committed_at = now(), heartbeat_at = now(),"
+                " record_count = %s, byte_count = %s, batch_count = %s, payload_count = %s, checksum = %s,"
+                " watermark_after = %s, metadata = %s::jsonb where pull_id = %s and status = 'running'",
+                (
+                    self.records, self.bytes, self.batches, self.payloads, checksum, watermark_after,
+                    json.dumps(metadata or {}), self.pull_id,
+                ),
+            )
+            if cur.rowcount != 1:
+                raise RuntimeError(f"pull {self.pull_id} is no longer running; it was cleaned up by another job")
+            conn.execute(
+                "insert into staging.watermarks (source, entity, value, pull_id, updated_at)"
+                " values (%s, %s, %s, %s, now()) on conflict (source, entity) do update"
+                " set value = excluded.value, pull_id = excluded.pull_id, updated_at = excluded.updated_at",
+                (self.source, self.entity, watermark_after, self.pull_id),
+            )
+
+        self.db.transaction(work, name=f"commit pull {self.pull_id}")
+        deleted = apply_retention(self.db, self.source, self.entity)
+        _log.info(
+            "pull %s committed: %d records in %d batches, %d bytes",
+            self.pull_id, self.records, self.batches, self.bytes,
+            extra={"pull_id": str(self.pull_id), "records": self.records, "bytes": self.bytes,
+                   "watermark_after": watermark_after, "deleted_pulls": deleted},
+        )
+        return PullSummary(
+            pull_id=self.pull_id, source=self.source, entity=self.entity, records=self.records, bytes=self.bytes,
+            batches=self.batches, payloads=self.payloads, checksum=checksum,
+            watermark_before=self.watermark_before, watermark_after=watermark_after, deleted_pulls=deleted,
+        )
+
+    def fail(self, error: str) -> None:
+        """Best effort: mark the pull failed and remove its data (the next run cleans up otherwise)."""
+        try:
+            self.db.transaction(
+                lambda conn: conn.execute(
+                    "update staging.pulls set status = 'failed', error = %s where pull_id = %s and status = 'running'",
+                    (error[:4000], self.pull_id),
+                ),
+                name="fail pull",
+            )
+            delete_pull_data(self.db, self.pull_id)
+        except Exception as exc:
+            _log.warning("could not clean up failed pull %s now (the next run will): %s", self.pull_id, exc)
+
+
+def read_watermark(db: Database, source: str, entity: str) -> str | None:
+    with db.connect(autocommit=True) as conn:
+        row = conn.execute(
+            "select value from staging.watermarks where source = %s and entity = %s", (source, entity)
+        ).fetchone()
+    return row[0] if row else None
+
+
+def delete_pull_data(db: Database, pull_id: uuid.UUID | str) -> None:
+    """Delete a pull's batches and payloads in small transactions (CockroachDB dislikes big ones)."""
+    for table, key in (("pull_batches", "batch_no"), ("pull_payloads", "seq")):
+        statement = (
+            f"delete from staging.{table} where pull_id = %(p)s and {key} in"  # noqa: S608 - fixed names
+            f" (select {key} from staging.{table} where pull_id = %(p)s order by {key} limit %(n)s)"
+        )
+        while True:
+            deleted = db.transaction(
+                lambda conn, s=statement: conn.execute(s, {"p": pull_id, "n": DELETE_BATCH_ROWS}).rowcount,
+                name=f"delete {table} of {pull_id}",
+            )
+            if deleted < DELETE_BATCH_ROWS:
+                break
+
+
+def clean_abandoned_pulls(db: Database, source: str, entity: str) -> list[str]:
+    """Remove what failed or killed pulls of this source entity left behind.
+
+    Must be called while holding the source entity's lock: any pull still ``running`` then belongs to
+    a job that died."""
+    with db.connect(autocommit=True) as conn:
+        rows = conn.execute(
+            "select pull_id, status from staging.pulls where source = %s and entity = %s"
+            " and status <> 'committed' and (batch_count > 0 or payload_count > 0 or status = 'running')",
+            (source, entity),
+        ).fetchall()
+    cleaned = []
+    for pull_id, status in rows:
+        if status == "running":
+            db.transaction(
+                lambda conn, p=pull_id: conn.execute(
+                    "update staging.pulls set status = 'failed', error = coalesce(error, 'abandoned: the job"
+                    " stopped before committing') where pull_id = %s and status = 'running'",
+                    (p,),
+                ),
+                name="mark abandoned pull",
+            )
+        delete_pull_data(db, pull_id)
+        db.transaction(
+            lambda conn, p=pull_id: conn.execute(
+                "update staging.pulls set batch_count = 0, payload_count = 0 where pull_id = %s", (p,)
+            ),
+            name="clear abandoned pull counts",
+        )
+        cleaned.append(str(pull_id))
+        _log.warning("cleaned up abandoned pull %s (%s)", pull_id, status, extra={"pull_id": str(pull_id)})
+    return cleaned
+
+
+def apply_retention(db: Database, source: str, entity: str, keep: int = KEEP_COMMITTED_PULLS) -> list[str]:
+    """Delete committed pulls older than the newest ``keep`` (never the only good one)."""
+    keep = max(1, keep)
+    with db.connect(autocommit=True) as conn:
+        old = [
+            row[0]
+            for row in conn.execute(
+                "select pull_id from staging.pulls where source = %s and entity = %s and status = 'committed'"
+                " order by committed_at desc, pull_id offset %s",
+                (source, entity, keep),
+            ).fetchall()
+        ]
+    for pull_id in old:
+        delete_pull_data(db, pull_id)
+        db.transaction(
+            lambda conn, p=pull_id: conn.execute("delete from staging.pulls where pull_id = %s", (p,)),
+            name="delete old pull",
+        )
+    if old:
+        _log.info("retention: deleted %d old pull(s) of %s.%s", len(old), source, entity)
+    return [str(p) for p in old]
