@@ -2,7 +2,7 @@
 
 from ._audit import JobAudit, NodeResult, QualityResult
 from ._db import CopyWriter, Database, redact_url, run_transaction
-from ._dbt import DbtOutcome, DbtProject, profile_from_url, raise_for_outcome
+from ._dbt import DbtOutcome, DbtProject, build_zone, detect_cockroachdb, profile_from_url, raise_for_outcome
 from ._embedded import WAREHOUSE_DATABASE, EmbeddedPostgres, start_embedded
 from ._errors import (
     EXIT_CONFIGURATION,
@@ -62,9 +62,11 @@ __all__ = [
     "TransformError",
     "apply_migrations",
     "bind_context",
+    "build_zone",
     "bundled_migrations",
     "configure_logging",
     "count_rows",
+    "detect_cockroachdb",
     "exit_code_for",
     "is_transient_database_error",
     "load_migrations",

@@ -234,3 +234,45 @@ def _password_in_environment(password: str | None) -> Iterator[None]:
             os.environ.pop(_PASSWORD_ENV, None)
         else:
             os.environ[_PASSWORD_ENV] = previous
+
+
+def detect_cockroachdb(url: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        row = conn.execute("select version()").fetchone()
+    return bool(row and "cockroachdb" in str(row[0]).lower())
+
+
+def build_zone(
+    context: Any,
+    project: DbtProject,
+    *,
+    select: Sequence[str] = (),
+    full_refresh: bool = False,
+    variables: Mapping[str, Any] | None = None,
+) -> DbtOutcome:
+    """``dbt build`` a zone's project inside a job: record every node and data-quality result in the
+    audit tables, count the rows of the models built, then raise for failures (exit codes 4/5/1)."""
+    from ._job import count_rows
+
+    url = context.db.url
+    all_vars = {"run_id": context.settings.run_id, "is_cockroachdb": detect_cockroachdb(url), **(variables or {})}
+    outcome = project.build(url, select=select, full_refresh=full_refresh, variables=all_vars)
+    context.audit.record_nodes(outcome.nodes)
+    context.audit.record_quality(outcome.quality)
+    for result in outcome.quality:
+        context.metrics.dq_failures.labels(context.audit.zone, result.rule_id, result.severity).set(result.failures)
+    context.counts["dq_status"] = outcome.quality_status
+    context.counts["dq_failed_rules"] = [q.rule_id for q in outcome.quality if q.status in {"fail", "error"}]
+    context.counts["dq_warned_rules"] = [q.rule_id for q in outcome.quality if q.status == "warn"]
+    context.counts["nodes"] = {status: sum(1 for n in outcome.nodes if n.status == status)
+                               for status in sorted({n.status for n in outcome.nodes})}
+    if outcome.models:
+        tables = count_rows(context.db, sorted(set(outcome.models)))
+        context.counts["tables"] = tables
+        context.counts["rows"] = sum(tables.values())
+        for table, rows in tables.items():
+            context.metrics.add_rows("dbt", table, rows)
+    raise_for_outcome(outcome)
+    return outcome
