@@ -209,7 +209,7 @@ def _outcome_from(result: Any) -> DbtOutcome:
                     message=(str(item.message)[:2000] if item.message else None),
                 )
             )
-        elif resource_type in {"model", "snapshot", "seed"} and status == "success":
+        elif resource_type in {"model", "snapshot"} and status == "success":
             if getattr(node.config, "materialized", "") != "ephemeral":
                 outcome.models.append(f"{node.schema}.{node.alias or node.name}")
     return outcome
