@@ -75,7 +75,12 @@ def _bootstrap(db: Database) -> None:
                 for statement in (*BOOTSTRAP_SQL.split(";"), MIGRATIONS_TABLE_SQL):
                     conn.execute(statement)
             return
-        except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject, psycopg.errors.DuplicateSchema):
+        except (
+            psycopg.errors.UniqueViolation,
+            psycopg.errors.DuplicateObject,
+            psycopg.errors.DuplicateSchema,
+            psycopg.errors.DuplicateTable,
+        ):
             if attempt == 4:
                 raise
 

@@ -10,6 +10,7 @@ source entity. After a commit, only the newest ``keep`` committed pulls are kept
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
 import uuid
@@ -18,6 +19,7 @@ from typing import Any
 
 import orjson
 import psycopg
+from psycopg.types.range import Range
 
 from etl_shared import CopyWriter, Database, LeaseLock
 
@@ -52,6 +54,16 @@ def encode_batch(columns: list[str], rows: list[list[Any]]) -> bytes:
     return orjson.dumps({"columns": columns, "rows": rows}, default=_json_default)
 
 
+_IP_TYPES = (
+    ipaddress.IPv4Address,
+    ipaddress.IPv6Address,
+    ipaddress.IPv4Network,
+    ipaddress.IPv6Network,
+    ipaddress.IPv4Interface,
+    ipaddress.IPv6Interface,
+)
+
+
 def _json_default(value: Any) -> Any:
     # Decimals stay exact as strings; datetimes/dates/times as ISO 8601; UUIDs as text; bytes base64.
     import base64
@@ -68,6 +80,12 @@ def _json_default(value: Any) -> Any:
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, dt.timedelta):
         return value.total_seconds()
+    if isinstance(value, _IP_TYPES):
+        return str(value)  # inet / cidr columns
+    if isinstance(value, Range):
+        if value.isempty:
+            return {"empty": True}
+        return {"lower": value.lower, "upper": value.upper, "bounds": value.bounds}
     raise TypeError(f"cannot store a {type(value).__name__} value as JSON")
 
 

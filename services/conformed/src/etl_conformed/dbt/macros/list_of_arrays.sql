@@ -17,7 +17,9 @@ latest_pull as (
     limit 1
 ),
 
-pull_batches as (
+{#- MATERIALIZED: the column list is decoded once per batch. Inlined, the planner would repeat the
+    decoding (and the detoasting of the whole batch) for every field of every record. -#}
+pull_batches as materialized (
     select
         batches.pull_id,
         batches.batch_no,

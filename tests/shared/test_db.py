@@ -1,0 +1,181 @@
+"""Database access on a real PostgreSQL: retried transactions, errors, COPY writing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import psycopg
+import pytest
+
+from etl_shared import CopyWriter, Database, DatabaseError, redact_url, run_transaction
+
+pytestmark = pytest.mark.integration
+
+
+def _fast(url: str, attempts: int = 6) -> Database:
+    return Database(url, attempts=attempts, base_delay_s=0.001, max_delay_s=0.01)
+
+
+def test_server_runs_serializable_by_default(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("show default_transaction_isolation").fetchone()
+    assert row == ("serializable",)
+
+
+def test_transaction_commits_and_returns_the_result(database_url: str) -> None:
+    db = _fast(database_url)
+
+    def work(conn: psycopg.Connection[Any]) -> int:
+        conn.execute("create table items (id int primary key, name text)")
+        conn.execute("insert into items values (1, 'one'), (2, 'two')")
+        return 2
+
+    assert db.transaction(work) == 2
+    with psycopg.connect(database_url) as other:
+        assert other.execute("select id, name from items order by id").fetchall() == [(1, "one"), (2, "two")]
+
+
+def test_serialization_failure_is_retried(database_url: str) -> None:
+    """Write skew: both transactions read the same predicate and each inserts a row the other's
+    predicate covers; the second commits first, so the first fails with 40001 and is run again."""
+    with psycopg.connect(database_url, autocommit=True) as setup:
+        setup.execute("create table on_call (doctor text primary key, shift int not null)")
+    db = _fast(database_url)
+    seen: list[int] = []
+
+    def work(conn: psycopg.Connection[Any]) -> int:
+        row = conn.execute("select count(*) from on_call where shift = 1").fetchone()
+        assert row is not None
+        seen.append(row[0])
+        if len(seen) == 1:
+            with psycopg.connect(database_url) as other, other.transaction():
+                iso = other.execute("show transaction_isolation").fetchone()
+                assert iso == ("serializable",)
+                other.execute("select count(*) from on_call where shift = 1")
+                other.execute("insert into on_call values ('bob', 1)")
+        conn.execute("insert into on_call values ('alice', 1)")
+        return row[0]
+
+    result = db.transaction(work, name="write skew")
+
+    assert seen == [0, 1]  # ran twice; the second attempt sees bob's committed row
+    assert result == 1
+    with psycopg.connect(database_url) as check:
+        assert check.execute("select doctor from on_call order by doctor").fetchall() == [
+            ("alice",),
+            ("bob",),
+        ]
+
+
+def test_non_transient_error_is_not_retried(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as setup:
+        setup.execute("create table items (id int primary key)")
+        setup.execute("insert into items values (1)")
+    db = _fast(database_url)
+    calls = 0
+
+    def work(conn: psycopg.Connection[Any]) -> None:
+        nonlocal calls
+        calls += 1
+        conn.execute("insert into items values (2)")
+        conn.execute("insert into items values (1)")
+
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        db.transaction(work)
+    assert calls == 1
+    with psycopg.connect(database_url) as check:
+        # The whole transaction was rolled back, including the row that was valid.
+        assert check.execute("select id from items").fetchall() == [(1,)]
+
+
+def test_gives_up_after_the_configured_attempts(database_url: str) -> None:
+    db = _fast(database_url, attempts=3)
+    calls = 0
+
+    def work(conn: psycopg.Connection[Any]) -> None:
+        nonlocal calls
+        calls += 1
+        raise psycopg.errors.SerializationFailure("could not serialize access")
+
+    with pytest.raises(DatabaseError, match="gave up after 3 attempts: 40001") as info:
+        db.transaction(work, name="always failing")
+    assert calls == 3
+    assert "always failing" in str(info.value)
+    assert isinstance(info.value.__cause__, psycopg.errors.SerializationFailure)
+    assert info.value.exit_code == 5
+
+
+def test_run_transaction_on_an_existing_connection(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        calls = 0
+
+        def work(c: psycopg.Connection[Any]) -> str:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise psycopg.errors.DeadlockDetected("deadlock detected")
+            c.execute("create table done (x int)")
+            return "ok"
+
+        assert run_transaction(conn, work, attempts=2, base_delay_s=0.001) == "ok"
+        assert calls == 2
+    with psycopg.connect(database_url) as check:
+        assert check.execute("select to_regclass('done') is not null").fetchone() == (True,)
+
+
+def test_connect_to_a_bad_url_redacts_the_password() -> None:
+    url = "postgresql://etl:Very-Secret-42@127.0.0.1:1/etl"
+    db = Database(url, connect_timeout_s=2)
+    with pytest.raises(DatabaseError) as info:
+        db.connect()
+    message = str(info.value)
+    assert "Very-Secret-42" not in message
+    assert "postgresql://etl:***@127.0.0.1:1/etl" in message
+    assert isinstance(info.value.__cause__, psycopg.OperationalError)
+    assert "Very-Secret-42" not in repr(db)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://etl:pw@db:26257/etl", "postgresql://etl:***@db:26257/etl"),
+        ("postgresql://etl:p%40ss@db/etl?sslmode=require", "postgresql://etl:***@db/etl?sslmode=require"),
+        ("postgresql://etl@db/etl", "postgresql://etl@db/etl"),
+        ("postgresql://postgres:@/t1?host=/tmp/pg", "postgresql://postgres:@/t1?host=/tmp/pg"),
+        ("postgresql:///etl", "postgresql:///etl"),
+    ],
+)
+def test_redact_url(url: str, expected: str) -> None:
+    assert redact_url(url) == expected
+
+
+def test_copy_writer_writes_json_bytes_and_nulls(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as setup:
+        setup.execute("create schema raw")
+        setup.execute('create table raw.payloads (id int primary key, "Doc" jsonb, body bytea, note text)')
+    writer = CopyWriter("raw.payloads", ["id", "Doc", "body", "note"])
+    document = {"name": "Zoë", "tags": ["a", "b"], "nested": {"n": 1.5, "tab": "a\tb", "nl": "x\ny"}}
+    rows = [
+        (1, json.dumps(document), b"\x00\x01\xff\\binary", "first"),
+        (2, "[]", b"", None),
+        (3, None, None, "back\\slash\ttab"),
+    ]
+
+    written = _fast(database_url).transaction(lambda conn: writer.write(conn, iter(rows)))
+
+    assert written == 3
+    with psycopg.connect(database_url) as check:
+        stored = check.execute('select id, "Doc", body, note from raw.payloads order by id').fetchall()
+    assert stored == [
+        (1, document, b"\x00\x01\xff\\binary", "first"),
+        (2, [], b"", None),
+        (3, None, None, "back\\slash\ttab"),
+    ]
+
+
+def test_copy_writer_writes_nothing_for_no_rows(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as setup:
+        setup.execute("create table plain (id int)")
+    written = _fast(database_url).transaction(lambda conn: CopyWriter("plain", ["id"]).write(conn, []))
+    assert written == 0

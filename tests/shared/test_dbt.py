@@ -1,0 +1,369 @@
+"""dbt: profiles from URLs, outcomes to exceptions, and two real ``dbt build`` runs."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+
+from etl_shared import (
+    ConfigurationError,
+    DatabaseError,
+    DataQualityError,
+    DbtOutcome,
+    DbtProject,
+    JobContext,
+    NodeResult,
+    QualityResult,
+    Settings,
+    TransformError,
+    build_zone,
+    profile_from_url,
+    raise_for_outcome,
+    run_job,
+)
+
+NOW = datetime(2024, 1, 31, 2, 0, tzinfo=UTC)
+
+# ---------------------------------------------------------------------------------------------- profiles
+
+
+def test_profile_for_a_tcp_url_with_password_and_sslmode() -> None:
+    url = "postgresql://etl_user:Sup3r%40Secret@crdb.example.com:26257/warehouse?sslmode=verify-full&sslrootcert=/certs/ca.crt"
+    profile = profile_from_url(url, profile="conformed", schema="conformed", threads=4)
+
+    assert profile["conformed"]["target"] == "default"
+    output = profile["conformed"]["outputs"]["default"]
+    assert output == {
+        "type": "postgres",
+        "host": "crdb.example.com",
+        "port": 26257,
+        "user": "etl_user",
+        "password": "{{ env_var('ETL_DBT_PASSWORD', '') }}",
+        "dbname": "warehouse",
+        "schema": "conformed",
+        "threads": 4,
+        "autocommit": True,
+        "connect_timeout": 10,
+        "retries": 3,
+        "sslmode": "verify-full",
+        "sslrootcert": "/certs/ca.crt",
+    }
+    written = yaml.safe_dump(profile)
+    assert "Sup3r" not in written and "Secret" not in written
+
+
+def test_profile_for_a_unix_socket_url() -> None:
+    profile = profile_from_url("postgresql://postgres:@/t_abc?host=/srv/etlpg/pg", profile="p", schema="s")
+    output = profile["p"]["outputs"]["default"]
+    assert (output["host"], output["port"], output["user"], output["dbname"]) == (
+        "/srv/etlpg/pg",
+        5432,
+        "postgres",
+        "t_abc",
+    )
+    assert output["autocommit"] is True
+    assert "env_var(" in output["password"]
+    assert "sslmode" not in output
+
+
+def test_profile_with_port_in_the_query_and_defaults() -> None:
+    output = profile_from_url("postgresql:///?host=%2Fvar%2Frun%2Fpg&port=5433", profile="p", schema="s")[
+        "p"
+    ]["outputs"]["default"]
+    assert (output["host"], output["port"], output["user"], output["dbname"]) == (
+        "/var/run/pg",
+        5433,
+        "root",
+        "postgres",
+    )
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql:///warehouse", "postgresql://user:pw@/warehouse?sslmode=disable"]
+)
+def test_profile_without_a_host_is_a_configuration_error(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="no host"):
+        profile_from_url(url, profile="p", schema="s")
+
+
+def test_project_without_dbt_project_yml_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"no dbt_project\.yml"):
+        DbtProject(tmp_path, profile="p", schema="s", work_dir=tmp_path / "work")
+
+
+# ---------------------------------------------------------------------------------------------- outcomes
+
+
+def _node(unique_id: str, resource_type: str, status: str, message: str | None = None) -> NodeResult:
+    return NodeResult(unique_id, resource_type, status, 0.1, None, None, message, NOW)
+
+
+def _rule(rule_id: str, severity: str, status: str, failures: int = 0) -> QualityResult:
+    return QualityResult(rule_id, severity, status, failures, None)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "error", "match"),
+    [
+        (
+            DbtOutcome(
+                success=False, error="Database Error\n  could not connect to server: Connection refused"
+            ),
+            DatabaseError,
+            "could not reach the database",
+        ),
+        (
+            DbtOutcome(success=False, error="Compilation Error in model x"),
+            TransformError,
+            "dbt failed: Compilation",
+        ),
+        (
+            DbtOutcome(
+                success=False,
+                nodes=[
+                    _node("model.p.ok", "model", "success"),
+                    _node("model.p.broken", "model", "error", "syntax error at or near 'form'"),
+                    _node("model.p.after", "model", "skipped"),
+                ],
+            ),
+            TransformError,
+            "1 dbt node.*model.p.broken: syntax error",
+        ),
+        (
+            DbtOutcome(
+                success=False,
+                nodes=[
+                    _node("model.p.broken", "model", "error", "server closed the connection unexpectedly")
+                ],
+            ),
+            DatabaseError,
+            "model.p.broken",
+        ),
+        (
+            DbtOutcome(
+                success=False,
+                nodes=[_node("model.p.ok", "model", "success"), _node("test.p.unique_id", "test", "fail")],
+                quality=[_rule("unique_id", "error", "fail", 3), _rule("not_null_id", "error", "pass")],
+            ),
+            DataQualityError,
+            r"1 data-quality rule\(s\) failed: unique_id \(3 failing\)",
+        ),
+        (
+            DbtOutcome(success=False, quality=[_rule("relationships_x", "error", "error")]),
+            DataQualityError,
+            "relationships_x",
+        ),
+        (
+            DbtOutcome(success=False, nodes=[_node("model.p.a", "model", "skipped")]),
+            TransformError,
+            "skipped 1 node",
+        ),
+    ],
+    ids=[
+        "connect",
+        "exception",
+        "model-error",
+        "model-connection-lost",
+        "test-fail",
+        "test-error",
+        "skipped",
+    ],
+)
+def test_raise_for_outcome(outcome: DbtOutcome, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        raise_for_outcome(outcome)
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        DbtOutcome(success=True),
+        DbtOutcome(
+            success=True,
+            nodes=[_node("model.p.ok", "model", "success"), _node("test.p.accepted", "test", "warn")],
+            quality=[_rule("accepted_values_status", "warn", "warn", 7), _rule("unique_id", "error", "pass")],
+        ),
+    ],
+    ids=["empty", "warn-only"],
+)
+def test_raise_for_outcome_accepts_success_and_warnings(outcome: DbtOutcome) -> None:
+    raise_for_outcome(outcome)
+    assert outcome.failed_nodes == []
+
+
+@pytest.mark.parametrize(
+    ("statuses", "expected"),
+    [
+        ([], "none"),
+        (["pass", "pass"], "pass"),
+        (["pass", "warn"], "warn"),
+        (["warn", "fail"], "fail"),
+        (["pass", "error"], "fail"),
+    ],
+)
+def test_quality_status(statuses: list[str], expected: str) -> None:
+    outcome = DbtOutcome(success=True, quality=[_rule(f"r{i}", "error", s) for i, s in enumerate(statuses)])
+    assert outcome.quality_status == expected
+
+
+def test_failed_nodes() -> None:
+    outcome = DbtOutcome(
+        success=False,
+        nodes=[
+            _node("model.p.a", "model", "success"),
+            _node("model.p.b", "model", "error"),
+            _node("test.p.c", "test", "fail"),
+            _node("test.p.d", "test", "warn"),
+            _node("model.p.e", "model", "skipped"),
+        ],
+    )
+    assert [n.unique_id for n in outcome.failed_nodes] == ["model.p.b", "test.p.c"]
+
+
+# ---------------------------------------------------------------------------------------------- real dbt
+
+
+def _write_project(folder: Path, *, accepted_severity: str) -> Path:
+    """A tiny dbt project: one table model and its tests; ``accepted_values`` on id can never hold."""
+    (folder / "models").mkdir(parents=True)
+    (folder / "dbt_project.yml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny",
+                "version": "1.0.0",
+                "config-version": 2,
+                "profile": "tiny",
+                "flags": {"postgres_skip_autocommit_transaction_statements": True},
+                "models": {"tiny": {"+materialized": "table"}},
+            }
+        )
+    )
+    (folder / "models" / "ids.sql").write_text("select 1 as id\n")
+    (folder / "models" / "schema.yml").write_text(
+        yaml.safe_dump(
+            {
+                "version": 2,
+                "models": [
+                    {
+                        "name": "ids",
+                        "columns": [
+                            {
+                                "name": "id",
+                                "data_tests": [
+                                    "unique",
+                                    "not_null",
+                                    {
+                                        "accepted_values": {
+                                            "arguments": {"values": [2]},
+                                            "config": {"severity": accepted_severity},
+                                        }
+                                    },
+                                ],
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    return folder
+
+
+@pytest.fixture
+def _restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.mark.integration
+def test_dbt_build_of_a_tiny_project(database_url: str, tmp_path: Path) -> None:
+    project = DbtProject(
+        _write_project(tmp_path / "tiny", accepted_severity="warn"),
+        profile="tiny",
+        schema="tiny",
+        work_dir=tmp_path / "work",
+    )
+
+    outcome = project.build(database_url)
+
+    assert outcome.error is None
+    assert outcome.success is True
+    assert outcome.models == ["tiny.ids"]
+    assert sorted((n.resource_type, n.status) for n in outcome.nodes) == [
+        ("model", "success"),
+        ("test", "pass"),
+        ("test", "pass"),
+        ("test", "warn"),
+    ]
+    assert outcome.failed_nodes == []
+    assert sorted((q.rule_id, q.severity, q.status, q.failures) for q in outcome.quality) == [
+        ("accepted_values_ids_id__2", "warn", "warn", 1),
+        ("not_null_ids_id", "error", "pass", 0),
+        ("unique_ids_id", "error", "pass", 0),
+    ]
+    assert outcome.quality_status == "warn"
+    raise_for_outcome(outcome)  # a warning is not a failure
+    assert (tmp_path / "work" / "target" / "manifest.json").is_file()
+    assert not (tmp_path / "tiny" / "target").exists()  # the project folder may be read-only
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("select id from tiny.ids").fetchall() == [(1,)]
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("_restore_logging")
+def test_failing_error_test_gives_a_data_quality_failure(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("ETL_DATABASE_URL", "ETL_PUSHGATEWAY_URL", "ETL_LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    project = DbtProject(
+        _write_project(tmp_path / "tiny", accepted_severity="error"),
+        profile="tiny",
+        schema="tiny",
+        work_dir=tmp_path / "work",
+    )
+    settings = Settings(database_url=database_url, run_id="run-dq", data_dir=tmp_path)  # type: ignore[arg-type]
+    raised: list[BaseException] = []
+
+    def work(context: JobContext) -> None:
+        try:
+            build_zone(context, project)
+        except BaseException as exc:
+            raised.append(exc)
+            raise
+
+    code = contextvars.copy_context().run(run_job, "conformed", "build", settings, work)
+
+    assert code == 4
+    assert len(raised) == 1 and isinstance(raised[0], DataQualityError)
+    assert "accepted_values_ids_id" in str(raised[0])
+    with psycopg.connect(database_url) as conn:
+        job: Any = conn.execute("select status, exit_code, error from ops.job_runs").fetchone()
+        quality = conn.execute(
+            "select rule_id, severity, status, failures from ops.dq_results order by rule_id"
+        ).fetchall()
+        nodes = conn.execute(
+            "select resource_type, status from ops.dbt_node_results order by unique_id"
+        ).fetchall()
+    assert job[0:2] == ("failed", 4)
+    assert "DataQualityError" in job[2]
+    assert [(severity, status, failures) for _, severity, status, failures in quality] == [
+        ("error", "fail", 1),
+        ("error", "pass", 0),
+        ("error", "pass", 0),
+    ]
+    assert quality[0][0].startswith("accepted_values_ids_id")
+    assert ("model", "success") in nodes and ("test", "fail") in nodes

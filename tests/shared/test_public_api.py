@@ -1,0 +1,93 @@
+"""The public API of etl_shared: a change to it must be a deliberate change to this test."""
+
+from __future__ import annotations
+
+import importlib
+
+import etl_shared
+
+EXPECTED = {
+    # errors and exit codes
+    "EXIT_CONFIGURATION",
+    "EXIT_DATABASE",
+    "EXIT_DATA_QUALITY",
+    "EXIT_OK",
+    "EXIT_SOURCE",
+    "EXIT_UNEXPECTED",
+    "ConfigurationError",
+    "DataQualityError",
+    "DatabaseError",
+    "EtlError",
+    "SourceError",
+    "SourceFatalError",
+    "SourceTransientError",
+    "TransformError",
+    "exit_code_for",
+    "is_transient_database_error",
+    # settings
+    "Settings",
+    "load_settings",
+    "new_run_id",
+    # database
+    "CopyWriter",
+    "Database",
+    "redact_url",
+    "run_transaction",
+    "LeaseLock",
+    "Migration",
+    "apply_migrations",
+    "bundled_migrations",
+    "load_migrations",
+    "WAREHOUSE_DATABASE",
+    "EmbeddedPostgres",
+    "start_embedded",
+    # audit, logging, metrics
+    "JobAudit",
+    "NodeResult",
+    "QualityResult",
+    "JsonFormatter",
+    "bind_context",
+    "configure_logging",
+    "log_context",
+    "redact",
+    "JobMetrics",
+    # dbt
+    "DbtOutcome",
+    "DbtProject",
+    "build_zone",
+    "detect_cockroachdb",
+    "profile_from_url",
+    "raise_for_outcome",
+    # jobs
+    "JobContext",
+    "JobTerminated",
+    "count_rows",
+    "resolve_database_url",
+    "run_job",
+}
+
+
+def test_all_is_exactly_the_expected_api() -> None:
+    assert set(etl_shared.__all__) == EXPECTED
+    assert len(etl_shared.__all__) == len(EXPECTED), "a name is listed twice in __all__"
+
+
+def test_every_public_name_is_importable() -> None:
+    module = importlib.import_module("etl_shared")
+    for name in etl_shared.__all__:
+        assert getattr(module, name, None) is not None, name
+    namespace: dict[str, object] = {}
+    exec("from etl_shared import *", namespace)  # noqa: S102 - the star import is what users get
+    assert set(etl_shared.__all__) <= set(namespace)
+
+
+def test_public_names_come_from_the_private_modules() -> None:
+    for name in etl_shared.__all__:
+        value = getattr(etl_shared, name)
+        origin = getattr(value, "__module__", None)
+        if origin is not None and callable(value):
+            assert origin.startswith("etl_shared._"), f"{name} is defined in {origin}"
+
+
+def test_private_modules_are_not_exported() -> None:
+    assert not [name for name in etl_shared.__all__ if name.startswith("_")]
