@@ -33,6 +33,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/sqlfluff lint shared/src/etl_shared/migrations services/*/src/*/dbt/models
 
 clean-data:
 	rm -rf .etl

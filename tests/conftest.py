@@ -71,7 +71,9 @@ def db_server(request: pytest.FixtureRequest) -> Iterator[DatabaseServer]:
         from testcontainers.cockroachdb import CockroachDBContainer
 
         with CockroachDBContainer(COCKROACH_IMAGE) as crdb:
-            yield DatabaseServer(crdb.get_connection_url().replace("cockroachdb+psycopg2", "postgresql"), "cockroach")
+            yield DatabaseServer(
+                crdb.get_connection_url().replace("cockroachdb+psycopg2", "postgresql"), "cockroach"
+            )
         return
     embedded: EmbeddedPostgres = request.getfixturevalue("embedded_pg")
     yield DatabaseServer(embedded.url("postgres"), "postgres")

@@ -56,7 +56,12 @@ class JobAudit:
         )
 
     def finish(
-        self, *, status: str, exit_code: int, counts: Mapping[str, Any] | None = None, error: str | None = None
+        self,
+        *,
+        status: str,
+        exit_code: int,
+        counts: Mapping[str, Any] | None = None,
+        error: str | None = None,
     ) -> None:
         self.db.transaction(
             lambda conn: conn.execute(
@@ -70,8 +75,17 @@ class JobAudit:
     def record_nodes(self, results: Iterable[NodeResult]) -> None:
         rows = [
             (
-                self.job_id, r.unique_id, self.run_id, self.zone, r.resource_type, r.status,
-                r.execution_time_s, r.rows_affected, r.failures, r.message, r.completed_at,
+                self.job_id,
+                r.unique_id,
+                self.run_id,
+                self.zone,
+                r.resource_type,
+                r.status,
+                r.execution_time_s,
+                r.rows_affected,
+                r.failures,
+                r.message,
+                r.completed_at,
             )
             for r in results
         ]

@@ -25,8 +25,13 @@ from ._audit import NodeResult, QualityResult
 from ._errors import ConfigurationError, DatabaseError, DataQualityError, TransformError
 
 _log = logging.getLogger(__name__)
-_PASSWORD_ENV = "ETL_DBT_PASSWORD"
-_CONNECTION_HINTS = ("could not connect", "connection refused", "server closed the connection", "connection to server")
+_PASSWORD_ENV = "ETL_DBT_PASSWORD"  # noqa: S105 - the name of a variable, not a password
+_CONNECTION_HINTS = (
+    "could not connect",
+    "connection refused",
+    "server closed the connection",
+    "connection to server",
+)
 
 
 def profile_from_url(url: str, *, profile: str, schema: str, threads: int = 2) -> dict[str, Any]:
@@ -80,7 +85,9 @@ class DbtOutcome:
 class DbtProject:
     """One dbt project (conformed or semantic) and where its run artefacts go."""
 
-    def __init__(self, project_dir: Path, *, profile: str, schema: str, work_dir: Path, threads: int = 2) -> None:
+    def __init__(
+        self, project_dir: Path, *, profile: str, schema: str, work_dir: Path, threads: int = 2
+    ) -> None:
         if not (project_dir / "dbt_project.yml").is_file():
             raise ConfigurationError(f"no dbt_project.yml in {project_dir}")
         self.project_dir = project_dir
@@ -109,15 +116,23 @@ class DbtProject:
         profiles_dir = self._write_profile(url)
         argv = [
             command,
-            "--project-dir", str(self.project_dir),
-            "--profiles-dir", str(profiles_dir),
-            "--target-path", str(self.target_path),
-            "--log-path", str(self.work_dir / "logs"),
-            "--log-format", "json",
-            "--log-level", "warn",
-            "--log-level-file", "info",
+            "--project-dir",
+            str(self.project_dir),
+            "--profiles-dir",
+            str(profiles_dir),
+            "--target-path",
+            str(self.target_path),
+            "--log-path",
+            str(self.work_dir / "logs"),
+            "--log-format",
+            "json",
+            "--log-level",
+            "warn",
+            "--log-level-file",
+            "info",
             "--no-use-colors",
-            "--vars", json.dumps(dict(variables or {})),
+            "--vars",
+            json.dumps(dict(variables or {})),
             *args,
         ]
         _log.info("dbt %s in %s", " ".join([command, *args]), self.project_dir.name)
@@ -147,8 +162,13 @@ class DbtProject:
                 node.resource_type,
                 node.unique_id,
                 node.status,
-                extra={"node": node.unique_id, "status": node.status, "rows_affected": node.rows_affected,
-                       "failures": node.failures, "seconds": node.execution_time_s},
+                extra={
+                    "node": node.unique_id,
+                    "status": node.status,
+                    "rows_affected": node.rows_affected,
+                    "failures": node.failures,
+                    "seconds": node.execution_time_s,
+                },
             )
         return outcome
 
@@ -257,17 +277,25 @@ def build_zone(
     from ._job import count_rows
 
     url = context.db.url
-    all_vars = {"run_id": context.settings.run_id, "is_cockroachdb": detect_cockroachdb(url), **(variables or {})}
+    all_vars = {
+        "run_id": context.settings.run_id,
+        "is_cockroachdb": detect_cockroachdb(url),
+        **(variables or {}),
+    }
     outcome = project.build(url, select=select, full_refresh=full_refresh, variables=all_vars)
     context.audit.record_nodes(outcome.nodes)
     context.audit.record_quality(outcome.quality)
     for result in outcome.quality:
-        context.metrics.dq_failures.labels(context.audit.zone, result.rule_id, result.severity).set(result.failures)
+        context.metrics.dq_failures.labels(context.audit.zone, result.rule_id, result.severity).set(
+            result.failures
+        )
     context.counts["dq_status"] = outcome.quality_status
     context.counts["dq_failed_rules"] = [q.rule_id for q in outcome.quality if q.status in {"fail", "error"}]
     context.counts["dq_warned_rules"] = [q.rule_id for q in outcome.quality if q.status == "warn"]
-    context.counts["nodes"] = {status: sum(1 for n in outcome.nodes if n.status == status)
-                               for status in sorted({n.status for n in outcome.nodes})}
+    context.counts["nodes"] = {
+        status: sum(1 for n in outcome.nodes if n.status == status)
+        for status in sorted({n.status for n in outcome.nodes})
+    }
     if outcome.models:
         tables = count_rows(context.db, sorted(set(outcome.models)))
         context.counts["tables"] = tables

@@ -44,7 +44,9 @@ class EmbeddedPostgres:
         except Exception as exc:
             log = self.folder / "log"
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no server log)"
-            raise DatabaseError(f"could not start the embedded PostgreSQL in {self.folder}: {exc}\n{tail}") from exc
+            raise DatabaseError(
+                f"could not start the embedded PostgreSQL in {self.folder}: {exc}\n{tail}"
+            ) from exc
         self._admin_url = server.get_uri("postgres")
         self._configure()
         return self

@@ -62,7 +62,9 @@ def count_rows(db: Database, tables: list[str]) -> dict[str, int]:
     with db.connect(autocommit=True) as conn:
         for table in tables:
             schema, _, name = table.partition(".")
-            row = conn.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(schema, name))).fetchone()
+            row = conn.execute(
+                sql.SQL("select count(*) from {}").format(sql.Identifier(schema, name))
+            ).fetchone()
             counts[table] = int(row[0]) if row else 0
     return counts
 

@@ -63,9 +63,7 @@ class LeaseLock:
         self.holder = holder_id()
 
     def _try_acquire(self, conn: psycopg.Connection[Any]) -> str | None:
-        conn.execute(
-            "insert into ops.locks (name) values (%s) on conflict (name) do nothing", (self.name,)
-        )
+        conn.execute("insert into ops.locks (name) values (%s) on conflict (name) do nothing", (self.name,))
         row = conn.execute(
             "select holder, expires_at > now() from ops.locks where name = %s for update", (self.name,)
         ).fetchone()

@@ -26,7 +26,9 @@ _REDACTIONS = (
     (re.compile(r"(://[^/\s:@]+:)[^@\s/]+@"), r"\1***@"),
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1***"),
     (
-        re.compile(r"(?i)\b(password|passwd|secret|token|api[_-]?key|access_token|client_secret)=([^&\s'\"]+)"),
+        re.compile(
+            r"(?i)\b(password|passwd|secret|token|api[_-]?key|access_token|client_secret)=([^&\s'\"]+)"
+        ),
         r"\1=***",
     ),
 )

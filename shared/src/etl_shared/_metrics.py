@@ -24,7 +24,10 @@ class JobMetrics:
             "etl_job_duration_seconds", "Wall time of the last job run", ["zone"], registry=self.registry
         )
         self.status = Gauge(
-            "etl_job_exit_code", "Exit code of the last job run (0 = success)", ["zone"], registry=self.registry
+            "etl_job_exit_code",
+            "Exit code of the last job run (0 = success)",
+            ["zone"],
+            registry=self.registry,
         )
         self.last_success = Gauge(
             "etl_job_last_success_timestamp_seconds",
@@ -33,13 +36,18 @@ class JobMetrics:
             registry=self.registry,
         )
         self.rows = Counter(
-            "etl_rows", "Rows written, by zone, source and entity", ["zone", "source", "entity"], registry=self.registry
+            "etl_rows",
+            "Rows written, by zone, source and entity",
+            ["zone", "source", "entity"],
+            registry=self.registry,
         )
         self.bytes = Counter(
             "etl_bytes", "Bytes read from sources", ["zone", "source", "entity"], registry=self.registry
         )
         self.dq_failures = Gauge(
-            "etl_dq_failures", "Failing records per data-quality rule", ["zone", "rule", "severity"],
+            "etl_dq_failures",
+            "Failing records per data-quality rule",
+            ["zone", "rule", "severity"],
             registry=self.registry,
         )
 
@@ -60,7 +68,10 @@ class JobMetrics:
             return False
         try:
             push_to_gateway(
-                gateway_url, job=f"etl_{self.job_name}", registry=self.registry, grouping_key={"zone": self.zone},
+                gateway_url,
+                job=f"etl_{self.job_name}",
+                registry=self.registry,
+                grouping_key={"zone": self.zone},
                 timeout=10,
             )
             return True

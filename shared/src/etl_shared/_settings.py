@@ -33,9 +33,13 @@ class Settings(BaseSettings):
         description="PostgreSQL/CockroachDB URL of the warehouse. Unset: an embedded PostgreSQL is started.",
     )
     run_id: str = Field(default_factory=new_run_id, description="Run id shared by the three zones.")
-    pushgateway_url: str | None = Field(default=None, description="Prometheus Pushgateway, e.g. http://host:9091")
+    pushgateway_url: str | None = Field(
+        default=None, description="Prometheus Pushgateway, e.g. http://host:9091"
+    )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
-    data_dir: Path = Field(default=Path(".etl"), description="Local data folder (embedded database, files, exports)")
+    data_dir: Path = Field(
+        default=Path(".etl"), description="Local data folder (embedded database, files, exports)"
+    )
     statement_timeout_s: int = Field(default=0, ge=0, description="Server-side statement timeout, 0 = none")
     transaction_attempts: int = Field(default=6, ge=1, le=50, description="Attempts on SQLSTATE 40001")
 

@@ -27,7 +27,9 @@ ZONE = "conformed"
 
 class ConformedSettings(Settings):
     dbt_threads: int = Field(default=2, ge=1, le=32, description="dbt threads")
-    reporting_currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$", description="ISO 4217 reporting currency")
+    reporting_currency: str = Field(
+        default="USD", pattern=r"^[A-Z]{3}$", description="ISO 4217 reporting currency"
+    )
 
 
 def project_dir() -> Path:
@@ -36,12 +38,18 @@ def project_dir() -> Path:
 
 def _project(settings: ConformedSettings) -> DbtProject:
     return DbtProject(
-        project_dir(), profile=ZONE, schema=ZONE, work_dir=settings.data_dir / "dbt" / ZONE, threads=settings.dbt_threads
+        project_dir(),
+        profile=ZONE,
+        schema=ZONE,
+        work_dir=settings.data_dir / "dbt" / ZONE,
+        threads=settings.dbt_threads,
     )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="etl-conformed", description="Conformed zone: dbt build with data quality.")
+    parser = argparse.ArgumentParser(
+        prog="etl-conformed", description="Conformed zone: dbt build with data quality."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="dbt build (models and tests), recorded in the audit tables")
     run.add_argument("--select", nargs="+", default=[], help="dbt selection (default: everything)")
@@ -61,8 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     variables = {"reporting_currency": settings.reporting_currency}
     if args.command == "docs":
         url = resolve_database_url(settings)
-        result = project.invoke("docs", url, args=["generate"], variables={"run_id": settings.run_id, **variables})
-        sys.stdout.write(f"dbt docs written to {project.target_path}\n" if result.success else "dbt docs failed\n")
+        result = project.invoke(
+            "docs", url, args=["generate"], variables={"run_id": settings.run_id, **variables}
+        )
+        sys.stdout.write(
+            f"dbt docs written to {project.target_path}\n" if result.success else "dbt docs failed\n"
+        )
         return 0 if result.success else 1
 
     def work(context: JobContext) -> None:

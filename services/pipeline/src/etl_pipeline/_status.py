@@ -75,7 +75,7 @@ _RUN_COLUMNS = "zone, job_name, run_id, status, started_at, ended_at, exit_code,
 def runs_of(db: Database, run_id: str) -> list[ZoneRun]:
     with db.connect(autocommit=True) as conn:
         rows = conn.execute(
-            f"select {_RUN_COLUMNS} from ops.job_runs where run_id = %s order by started_at",  # noqa: S608
+            f"select {_RUN_COLUMNS} from ops.job_runs where run_id = %s order by started_at",
             (run_id,),
         ).fetchall()
     return [ZoneRun(*row) for row in rows]
@@ -86,8 +86,7 @@ def current_status(db: Database) -> Status:
     with db.connect(autocommit=True) as conn:
         for zone in ZONES:
             row = conn.execute(
-                f"select {_RUN_COLUMNS} from ops.job_runs where zone = %s"  # noqa: S608
-                " order by started_at desc limit 1",
+                f"select {_RUN_COLUMNS} from ops.job_runs where zone = %s order by started_at desc limit 1",
                 (zone,),
             ).fetchone()
             status.zones[zone] = ZoneRun(*row) if row else None

@@ -56,13 +56,15 @@ def run_pipeline(settings: Settings, run_id: str) -> int:
 
 
 def _format_summary(settings: Settings, run_id: str, runs: list[ZoneRun]) -> str:
-    lines = [f"", f"Run {run_id}"]
+    lines = ["", f"Run {run_id}"]
     for run in runs:
         dq = run.counts.get("dq_status")
         extra = f", data quality {dq}" if dq else ""
         if run.zone == "staging":
             extra += f", {len(run.counts.get('pulls', {}))} pulls"
-        lines.append(f"  {run.zone:<10} {run.status:<10} {run.rows:>9} rows  {run.seconds or 0:>6.1f}s{extra}")
+        lines.append(
+            f"  {run.zone:<10} {run.status:<10} {run.rows:>9} rows  {run.seconds or 0:>6.1f}s{extra}"
+        )
         warned = run.counts.get("dq_warned_rules") or []
         failed = run.counts.get("dq_failed_rules") or []
         if failed:
@@ -107,7 +109,9 @@ def _format_status(status: Status) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings = load_settings(Settings, **({"run_id": args.run_id} if getattr(args, "run_id", None) else {}))
+        settings = load_settings(
+            Settings, **({"run_id": args.run_id} if getattr(args, "run_id", None) else {})
+        )
         url = resolve_database_url(settings, announce=False)
     except ConfigurationError as exc:
         sys.stderr.write(f"etl: configuration error: {exc}\n")

@@ -27,7 +27,9 @@ ZONE = "semantic"
 
 class SemanticSettings(Settings):
     dbt_threads: int = Field(default=2, ge=1, le=32, description="dbt threads")
-    reporting_currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$", description="ISO 4217 reporting currency")
+    reporting_currency: str = Field(
+        default="USD", pattern=r"^[A-Z]{3}$", description="ISO 4217 reporting currency"
+    )
 
 
 def project_dir() -> Path:
@@ -36,7 +38,11 @@ def project_dir() -> Path:
 
 def _project(settings: SemanticSettings) -> DbtProject:
     return DbtProject(
-        project_dir(), profile=ZONE, schema=ZONE, work_dir=settings.data_dir / "dbt" / ZONE, threads=settings.dbt_threads
+        project_dir(),
+        profile=ZONE,
+        schema=ZONE,
+        work_dir=settings.data_dir / "dbt" / ZONE,
+        threads=settings.dbt_threads,
     )
 
 
@@ -61,8 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     variables = {"reporting_currency": settings.reporting_currency}
     if args.command == "docs":
         url = resolve_database_url(settings)
-        result = project.invoke("docs", url, args=["generate"], variables={"run_id": settings.run_id, **variables})
-        sys.stdout.write(f"dbt docs written to {project.target_path}\n" if result.success else "dbt docs failed\n")
+        result = project.invoke(
+            "docs", url, args=["generate"], variables={"run_id": settings.run_id, **variables}
+        )
+        sys.stdout.write(
+            f"dbt docs written to {project.target_path}\n" if result.success else "dbt docs failed\n"
+        )
         return 0 if result.success else 1
 
     def work(context: JobContext) -> None:

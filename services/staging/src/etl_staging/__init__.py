@@ -2,7 +2,14 @@
 
 from ._config import SourcesFile, load_sources
 from ._extract import Batch, DatabaseExtractor, FileExtractor, Payload
-from ._raw import PullSummary, RawPullWriter, apply_retention, clean_abandoned_pulls, encode_batch, read_watermark
+from ._raw import (
+    PullSummary,
+    RawPullWriter,
+    apply_retention,
+    clean_abandoned_pulls,
+    encode_batch,
+    read_watermark,
+)
 from ._runner import StagingJob
 
 __all__ = [

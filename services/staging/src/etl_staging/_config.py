@@ -44,7 +44,9 @@ class FileGroup(_Strict):
     encoding: str = "utf-8-sig"
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     quotechar: str = Field(default='"', min_length=1, max_length=1)
-    records_path: str | None = Field(default=None, description="JSON: dotted key of the record list; XML: tag")
+    records_path: str | None = Field(
+        default=None, description="JSON: dotted key of the record list; XML: tag"
+    )
     rename: dict[str, str] = Field(default_factory=dict, description="Field renames applied to every record")
 
 
@@ -88,11 +90,15 @@ class SourcesFile(_Strict):
                 raise ValueError(f"source {source.name!r} declares an entity twice")
         return self
 
-    def select(self, source: str | None = None, entity: str | None = None) -> Iterator[tuple[SourceConfig, str]]:
+    def select(
+        self, source: str | None = None, entity: str | None = None
+    ) -> Iterator[tuple[SourceConfig, str]]:
         """(source, entity name) pairs matching the filters; unknown names are a usage error."""
         sources = [s for s in self.sources if source is None or s.name == source]
         if not sources:
-            raise ConfigurationError(f"no source named {source!r}; known: {', '.join(s.name for s in self.sources)}")
+            raise ConfigurationError(
+                f"no source named {source!r}; known: {', '.join(s.name for s in self.sources)}"
+            )
         found = False
         for src in sources:
             for ent in src.entities:
@@ -146,7 +152,9 @@ def load_sources(path: Path) -> SourcesFile:
     try:
         return SourcesFile.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigurationError(f"sources file {path}: " + "; ".join(_describe(err, raw) for err in exc.errors())) from None
+        raise ConfigurationError(
+            f"sources file {path}: " + "; ".join(_describe(err, raw) for err in exc.errors())
+        ) from None
 
 
 def _describe(err: dict, raw: dict) -> str:  # type: ignore[type-arg]
@@ -171,5 +179,3 @@ def resolve_database_url(conn: DatabaseConnection, *, warehouse_url: str, embedd
 
         return urlsplit(warehouse_url)._replace(path="/" + conn.embedded_database).geturl()
     raise ConfigurationError(f"environment variable {conn.url_env} (source database URL) is not set")
-
-

@@ -54,7 +54,12 @@ class ExtractState:
 
 # --------------------------------------------------------------------------- files
 
-_CONTENT_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson", "json": "application/json", "xml": "application/xml"}
+_CONTENT_TYPES = {
+    "csv": "text/csv",
+    "jsonl": "application/x-ndjson",
+    "json": "application/json",
+    "xml": "application/xml",
+}
 
 
 def expand_paths(group: FileGroup, data_dir: Path) -> list[Path]:
@@ -122,7 +127,9 @@ class FileExtractor:
             except StopIteration:
                 return
             except csv.Error as exc:
-                raise SourceFatalError(f"source {self.source}, file {path}, line 1: malformed CSV: {exc}") from None
+                raise SourceFatalError(
+                    f"source {self.source}, file {path}, line 1: malformed CSV: {exc}"
+                ) from None
             columns = [group.rename.get(h.strip(), h.strip()) for h in header]
             rows: list[list[Any]] = []
             while True:
@@ -158,7 +165,9 @@ class FileExtractor:
                 except orjson.JSONDecodeError as exc:
                     raise SourceFatalError(f"{where}, line {line_no}: malformed JSON: {exc}") from None
                 if not isinstance(record, dict):
-                    raise SourceFatalError(f"{where}, line {line_no}: expected a JSON object, got {type(record).__name__}")
+                    raise SourceFatalError(
+                        f"{where}, line {line_no}: expected a JSON object, got {type(record).__name__}"
+                    )
                 yield record
 
     def _json(self, path: Path, group: FileGroup, where: str) -> Iterator[dict[str, Any]]:
@@ -183,7 +192,7 @@ class FileExtractor:
         tag = group.records_path
         if not tag:
             raise SourceFatalError(f"{where}: XML needs 'records_path' (the tag of one record)")
-        opener = gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+        opener = gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")  # noqa: SIM115 - used in the with below
         count = 0
         with opener as handle:
             try:
@@ -200,7 +209,9 @@ class FileExtractor:
                 raise SourceFatalError(f"{where}: malformed XML after record {count}: {exc}") from None
             except Exception as exc:
                 if type(exc).__module__.startswith("defusedxml"):
-                    raise SourceFatalError(f"{where}: refused unsafe XML ({type(exc).__name__}: {exc})") from None
+                    raise SourceFatalError(
+                        f"{where}: refused unsafe XML ({type(exc).__name__}: {exc})"
+                    ) from None
                 raise
 
 
@@ -215,7 +226,9 @@ def _element_dict(element: Any) -> dict[str, Any]:
     return out
 
 
-def _records_to_batches(records: Iterator[dict[str, Any]], group: FileGroup, batch_size: int) -> Iterator[Batch]:
+def _records_to_batches(
+    records: Iterator[dict[str, Any]], group: FileGroup, batch_size: int
+) -> Iterator[Batch]:
     """Turn dict records into list-of-arrays batches; a batch's columns are its records' keys in
     first-seen order (missing values are null)."""
     chunk: list[dict[str, Any]] = []
@@ -262,7 +275,9 @@ class DatabaseExtractor:
             query = sql.SQL("{} where {} > %s").format(query, sql.Identifier(self.entity.cursor))
             params = (watermark,)
         if order:
-            query = sql.SQL("{} order by {}").format(query, sql.SQL(", ").join(sql.Identifier(c) for c in order))
+            query = sql.SQL("{} order by {}").format(
+                query, sql.SQL(", ").join(sql.Identifier(c) for c in order)
+            )
         return query, params
 
     def extract(self, watermark: str | None) -> Iterator[Batch | Payload]:
@@ -270,21 +285,29 @@ class DatabaseExtractor:
         self.state.watermark_after = watermark
         where = f"source {self.source}, table {self.entity.table}"
         try:
-            with psycopg.connect(self.url, application_name="etl-staging-extract", connect_timeout=10) as conn:
+            with psycopg.connect(
+                self.url, application_name="etl-staging-extract", connect_timeout=10
+            ) as conn:
                 with conn.transaction(), conn.cursor(name=f"etl_extract_{self.entity.name}") as cur:
                     cur.itersize = self.batch_size
                     cur.execute(query, params)
                     columns = [d.name for d in cur.description or []]
-                    cursor_index = columns.index(self.entity.cursor) if self.entity.cursor in columns else None
+                    cursor_index = (
+                        columns.index(self.entity.cursor) if self.entity.cursor in columns else None
+                    )
                     if self.entity.cursor and cursor_index is None:
-                        raise SourceFatalError(f"{where}: watermark column {self.entity.cursor!r} does not exist")
+                        raise SourceFatalError(
+                            f"{where}: watermark column {self.entity.cursor!r} does not exist"
+                        )
                     while rows := cur.fetchmany(self.batch_size):
                         batch = [list(r) for r in rows]
                         if cursor_index is not None:
                             self._advance(batch, cursor_index)
                         yield Batch(columns, batch)
         except psycopg.OperationalError as exc:
-            raise SourceTransientError(f"{where}: source database failed: {str(exc).strip().splitlines()[0]}") from None
+            raise SourceTransientError(
+                f"{where}: source database failed: {str(exc).strip().splitlines()[0]}"
+            ) from None
         except psycopg.errors.UndefinedTable:
             raise SourceFatalError(f"{where}: table does not exist") from None
         except psycopg.errors.UndefinedColumn as exc:

@@ -125,7 +125,15 @@ class RawPullWriter:
             lambda conn: conn.execute(
                 "insert into staging.pulls (pull_id, run_id, job_id, source, entity, status, mode, started_at,"
                 " heartbeat_at, watermark_before) values (%s, %s, %s, %s, %s, 'running', %s, now(), now(), %s)",
-                (self.pull_id, self.run_id, self.job_id, self.source, self.entity, self.mode, self.watermark_before),
+                (
+                    self.pull_id,
+                    self.run_id,
+                    self.job_id,
+                    self.source,
+                    self.entity,
+                    self.mode,
+                    self.watermark_before,
+                ),
             ),
             name="open pull",
         )
@@ -158,7 +166,9 @@ class RawPullWriter:
         seq = self.payloads + 1
         checksum = hashlib.sha256(body).hexdigest()
         self.db.transaction(
-            lambda conn: _PAYLOADS.write(conn, [(self.pull_id, seq, name, content_type, len(body), checksum, body)]),
+            lambda conn: _PAYLOADS.write(
+                conn, [(self.pull_id, seq, name, content_type, len(body), checksum, body)]
+            ),
             name=f"pull {self.pull_id} payload {seq}",
         )
         self.payloads = seq
@@ -177,12 +187,20 @@ class RawPullWriter:
                 " record_count = %s, byte_count = %s, batch_count = %s, payload_count = %s, checksum = %s,"
                 " watermark_after = %s, metadata = %s::jsonb where pull_id = %s and status = 'running'",
                 (
-                    self.records, self.bytes, self.batches, self.payloads, checksum, watermark_after,
-                    json.dumps(metadata or {}), self.pull_id,
+                    self.records,
+                    self.bytes,
+                    self.batches,
+                    self.payloads,
+                    checksum,
+                    watermark_after,
+                    json.dumps(metadata or {}),
+                    self.pull_id,
                 ),
             )
             if cur.rowcount != 1:
-                raise RuntimeError(f"pull {self.pull_id} is no longer running; it was cleaned up by another job")
+                raise RuntimeError(
+                    f"pull {self.pull_id} is no longer running; it was cleaned up by another job"
+                )
             conn.execute(
                 "insert into staging.watermarks (source, entity, value, pull_id, updated_at)"
                 " values (%s, %s, %s, %s, now()) on conflict (source, entity) do update"
@@ -194,14 +212,30 @@ class RawPullWriter:
         deleted = apply_retention(self.db, self.source, self.entity)
         _log.info(
             "pull %s committed: %d records in %d batches, %d bytes",
-            self.pull_id, self.records, self.batches, self.bytes,
-            extra={"pull_id": str(self.pull_id), "records": self.records, "bytes": self.bytes,
-                   "watermark_after": watermark_after, "deleted_pulls": deleted},
+            self.pull_id,
+            self.records,
+            self.batches,
+            self.bytes,
+            extra={
+                "pull_id": str(self.pull_id),
+                "records": self.records,
+                "bytes": self.bytes,
+                "watermark_after": watermark_after,
+                "deleted_pulls": deleted,
+            },
         )
         return PullSummary(
-            pull_id=self.pull_id, source=self.source, entity=self.entity, records=self.records, bytes=self.bytes,
-            batches=self.batches, payloads=self.payloads, checksum=checksum,
-            watermark_before=self.watermark_before, watermark_after=watermark_after, deleted_pulls=deleted,
+            pull_id=self.pull_id,
+            source=self.source,
+            entity=self.entity,
+            records=self.records,
+            bytes=self.bytes,
+            batches=self.batches,
+            payloads=self.payloads,
+            checksum=checksum,
+            watermark_before=self.watermark_before,
+            watermark_after=watermark_after,
+            deleted_pulls=deleted,
         )
 
     def fail(self, error: str) -> None:
@@ -231,7 +265,7 @@ def delete_pull_data(db: Database, pull_id: uuid.UUID | str) -> None:
     """Delete a pull's batches and payloads in small transactions (CockroachDB dislikes big ones)."""
     for table, key in (("pull_batches", "batch_no"), ("pull_payloads", "seq")):
         statement = (
-            f"delete from staging.{table} where pull_id = %(p)s and {key} in"  # noqa: S608 - fixed names
+            f"delete from staging.{table} where pull_id = %(p)s and {key} in"
             f" (select {key} from staging.{table} where pull_id = %(p)s order by {key} limit %(n)s)"
         )
         while True:

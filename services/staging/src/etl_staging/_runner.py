@@ -25,7 +25,9 @@ class Cancelled(EtlError):
 
 
 class StagingJob:
-    def __init__(self, context: JobContext, sources: SourcesFile, *, data_dir: Path, parallelism: int) -> None:
+    def __init__(
+        self, context: JobContext, sources: SourcesFile, *, data_dir: Path, parallelism: int
+    ) -> None:
         self.context = context
         self.sources = sources
         self.data_dir = data_dir
@@ -69,7 +71,9 @@ class StagingJob:
             self.context.counts["failed"] = [name for name, _ in errors]
             first = errors[0][1]
             if len(errors) > 1 and isinstance(first, EtlError):
-                raise type(first)(f"{len(errors)} source entities failed; first {errors[0][0]}: {first}") from first
+                raise type(first)(
+                    f"{len(errors)} source entities failed; first {errors[0][0]}: {first}"
+                ) from first
             raise first
         return summaries
 
@@ -101,13 +105,20 @@ class StagingJob:
         self.context.metrics.add_rows(source.name, entity, summary.records, summary.bytes)
         _log.info(
             "pulled %s.%s: %d records in %.1fs",
-            source.name, entity, summary.records, time.monotonic() - started,
+            source.name,
+            entity,
+            summary.records,
+            time.monotonic() - started,
             extra={"source": source.name, "entity": entity, "records": summary.records},
         )
         return summary
 
     def _extract_into(
-        self, writer: RawPullWriter, source: SourceConfig, config: DatabaseEntity | FileEntity, watermark: str | None
+        self,
+        writer: RawPullWriter,
+        source: SourceConfig,
+        config: DatabaseEntity | FileEntity,
+        watermark: str | None,
     ) -> PullSummary:
         extractor: Any
         if isinstance(source, DatabaseSource):
@@ -121,7 +132,9 @@ class StagingJob:
             items = extractor.extract(watermark)
         else:
             assert isinstance(config, FileEntity)
-            extractor = FileExtractor(source.name, config, data_dir=self.data_dir, batch_size=source.batch_size)
+            extractor = FileExtractor(
+                source.name, config, data_dir=self.data_dir, batch_size=source.batch_size
+            )
             items = extractor.extract()
         for item in items:
             if self.cancel.is_set():
@@ -132,4 +145,6 @@ class StagingJob:
                 writer.add_payload(item.name, item.content_type, item.body)
         if writer.payloads == 0:
             writer.count_bytes(extractor.state.bytes_read or writer.json_bytes)
-        return writer.commit(watermark_after=extractor.state.watermark_after, metadata=extractor.state.metadata)
+        return writer.commit(
+            watermark_after=extractor.state.watermark_after, metadata=extractor.state.metadata
+        )

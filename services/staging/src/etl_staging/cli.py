@@ -29,7 +29,9 @@ def bundled_sources_file() -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="etl-staging", description="Staging zone: extract sources into raw pulls.")
+    parser = argparse.ArgumentParser(
+        prog="etl-staging", description="Staging zone: extract sources into raw pulls."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="pull the configured sources")
     run.add_argument("--source", help="only this source (one Control-M job per source)")
@@ -75,5 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         job = StagingJob(context, sources, data_dir=settings.data_dir, parallelism=settings.parallelism)
         job.run(args.source, args.entity)
 
-    job_name = "staging" + (f":{args.source}" if args.source else "") + (f":{args.entity}" if args.entity else "")
+    job_name = (
+        "staging" + (f":{args.source}" if args.source else "") + (f":{args.entity}" if args.entity else "")
+    )
     return run_job("staging", job_name, settings, work)

@@ -14,6 +14,18 @@ euro as (
     from rates
 )
 
-select rate_date, currency_code, units_per_eur, pull_id, run_id from rates
+select
+    rate_date,
+    currency_code,
+    units_per_eur,
+    pull_id,
+    run_id
+from rates
 union all
-select rate_date, currency_code, units_per_eur, pull_id, run_id from euro
+select
+    rate_date,
+    currency_code,
+    units_per_eur,
+    pull_id,
+    run_id
+from euro

@@ -10,11 +10,17 @@ orders as (
 ),
 
 customers as (
-    select customer_key, customer_id from {{ ref('dim_customer') }}
+    select
+        customer_key,
+        customer_id
+    from {{ ref('dim_customer') }}
 ),
 
 products as (
-    select product_key, product_id from {{ ref('dim_product') }}
+    select
+        product_key,
+        product_id
+    from {{ ref('dim_product') }}
 ),
 
 joined as (
