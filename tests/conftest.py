@@ -42,7 +42,8 @@ def _replace_database(url: str, database: str) -> str:
     return urlsplit(url)._replace(path="/" + database).geturl()
 
 
-def _docker_available() -> str | None:
+def docker_unavailable_reason() -> str | None:
+    """None when a Docker engine answers, else why not."""
     try:
         import docker
 
@@ -65,7 +66,7 @@ def embedded_pg() -> Iterator[EmbeddedPostgres]:
 @pytest.fixture(scope="session")
 def db_server(request: pytest.FixtureRequest) -> Iterator[DatabaseServer]:
     if os.environ.get("ETL_TEST_DATABASE", "postgres") == "cockroach":
-        reason = _docker_available()
+        reason = docker_unavailable_reason()
         if reason:
             pytest.skip(f"ETL_TEST_DATABASE=cockroach but {reason}")
         from testcontainers.cockroachdb import CockroachDBContainer
