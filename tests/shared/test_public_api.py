@@ -54,6 +54,7 @@ EXPECTED = {
     # dbt
     "DbtOutcome",
     "DbtProject",
+    "DbtZoneSettings",
     "build_zone",
     "detect_cockroachdb",
     "profile_from_url",
@@ -62,6 +63,7 @@ EXPECTED = {
     "JobContext",
     "JobTerminated",
     "count_rows",
+    "dbt_zone_main",
     "resolve_database_url",
     "run_job",
 }

@@ -3,6 +3,7 @@
 from ._audit import JobAudit, NodeResult, QualityResult
 from ._db import CopyWriter, Database, redact_url, run_transaction
 from ._dbt import DbtOutcome, DbtProject, build_zone, detect_cockroachdb, profile_from_url, raise_for_outcome
+from ._dbt_zone import DbtZoneSettings, dbt_zone_main
 from ._embedded import WAREHOUSE_DATABASE, EmbeddedPostgres, start_embedded
 from ._errors import (
     EXIT_CONFIGURATION,
@@ -44,6 +45,7 @@ __all__ = [
     "DatabaseError",
     "DbtOutcome",
     "DbtProject",
+    "DbtZoneSettings",
     "EmbeddedPostgres",
     "EtlError",
     "JobAudit",
@@ -66,6 +68,7 @@ __all__ = [
     "bundled_migrations",
     "configure_logging",
     "count_rows",
+    "dbt_zone_main",
     "detect_cockroachdb",
     "exit_code_for",
     "is_transient_database_error",

@@ -1,0 +1,71 @@
+"""The command line of a dbt zone (conformed and semantic share it): ``run`` and ``docs``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import Field
+
+from ._dbt import DbtProject, build_zone
+from ._errors import EXIT_CONFIGURATION, ConfigurationError
+from ._job import JobContext, resolve_database_url, run_job
+from ._settings import Settings, load_settings
+
+
+class DbtZoneSettings(Settings):
+    dbt_threads: int = Field(default=2, ge=1, le=32, description="dbt threads")
+    reporting_currency: str = Field(
+        default="USD", pattern=r"^[A-Z]{3}$", description="ISO 4217 reporting currency"
+    )
+
+
+def _parser(zone: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"etl-{zone}", description=description)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="dbt build (models and tests), recorded in the audit tables")
+    run.add_argument("--select", nargs="+", default=[], help="dbt selection (default: everything)")
+    run.add_argument("--full-refresh", action="store_true", help="rebuild incremental models from scratch")
+    sub.add_parser("docs", help="generate the dbt documentation site under the data folder")
+    return parser
+
+
+def dbt_zone_main(
+    zone: str,
+    project_dir: Path,
+    settings_cls: type[DbtZoneSettings],
+    argv: Sequence[str] | None,
+    *,
+    description: str,
+) -> int:
+    """Parse ``argv``, then build the zone's dbt project as a job (``run``) or its docs (``docs``)."""
+    args = _parser(zone, description).parse_args(argv)
+    try:
+        settings = load_settings(settings_cls)
+        project = DbtProject(
+            project_dir,
+            profile=zone,
+            schema=zone,
+            work_dir=settings.data_dir / "dbt" / zone,
+            threads=settings.dbt_threads,
+        )
+    except ConfigurationError as exc:
+        sys.stderr.write(f"etl-{zone}: configuration error: {exc}\n")
+        return EXIT_CONFIGURATION
+    variables = {"reporting_currency": settings.reporting_currency}
+    if args.command == "docs":
+        url = resolve_database_url(settings)
+        result = project.invoke(
+            "docs", url, args=["generate"], variables={"run_id": settings.run_id, **variables}
+        )
+        sys.stdout.write(
+            f"dbt docs written to {project.target_path}\n" if result.success else "dbt docs failed\n"
+        )
+        return 0 if result.success else 1
+
+    def work(context: JobContext) -> None:
+        build_zone(context, project, select=args.select, full_refresh=args.full_refresh, variables=variables)
+
+    return run_job(zone, zone, settings, work)
