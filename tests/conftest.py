@@ -53,6 +53,16 @@ def docker_unavailable_reason() -> str | None:
         return f"no Docker engine reachable ({type(exc).__name__}: {exc})"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_log_context() -> Iterator[None]:
+    """Jobs bind run id and zone for the rest of their process; in tests, undo it after each test."""
+    from etl_shared._logging import _context
+
+    token = _context.set({})
+    yield
+    _context.reset(token)
+
+
 @pytest.fixture(scope="session")
 def embedded_pg() -> Iterator[EmbeddedPostgres]:
     # A short path: the server's Unix socket lives in its data folder (path length limit 107).

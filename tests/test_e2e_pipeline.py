@@ -144,7 +144,8 @@ def test_killed_run_leaves_no_partial_pull_and_rerun_completes(demo: dict[str, s
             try:
                 with psycopg.connect(url) as conn:
                     row = conn.execute(
-                        "select count(*) from staging.pulls where status = 'running' and batch_count >= 5"
+                        "select count(*) from staging.pulls p where status = 'running'"
+                        " and (select count(*) from staging.pull_batches b where b.pull_id = p.pull_id) >= 5"
                     ).fetchone()
                 if row and row[0] > 0:
                     break

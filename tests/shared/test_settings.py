@@ -27,7 +27,7 @@ def test_defaults_without_environment() -> None:
     assert settings.log_level == "INFO"
     assert settings.pushgateway_url is None
     assert settings.data_dir == Path(".etl")
-    assert settings.transaction_attempts == 6
+    assert settings.transaction_attempts == 10
 
 
 def test_environment_with_prefix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

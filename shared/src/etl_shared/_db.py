@@ -39,7 +39,7 @@ class Database:
         url: str,
         *,
         application_name: str = "etl",
-        attempts: int = 6,
+        attempts: int = 10,
         base_delay_s: float = 0.05,
         max_delay_s: float = 2.0,
         connect_timeout_s: int = 10,

@@ -41,7 +41,7 @@ class Settings(BaseSettings):
         default=Path(".etl"), description="Local data folder (embedded database, files, exports)"
     )
     statement_timeout_s: int = Field(default=0, ge=0, description="Server-side statement timeout, 0 = none")
-    transaction_attempts: int = Field(default=6, ge=1, le=50, description="Attempts on SQLSTATE 40001")
+    transaction_attempts: int = Field(default=10, ge=1, le=50, description="Attempts on SQLSTATE 40001")
 
     @field_validator("run_id")
     @classmethod

@@ -146,15 +146,12 @@ class RawPullWriter:
         data = encode_batch(columns, rows)
         batch_no = self.batches + 1
 
-        def work(conn: psycopg.Connection[Any]) -> None:
-            _BATCHES.write(conn, [(self.pull_id, batch_no, len(rows), data.decode())])
-            conn.execute(
-                "update staging.pulls set heartbeat_at = now(), batch_count = %s, record_count = %s"
-                " where pull_id = %s",
-                (batch_no, self.records + len(rows), self.pull_id),
-            )
-
-        self.db.transaction(work, name=f"pull {self.pull_id} batch {batch_no}")
+        # Insert-only: a batch transaction reads nothing, so parallel pulls never conflict on it under
+        # SERIALIZABLE. The pull row gets its counts once, in the committing transaction.
+        self.db.transaction(
+            lambda conn: _BATCHES.write(conn, [(self.pull_id, batch_no, len(rows), data.decode())]),
+            name=f"pull {self.pull_id} batch {batch_no}",
+        )
         self.batches = batch_no
         self.records += len(rows)
         self._digest.update(data)
@@ -243,8 +240,9 @@ class RawPullWriter:
         try:
             self.db.transaction(
                 lambda conn: conn.execute(
-                    "update staging.pulls set status = 'failed', error = %s where pull_id = %s and status = 'running'",
-                    (error[:4000], self.pull_id),
+                    "update staging.pulls set status = 'failed', error = %s, batch_count = %s, record_count = %s,"
+                    " payload_count = %s where pull_id = %s and status = 'running'",
+                    (error[:4000], self.batches, self.records, self.payloads, self.pull_id),
                 ),
                 name="fail pull",
             )
@@ -285,7 +283,9 @@ def clean_abandoned_pulls(db: Database, source: str, entity: str) -> list[str]:
     with db.connect(autocommit=True) as conn:
         rows = conn.execute(
             "select pull_id, status from staging.pulls where source = %s and entity = %s"
-            " and status <> 'committed' and (batch_count > 0 or payload_count > 0 or status = 'running')",
+            " and status <> 'committed' and (status = 'running'"
+            " or exists (select 1 from staging.pull_batches as b where b.pull_id = staging.pulls.pull_id)"
+            " or exists (select 1 from staging.pull_payloads as p where p.pull_id = staging.pulls.pull_id))",
             (source, entity),
         ).fetchall()
     cleaned = []
@@ -300,12 +300,6 @@ def clean_abandoned_pulls(db: Database, source: str, entity: str) -> list[str]:
                 name="mark abandoned pull",
             )
         delete_pull_data(db, pull_id)
-        db.transaction(
-            lambda conn, p=pull_id: conn.execute(
-                "update staging.pulls set batch_count = 0, payload_count = 0 where pull_id = %s", (p,)
-            ),
-            name="clear abandoned pull counts",
-        )
         cleaned.append(str(pull_id))
         _log.warning("cleaned up abandoned pull %s (%s)", pull_id, status, extra={"pull_id": str(pull_id)})
     return cleaned
