@@ -52,7 +52,9 @@ def test_csv_with_bom_semicolons_quoted_commas_and_newlines(tmp_path: Path) -> N
         ["2", "Bob", 'say "hi"'],
         ["3", "Ann", ""],
     ]
-    assert ex.state.metadata == {"files": [str(tmp_path / "people.csv")]}
+    assert [f["path"] for f in ex.state.metadata["files"]] == [str(tmp_path / "people.csv")]
+    assert ex.state.metadata["files"][0]["bytes"] == (tmp_path / "people.csv").stat().st_size
+    assert len(ex.state.metadata["files"][0]["sha256"]) == 64
     assert ex.state.bytes_read == (tmp_path / "people.csv").stat().st_size
 
 
@@ -393,7 +395,7 @@ def test_globs_with_data_dir_are_sorted_and_skip_folders(tmp_path: Path) -> None
     ex = extractor(tmp_path, {"path": "{data_dir}/in/**/*.csv", "format": "csv"})
 
     assert [r["id"] for r in records(ex)] == ["1", "2", "0"]
-    assert ex.state.metadata["files"] == [
+    assert [f["path"] for f in ex.state.metadata["files"]] == [
         str(folder / "a.csv"),
         str(folder / "b.csv"),
         str(tmp_path / "in/top.csv"),
@@ -404,4 +406,4 @@ def test_no_matching_file_gives_nothing(tmp_path: Path) -> None:
     ex = extractor(tmp_path, {"path": "{data_dir}/missing/*.csv", "format": "csv"})
 
     assert list(ex.extract()) == []
-    assert ex.state.metadata == {"files": []}
+    assert ex.state.metadata == {"files": [], "skipped_files": []}

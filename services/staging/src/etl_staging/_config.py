@@ -54,6 +54,10 @@ class FileEntity(_Strict):
     name: str = Field(pattern=_NAME)
     files: list[FileGroup] = Field(min_length=1)
     keep_payload: bool = Field(default=True, description="Store the file bytes as fetched")
+    skip_loaded_files: bool = Field(
+        default=False,
+        description="Drop folders: skip a file whose checksum a committed pull of this entity already loaded",
+    )
 
 
 class _SourceBase(_Strict):

@@ -9,10 +9,12 @@ from __future__ import annotations
 import csv
 import glob
 import gzip
+import hashlib
 import io
 import logging
 import os
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -67,69 +69,135 @@ def expand_paths(group: FileGroup, data_dir: Path) -> list[Path]:
     return sorted(Path(p) for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
 
 
+@dataclass
+class SourceFile:
+    """One readable file: a plain or gzipped file, or a member of a zip archive."""
+
+    name: str
+    open: Callable[[], IO[bytes]]
+
+
+def file_checksum(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _gunzip_if(name: str, opener: Callable[[], IO[bytes]]) -> Callable[[], IO[bytes]]:
+    if name.endswith(".gz"):
+        return lambda: gzip.open(opener(), "rb")  # type: ignore[return-value]
+    return opener
+
+
+def source_files(path: Path) -> Iterator[SourceFile]:
+    """The files inside ``path``: itself (gunzipped when .gz) or every member of a zip archive."""
+    if path.suffix == ".zip":
+        try:
+            archive = zipfile.ZipFile(path)
+        except zipfile.BadZipFile as exc:
+            raise SourceFatalError(f"file {path}: not a valid zip archive ({exc})") from None
+        with archive:
+            for member in sorted(i.filename for i in archive.infolist() if not i.is_dir()):
+                opener = _gunzip_if(member, lambda m=member: archive.open(m))  # type: ignore[misc]
+                yield SourceFile(f"{path}!{member}", opener)
+        return
+    yield SourceFile(str(path), _gunzip_if(path.name, lambda: path.open("rb")))
+
+
+@dataclass(frozen=True)
+class LoadedFile:
+    path: str
+    checksum: str
+    bytes: int
+
+
 class FileExtractor:
-    def __init__(self, source: str, entity: FileEntity, *, data_dir: Path, batch_size: int) -> None:
+    """Reads the files of one entity. With ``skip_loaded_files``, a file whose checksum was already
+    committed for this source entity (``already_loaded``) is skipped; the files read are listed in
+    ``loaded`` so that the committing transaction can record them."""
+
+    def __init__(
+        self,
+        source: str,
+        entity: FileEntity,
+        *,
+        data_dir: Path,
+        batch_size: int,
+        already_loaded: Callable[[str], bool] | None = None,
+    ) -> None:
         self.source = source
         self.entity = entity
         self.data_dir = data_dir
         self.batch_size = batch_size
+        self.already_loaded = already_loaded
         self.state = ExtractState()
+        self.loaded: list[LoadedFile] = []
 
     def extract(self) -> Iterator[Batch | Payload]:
-        files: list[str] = []
+        skipped: list[str] = []
         for group in self.entity.files:
             paths = expand_paths(group, self.data_dir)
             if not paths:
                 _log.warning("no file matches %s", group.path)
             for path in paths:
-                files.append(str(path))
-                self.state.bytes_read += path.stat().st_size
+                checksum = file_checksum(path)
+                if self.entity.skip_loaded_files and self.already_loaded and self.already_loaded(checksum):
+                    _log.info("skipping %s: already loaded (sha256 %s)", path, checksum[:12])
+                    skipped.append(str(path))
+                    continue
+                size = path.stat().st_size
+                self.loaded.append(LoadedFile(str(path), checksum, size))
+                self.state.bytes_read += size
                 if self.entity.keep_payload:
                     yield from self._payloads(path, group)
-                yield from self._batches(path, group)
-        self.state.metadata = {"files": files}
+                for source_file in source_files(path):
+                    yield from self._batches(source_file, group)
+        self.state.metadata = {
+            "files": [{"path": f.path, "sha256": f.checksum, "bytes": f.bytes} for f in self.loaded],
+            "skipped_files": skipped,
+        }
 
     def _payloads(self, path: Path, group: FileGroup) -> Iterator[Payload]:
-        content_type = _CONTENT_TYPES[group.format] + ("+gzip" if path.suffix == ".gz" else "")
+        suffix = {".gz": "+gzip", ".zip": "+zip"}.get(path.suffix, "")
+        content_type = _CONTENT_TYPES[group.format] + suffix
         with path.open("rb") as handle:
             part = 0
             while chunk := handle.read(PAYLOAD_CHUNK_BYTES):
                 part += 1
                 yield Payload(name=f"{path.name}#{part}", content_type=content_type, body=chunk)
 
-    def _open_text(self, path: Path, group: FileGroup) -> IO[str]:
-        raw: IO[bytes] = gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")  # noqa: SIM115
-        return io.TextIOWrapper(raw, encoding=group.encoding, newline="")
+    def _open_text(self, source_file: SourceFile, group: FileGroup) -> IO[str]:
+        return io.TextIOWrapper(source_file.open(), encoding=group.encoding, newline="")
 
-    def _batches(self, path: Path, group: FileGroup) -> Iterator[Batch]:
-        where = f"source {self.source}, file {path}"
+    def _batches(self, source_file: SourceFile, group: FileGroup) -> Iterator[Batch]:
+        where = f"source {self.source}, file {source_file.name}"
         try:
             if group.format == "csv":
-                yield from self._csv(path, group)
+                yield from self._csv(source_file, group, where)
             elif group.format == "jsonl":
-                yield from _records_to_batches(self._jsonl(path, group, where), group, self.batch_size)
+                yield from _records_to_batches(self._jsonl(source_file, group, where), group, self.batch_size)
             elif group.format == "json":
-                yield from _records_to_batches(self._json(path, group, where), group, self.batch_size)
+                yield from _records_to_batches(self._json(source_file, group, where), group, self.batch_size)
             else:
-                yield from _records_to_batches(self._xml(path, group, where), group, self.batch_size)
+                yield from _records_to_batches(self._xml(source_file, group, where), group, self.batch_size)
         except UnicodeDecodeError as exc:
             raise SourceFatalError(
                 f"{where}: not valid {group.encoding} at byte {exc.start}: {exc.reason}; set 'encoding' for this file"
             ) from None
-        except OSError as exc:
+        except (OSError, EOFError, zipfile.BadZipFile) as exc:
             raise SourceFatalError(f"{where}: cannot read: {exc}") from None
 
-    def _csv(self, path: Path, group: FileGroup) -> Iterator[Batch]:
-        with self._open_text(path, group) as handle:
+    def _csv(self, source_file: SourceFile, group: FileGroup, where: str) -> Iterator[Batch]:
+        with self._open_text(source_file, group) as handle:
             reader = csv.reader(handle, delimiter=group.delimiter, quotechar=group.quotechar, strict=True)
             try:
                 header = next(reader)
             except StopIteration:
                 return
             except csv.Error as exc:
-                raise SourceFatalError(
-                    f"source {self.source}, file {path}, line 1: malformed CSV: {exc}"
-                ) from None
+                raise SourceFatalError(f"{where}, line 1: malformed CSV: {exc}") from None
             columns = [group.rename.get(h.strip(), h.strip()) for h in header]
             rows: list[list[Any]] = []
             while True:
@@ -138,15 +206,12 @@ class FileExtractor:
                 except StopIteration:
                     break
                 except csv.Error as exc:
-                    raise SourceFatalError(
-                        f"source {self.source}, file {path}, line {reader.line_num}: malformed CSV: {exc}"
-                    ) from None
+                    raise SourceFatalError(f"{where}, line {reader.line_num}: malformed CSV: {exc}") from None
                 if not row:
                     continue
                 if len(row) != len(columns):
                     raise SourceFatalError(
-                        f"source {self.source}, file {path}, line {reader.line_num}: {len(row)} fields,"
-                        f" the header has {len(columns)}"
+                        f"{where}, line {reader.line_num}: {len(row)} fields, the header has {len(columns)}"
                     )
                 rows.append(row)
                 if len(rows) >= self.batch_size:
@@ -155,8 +220,8 @@ class FileExtractor:
             if rows:
                 yield Batch(columns, rows)
 
-    def _jsonl(self, path: Path, group: FileGroup, where: str) -> Iterator[dict[str, Any]]:
-        with self._open_text(path, group) as handle:
+    def _jsonl(self, source_file: SourceFile, group: FileGroup, where: str) -> Iterator[dict[str, Any]]:
+        with self._open_text(source_file, group) as handle:
             for line_no, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
@@ -170,8 +235,8 @@ class FileExtractor:
                     )
                 yield record
 
-    def _json(self, path: Path, group: FileGroup, where: str) -> Iterator[dict[str, Any]]:
-        with self._open_text(path, group) as handle:
+    def _json(self, source_file: SourceFile, group: FileGroup, where: str) -> Iterator[dict[str, Any]]:
+        with self._open_text(source_file, group) as handle:
             try:
                 document = orjson.loads(handle.read())
             except orjson.JSONDecodeError as exc:
@@ -188,13 +253,12 @@ class FileExtractor:
                 raise SourceFatalError(f"{where}, record {index}: expected a JSON object")
             yield record
 
-    def _xml(self, path: Path, group: FileGroup, where: str) -> Iterator[dict[str, Any]]:
+    def _xml(self, source_file: SourceFile, group: FileGroup, where: str) -> Iterator[dict[str, Any]]:
         tag = group.records_path
         if not tag:
             raise SourceFatalError(f"{where}: XML needs 'records_path' (the tag of one record)")
-        opener = gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")  # noqa: SIM115 - used in the with below
         count = 0
-        with opener as handle:
+        with source_file.open() as handle:
             try:
                 for _event, element in SafeElementTree.iterparse(handle, events=("end",)):
                     if _local(element.tag) != tag:

@@ -14,6 +14,7 @@ import ipaddress
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,7 +176,14 @@ class RawPullWriter:
         """Bytes read from the source when no payload is stored."""
         self.bytes += n
 
-    def commit(self, *, watermark_after: str | None, metadata: dict[str, Any] | None = None) -> PullSummary:
+    def commit(
+        self,
+        *,
+        watermark_after: str | None,
+        metadata: dict[str, Any] | None = None,
+        loaded_files: Sequence[Any] = (),
+    ) -> PullSummary:
+        """Make the pull visible, advance the watermark and record the files it loaded, atomically."""
         checksum = self._digest.hexdigest()
 
         def work(conn: psycopg.Connection[Any]) -> None:
@@ -204,6 +212,17 @@ class RawPullWriter:
                 " set value = excluded.value, pull_id = excluded.pull_id, updated_at = excluded.updated_at",
                 (self.source, self.entity, watermark_after, self.pull_id),
             )
+            if loaded_files:
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "insert into staging.loaded_files (source, entity, checksum, path, byte_count, pull_id,"
+                        " loaded_at) values (%s, %s, %s, %s, %s, %s, now())"
+                        " on conflict (source, entity, checksum) do nothing",
+                        [
+                            (self.source, self.entity, f.checksum, f.path, f.bytes, self.pull_id)
+                            for f in loaded_files
+                        ],
+                    )
 
         self.db.transaction(work, name=f"commit pull {self.pull_id}")
         deleted = apply_retention(self.db, self.source, self.entity)
@@ -249,6 +268,15 @@ class RawPullWriter:
             delete_pull_data(self.db, self.pull_id)
         except Exception as exc:
             _log.warning("could not clean up failed pull %s now (the next run will): %s", self.pull_id, exc)
+
+
+def file_already_loaded(db: Database, source: str, entity: str, checksum: str) -> bool:
+    with db.connect(autocommit=True) as conn:
+        row = conn.execute(
+            "select 1 from staging.loaded_files where source = %s and entity = %s and checksum = %s",
+            (source, entity, checksum),
+        ).fetchone()
+    return row is not None
 
 
 def read_watermark(db: Database, source: str, entity: str) -> str | None:

@@ -15,7 +15,7 @@ from etl_shared import EtlError, JobContext, LeaseLock, log_context
 from ._config import DatabaseEntity, DatabaseSource, FileEntity, SourceConfig, SourcesFile, entity_config
 from ._config import resolve_database_url as resolve_source_url
 from ._extract import Batch, DatabaseExtractor, FileExtractor
-from ._raw import PullSummary, RawPullWriter, clean_abandoned_pulls, read_watermark
+from ._raw import PullSummary, RawPullWriter, clean_abandoned_pulls, file_already_loaded, read_watermark
 
 _log = logging.getLogger(__name__)
 
@@ -132,8 +132,15 @@ class StagingJob:
             items = extractor.extract(watermark)
         else:
             assert isinstance(config, FileEntity)
+            entity_name = config.name
             extractor = FileExtractor(
-                source.name, config, data_dir=self.data_dir, batch_size=source.batch_size
+                source.name,
+                config,
+                data_dir=self.data_dir,
+                batch_size=source.batch_size,
+                already_loaded=lambda checksum: file_already_loaded(
+                    self.context.db, source.name, entity_name, checksum
+                ),
             )
             items = extractor.extract()
         for item in items:
@@ -146,5 +153,7 @@ class StagingJob:
         if writer.payloads == 0:
             writer.count_bytes(extractor.state.bytes_read or writer.json_bytes)
         return writer.commit(
-            watermark_after=extractor.state.watermark_after, metadata=extractor.state.metadata
+            watermark_after=extractor.state.watermark_after,
+            metadata=extractor.state.metadata,
+            loaded_files=getattr(extractor, "loaded", ()),
         )
