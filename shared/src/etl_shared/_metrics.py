@@ -44,6 +44,24 @@ class JobMetrics:
         self.bytes = Counter(
             "etl_bytes", "Bytes read from sources", ["zone", "source", "entity"], registry=self.registry
         )
+        self.pages = Counter(
+            "etl_source_pages",
+            "Pages or files read from sources",
+            ["zone", "source", "entity"],
+            registry=self.registry,
+        )
+        self.http_retries = Counter(
+            "etl_source_http_retries",
+            "HTTP requests retried",
+            ["zone", "source", "entity"],
+            registry=self.registry,
+        )
+        self.pull_duration = Gauge(
+            "etl_pull_duration_seconds",
+            "Wall time of the last pull of a source entity",
+            ["zone", "source", "entity"],
+            registry=self.registry,
+        )
         self.dq_failures = Gauge(
             "etl_dq_failures",
             "Failing records per data-quality rule",
@@ -55,6 +73,23 @@ class JobMetrics:
         self.rows.labels(self.zone, source, entity).inc(rows)
         if byte_count:
             self.bytes.labels(self.zone, source, entity).inc(byte_count)
+
+    def observe_pull(
+        self,
+        source: str,
+        entity: str,
+        *,
+        records: int,
+        byte_count: int,
+        pages: int,
+        retries: int,
+        seconds: float,
+    ) -> None:
+        """Per-source figures of one pull (records, bytes, pages or files, HTTP retries, duration)."""
+        self.add_rows(source, entity, records, byte_count)
+        self.pages.labels(self.zone, source, entity).inc(pages)
+        self.http_retries.labels(self.zone, source, entity).inc(retries)
+        self.pull_duration.labels(self.zone, source, entity).set(seconds)
 
     def finish(self, exit_code: int) -> None:
         self.duration.labels(self.zone).set(time.monotonic() - self.started)

@@ -48,6 +48,8 @@ class PullSummary:
     watermark_before: str | None
     watermark_after: str | None
     deleted_pulls: list[str] = field(default_factory=list)
+    pages: int = 0  # pages fetched (REST) or files read (files)
+    retries: int = 0  # HTTP requests retried
 
 
 def encode_batch(columns: list[str], rows: list[list[Any]]) -> bytes:
@@ -252,6 +254,8 @@ class RawPullWriter:
             watermark_before=self.watermark_before,
             watermark_after=watermark_after,
             deleted_pulls=deleted,
+            pages=int((metadata or {}).get("pages", len((metadata or {}).get("files", [])))),
+            retries=int((metadata or {}).get("retries", 0)),
         )
 
     def fail(self, error: str) -> None:

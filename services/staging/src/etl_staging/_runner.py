@@ -102,7 +102,15 @@ class StagingJob:
                 except BaseException as exc:
                     writer.fail(f"{type(exc).__name__}: {exc}")
                     raise
-        self.context.metrics.add_rows(source.name, entity, summary.records, summary.bytes)
+        self.context.metrics.observe_pull(
+            source.name,
+            entity,
+            records=summary.records,
+            byte_count=summary.bytes,
+            pages=summary.pages,
+            retries=summary.retries,
+            seconds=time.monotonic() - started,
+        )
         _log.info(
             "pulled %s.%s: %d records in %.1fs",
             source.name,

@@ -1,0 +1,211 @@
+"""Authenticators: ``requests`` auth hooks built from a :data:`RestAuth` configuration.
+
+Each one knows its secret values (so the client can scrub them from every message) and whether a 401
+is worth one token refresh (only OAuth2 client credentials).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from requests.auth import AuthBase, HTTPBasicAuth
+
+from etl_shared import SourceFatalError
+
+from ._models import (
+    ApiKeyAuth,
+    BasicAuth,
+    BearerAuth,
+    NoAuth,
+    OAuth2ClientCredentialsAuth,
+    RestAuth,
+    resolve_secret,
+)
+
+_log = logging.getLogger(__name__)
+
+# Sends a request through the client's retry policy (token requests are classified like any other).
+TokenTransport = Callable[[requests.Request], Any]
+
+
+class Authenticator(AuthBase):
+    """Applies credentials to a prepared request. The base class sends none."""
+
+    #: Query parameters holding a secret (redacted from URLs in logs and errors).
+    secret_params: frozenset[str] = frozenset()
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return request
+
+    def secret_values(self) -> list[str]:
+        """Every secret this authenticator holds or has fetched, for literal scrubbing."""
+        return []
+
+    def bind(self, transport: TokenTransport) -> None:
+        """Receive the client's request function (authenticators that fetch tokens need it)."""
+
+    def refresh_after_401(self) -> bool:
+        """Forget cached credentials after a 401; True when retrying the request once may help."""
+        return False
+
+
+class ApiKeyAuthenticator(Authenticator):
+    def __init__(self, location: str, name: str, value: str) -> None:
+        self.location = location
+        self.name = name
+        self._value = value
+        if location == "query":
+            self.secret_params = frozenset({name})
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self.location == "header":
+            request.headers[self.name] = self._value
+        else:
+            request.prepare_url(request.url, {self.name: self._value})
+        return request
+
+    def secret_values(self) -> list[str]:
+        return [self._value]
+
+
+class BearerAuthenticator(Authenticator):
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        return request
+
+    def secret_values(self) -> list[str]:
+        return [self._token]
+
+
+class BasicAuthenticator(Authenticator):
+    def __init__(self, username: str, password: str) -> None:
+        self._basic = HTTPBasicAuth(username, password)
+        self._password = password
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return self._basic(request)
+
+    def secret_values(self) -> list[str]:
+        encoded = base64.b64encode(f"{self._basic.username}:{self._password}".encode()).decode("ascii")
+        return [self._password, encoded]
+
+
+class OAuth2ClientCredentialsAuthenticator(Authenticator):
+    """Client credentials grant: one token cached until ``refresh_margin_s`` before it expires."""
+
+    secret_params = frozenset({"access_token", "client_secret"})
+
+    def __init__(
+        self,
+        token_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        scope: str | None = None,
+        refresh_margin_s: float = 60,
+        client_auth: str = "body",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.token_url = token_url
+        self.client_id = client_id
+        self._client_secret = client_secret
+        self.scope = scope
+        self.refresh_margin_s = refresh_margin_s
+        self.client_auth = client_auth
+        self._clock = clock
+        self._transport: TokenTransport | None = None
+        self._token: str | None = None
+        self._refresh_at = 0.0
+        self._tokens_seen: list[str] = []
+        self._lock = threading.Lock()
+        self.token_requests = 0
+
+    def bind(self, transport: TokenTransport) -> None:
+        self._transport = transport
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._current_token()}"
+        return request
+
+    def secret_values(self) -> list[str]:
+        return [self._client_secret, *self._tokens_seen]
+
+    def refresh_after_401(self) -> bool:
+        with self._lock:
+            self._token = None
+        return True
+
+    def _current_token(self) -> str:
+        with self._lock:
+            if self._token is None or self._clock() >= self._refresh_at:
+                self._fetch_token()
+            assert self._token is not None
+            return self._token
+
+    def _fetch_token(self) -> None:
+        if self._transport is None:
+            raise RuntimeError("OAuth2 authenticator used before bind()")
+        form = {"grant_type": "client_credentials"}
+        if self.scope:
+            form["scope"] = self.scope
+        auth = None
+        if self.client_auth == "basic":
+            auth = HTTPBasicAuth(self.client_id, self._client_secret)
+        else:
+            form |= {"client_id": self.client_id, "client_secret": self._client_secret}
+        request = requests.Request(
+            "POST", self.token_url, data=form, auth=auth, headers={"Accept": "application/json"}
+        )
+        self.token_requests += 1
+        started = self._clock()
+        document = self._transport(request)
+        token = document.get("access_token") if isinstance(document, dict) else None
+        if not isinstance(token, str) or not token:
+            raise SourceFatalError("OAuth2 token endpoint answered without an access_token")
+        self._tokens_seen.append(token)
+        expires_in = document.get("expires_in")
+        if isinstance(expires_in, (int, float)) and expires_in > 0:
+            # Refresh the margin before expiry, but never sooner than half-way through a short lifetime.
+            lifetime = max(expires_in - self.refresh_margin_s, expires_in / 2)
+            self._refresh_at = started + lifetime
+        else:
+            self._refresh_at = float("inf")  # no expiry given: refresh only after a 401
+        self._token = token
+        _log.debug("OAuth2 token obtained, refresh in %.0fs", self._refresh_at - started)
+
+
+def build_authenticator(
+    config: RestAuth, *, clock: Callable[[], float] = time.monotonic
+) -> Authenticator:
+    """Resolve the secrets of an auth configuration (ConfigurationError when one is missing)."""
+    if isinstance(config, ApiKeyAuth):
+        return ApiKeyAuthenticator(
+            config.location, config.name, resolve_secret(config.value_env, config.value_file)
+        )
+    if isinstance(config, BearerAuth):
+        return BearerAuthenticator(resolve_secret(config.token_env, config.token_file))
+    if isinstance(config, BasicAuth):
+        return BasicAuthenticator(
+            resolve_secret(config.username_env, None), resolve_secret(config.password_env, config.password_file)
+        )
+    if isinstance(config, OAuth2ClientCredentialsAuth):
+        return OAuth2ClientCredentialsAuthenticator(
+            config.token_url,
+            resolve_secret(config.client_id_env, None),
+            resolve_secret(config.client_secret_env, config.client_secret_file),
+            scope=config.scope,
+            refresh_margin_s=config.refresh_margin_s,
+            client_auth=config.client_auth,
+            clock=clock,
+        )
+    assert isinstance(config, NoAuth)
+    return Authenticator()
