@@ -17,9 +17,15 @@ from etl_samples._scale import Scale
 
 
 def test_public_api_is_stable() -> None:
-    assert sorted(etl_samples.__all__) == ["GenerationSummary", "generate"]
-    for name in etl_samples.__all__:
-        assert getattr(etl_samples, name).__module__ == "etl_samples._generate"
+    modules = {
+        "Faults": "etl_samples._api",
+        "GenerationSummary": "etl_samples._generate",
+        "SampleApiServer": "etl_samples._api",
+        "generate": "etl_samples._generate",
+    }
+    assert sorted(etl_samples.__all__) == sorted(modules)
+    for name, module in modules.items():
+        assert getattr(etl_samples, name).__module__ == module
 
 
 @pytest.mark.parametrize(
