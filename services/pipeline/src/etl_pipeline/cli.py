@@ -7,12 +7,13 @@ production, so a zone never imports another.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from etl_shared import (
     EXIT_CONFIGURATION,
@@ -32,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the three zones in order under one run id, then summarise")
     run.add_argument("--run-id", help="run id (default: ETL_RUN_ID or a new one)")
+    run.add_argument(
+        "--no-sample-apis",
+        action="store_true",
+        help="do not start the sample CRM/FX APIs (they start by default with the demo sources)",
+    )
     status = sub.add_parser("status", help="last run of each zone and the staging pulls")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
@@ -41,8 +47,37 @@ def _zone_command(zone: str) -> list[str]:
     return [sys.executable, "-m", f"etl_{zone}", "run"]
 
 
-def run_pipeline(settings: Settings, run_id: str) -> int:
-    env = {**os.environ, "ETL_RUN_ID": run_id}
+def uses_demo_sources() -> bool:
+    return not os.environ.get("ETL_SOURCES_FILE")
+
+
+@contextlib.contextmanager
+def sample_apis(settings: Settings, wanted: bool) -> Iterator[dict[str, str]]:
+    """With the demo sources, serve the sample CRM and FX APIs for the length of the run (in production
+    the sources file points at the real APIs). Yields the environment the zone jobs need."""
+    if not wanted:
+        yield {}
+        return
+    from etl_samples import SampleApiServer
+
+    client_id = os.environ.get("ETL_SAMPLE_CLIENT_ID", "demo-client")
+    client_secret = os.environ.get("ETL_SAMPLE_CLIENT_SECRET", "demo-secret")
+    with SampleApiServer(settings.data_dir, client_id=client_id, client_secret=client_secret) as server:
+        sys.stderr.write(f"sample APIs (CRM, FX) at {server.url}\n")
+        yield {
+            "ETL_SAMPLE_API_URL": server.url,
+            "ETL_SAMPLE_CLIENT_ID": client_id,
+            "ETL_SAMPLE_CLIENT_SECRET": client_secret,
+        }
+
+
+def run_pipeline(settings: Settings, run_id: str, *, serve_samples: bool | None = None) -> int:
+    serve = uses_demo_sources() if serve_samples is None else serve_samples
+    with sample_apis(settings, serve) as extra_env:
+        return _run_zones(run_id, {**os.environ, **extra_env, "ETL_RUN_ID": run_id})
+
+
+def _run_zones(run_id: str, env: dict[str, str]) -> int:
     sys.stderr.write(f"etl run {run_id}\n")
     for zone in ZONES:
         started = time.monotonic()
@@ -118,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIGURATION
     db = Database(url, application_name="etl")
     if args.command == "run":
-        code = run_pipeline(settings, settings.run_id)
+        code = run_pipeline(settings, settings.run_id, serve_samples=False if args.no_sample_apis else None)
         try:
             runs = runs_of(db, settings.run_id)
         except Exception as exc:  # the database itself may be what failed

@@ -7,14 +7,17 @@ secret file, and the configuration refuses keys that look like inline credential
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from etl_shared import ConfigurationError
+
+from ._rest import NoAuth, RestAuth, RestConnection, RestEntity
 
 _NAME = r"^[a-z][a-z0-9_]{0,62}$"
 
@@ -76,7 +79,27 @@ class FileSource(_SourceBase):
     entities: list[FileEntity] = Field(min_length=1)
 
 
-SourceConfig = Annotated[DatabaseSource | FileSource, Field(discriminator="kind")]
+class RestSource(_SourceBase):
+    """A REST API read with ``requests``; see etl_staging._rest for connection, auth and pagination."""
+
+    kind: Literal["rest"]
+    connection: RestConnection
+    auth: RestAuth = Field(default_factory=lambda: NoAuth(type="none"))
+    entities: list[RestEntity] = Field(min_length=1)
+    fallback: dict[str, list[FileGroup]] = Field(
+        default_factory=dict,
+        description="Per entity: files read instead when the API fails (the pull's metadata says so)",
+    )
+
+    @model_validator(mode="after")
+    def _fallback_entities_exist(self) -> RestSource:
+        unknown = set(self.fallback) - {e.name for e in self.entities}
+        if unknown:
+            raise ValueError(f"fallback for unknown entities: {', '.join(sorted(unknown))}")
+        return self
+
+
+SourceConfig = Annotated[DatabaseSource | FileSource | RestSource, Field(discriminator="kind")]
 
 
 class SourcesFile(_Strict):
@@ -113,7 +136,7 @@ class SourcesFile(_Strict):
             raise ConfigurationError(f"no entity {entity!r} in source {source or '(any)'}")
 
 
-def entity_config(source: SourceConfig, entity: str) -> DatabaseEntity | FileEntity:
+def entity_config(source: SourceConfig, entity: str) -> DatabaseEntity | FileEntity | RestEntity:
     for candidate in source.entities:
         if candidate.name == entity:
             return candidate
@@ -154,11 +177,36 @@ def load_sources(path: Path) -> SourcesFile:
             " (url_env) or a secret file instead"
         )
     try:
+        raw = _expand_variables(raw, path)
         return SourcesFile.model_validate(raw)
     except ValidationError as exc:
         raise ConfigurationError(
             f"sources file {path}: " + "; ".join(_describe(err, raw) for err in exc.errors())
         ) from None
+
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_variables(node: Any, path: Path) -> Any:
+    """Replace ``${NAME}`` and ``${NAME:-default}`` in string values (host names, ports, paths) from the
+    environment, as docker compose does. Secrets still go through ``*_env``/``*_file`` references."""
+    if isinstance(node, dict):
+        return {key: _expand_variables(value, path) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_expand_variables(value, path) for value in node]
+    if isinstance(node, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            value = os.environ.get(match.group(1))
+            if value:
+                return value
+            if match.group(2) is not None:
+                return match.group(2)
+            raise ConfigurationError(f"sources file {path}: environment variable {match.group(1)} is not set")
+
+        return _VARIABLE.sub(substitute, node)
+    return node
 
 
 def _describe(err: dict, raw: dict) -> str:  # type: ignore[type-arg]
@@ -169,7 +217,7 @@ def _describe(err: dict, raw: dict) -> str:  # type: ignore[type-arg]
             name = raw["sources"][loc[1]].get("name", f"#{loc[1]}")
         except (IndexError, AttributeError, KeyError):
             name = f"#{loc[1]}"
-        rest = [str(p) for p in loc[2:] if p not in {"database", "file"}]
+        rest = [str(p) for p in loc[2:] if p not in {"database", "file", "rest"}]
         where = f"source {name!r} field {'.'.join(rest) or '(source)'}"
     return f"{where}: {err['msg']}"
 

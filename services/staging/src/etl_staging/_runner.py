@@ -10,12 +10,21 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from etl_shared import EtlError, JobContext, LeaseLock, log_context
+from etl_shared import EtlError, JobContext, LeaseLock, SourceError, log_context
 
-from ._config import DatabaseEntity, DatabaseSource, FileEntity, SourceConfig, SourcesFile, entity_config
+from ._config import (
+    DatabaseEntity,
+    DatabaseSource,
+    FileEntity,
+    RestSource,
+    SourceConfig,
+    SourcesFile,
+    entity_config,
+)
 from ._config import resolve_database_url as resolve_source_url
 from ._extract import Batch, DatabaseExtractor, FileExtractor
 from ._raw import PullSummary, RawPullWriter, clean_abandoned_pulls, file_already_loaded, read_watermark
+from ._rest import RestEntity, RestExtractor
 
 _log = logging.getLogger(__name__)
 
@@ -84,24 +93,31 @@ class StagingJob:
             with LeaseLock(db, f"pull:{source.name}:{entity}", lease_s=300, wait_s=900) as lock:
                 clean_abandoned_pulls(db, source.name, entity)
                 config = entity_config(source, entity)
-                incremental = isinstance(config, DatabaseEntity) and config.cursor is not None
+                incremental = _is_incremental(config)
                 watermark = read_watermark(db, source.name, entity) if incremental else None
-                writer = RawPullWriter(
-                    db,
-                    run_id=self.context.settings.run_id,
-                    job_id=self.context.audit.job_id,
-                    source=source.name,
-                    entity=entity,
-                    mode="incremental" if incremental else "full",
-                    watermark_before=watermark,
-                    lock=lock,
-                )
-                writer.open()
+                writer = self._writer(source, entity, lock, incremental=incremental, watermark=watermark)
                 try:
                     summary = self._extract_into(writer, source, config, watermark)
-                except BaseException as exc:
-                    writer.fail(f"{type(exc).__name__}: {exc}")
-                    raise
+                except SourceError as exc:  # the pull is already failed and cleaned by _extract_into
+                    fallback = source.fallback.get(entity) if isinstance(source, RestSource) else None
+                    if not fallback:
+                        raise
+                    _log.warning(
+                        "%s.%s: the API failed (%s); reading the fallback files instead",
+                        source.name,
+                        entity,
+                        exc,
+                    )
+                    # The watermark stays where it was: the next run asks the API again.
+                    writer = self._writer(source, entity, lock, incremental=False, watermark=watermark)
+                    files = FileEntity(name=entity, files=fallback)
+                    summary = self._extract_into(
+                        writer,
+                        source,
+                        files,
+                        watermark,
+                        extra={"fallback": True, "fallback_reason": str(exc)},
+                    )
         self.context.metrics.observe_pull(
             source.name,
             entity,
@@ -121,16 +137,48 @@ class StagingJob:
         )
         return summary
 
+    def _writer(
+        self, source: SourceConfig, entity: str, lock: LeaseLock, *, incremental: bool, watermark: str | None
+    ) -> RawPullWriter:
+        writer = RawPullWriter(
+            self.context.db,
+            run_id=self.context.settings.run_id,
+            job_id=self.context.audit.job_id,
+            source=source.name,
+            entity=entity,
+            mode="incremental" if incremental else "full",
+            watermark_before=watermark,
+            lock=lock,
+        )
+        writer.open()
+        return writer
+
     def _extract_into(
         self,
         writer: RawPullWriter,
         source: SourceConfig,
-        config: DatabaseEntity | FileEntity,
+        config: DatabaseEntity | FileEntity | RestEntity,
         watermark: str | None,
+        extra: dict[str, Any] | None = None,
+    ) -> PullSummary:
+        """Stream one extraction into ``writer`` and commit it (a failure leaves the pull for the caller)."""
+        try:
+            return self._stream(writer, source, config, watermark, extra or {})
+        except BaseException as exc:
+            writer.fail(f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _stream(
+        self,
+        writer: RawPullWriter,
+        source: SourceConfig,
+        config: DatabaseEntity | FileEntity | RestEntity,
+        watermark: str | None,
+        extra: dict[str, Any],
     ) -> PullSummary:
         extractor: Any
-        if isinstance(source, DatabaseSource):
-            assert isinstance(config, DatabaseEntity)
+        if isinstance(config, DatabaseEntity):
+            assert isinstance(source, DatabaseSource)
             url = resolve_source_url(
                 source.connection,
                 warehouse_url=self.context.db.url,
@@ -138,8 +186,13 @@ class StagingJob:
             )
             extractor = DatabaseExtractor(source.name, config, url=url, batch_size=source.batch_size)
             items = extractor.extract(watermark)
+        elif isinstance(config, RestEntity):
+            assert isinstance(source, RestSource)
+            extractor = RestExtractor(
+                source.name, source.connection, source.auth, config, batch_size=source.batch_size
+            )
+            items = extractor.extract(watermark)
         else:
-            assert isinstance(config, FileEntity)
             entity_name = config.name
             extractor = FileExtractor(
                 source.name,
@@ -161,7 +214,15 @@ class StagingJob:
         if writer.payloads == 0:
             writer.count_bytes(extractor.state.bytes_read or writer.json_bytes)
         return writer.commit(
-            watermark_after=extractor.state.watermark_after,
-            metadata=extractor.state.metadata,
+            watermark_after=extractor.state.watermark_after or watermark,
+            metadata={**extractor.state.metadata, **extra},
             loaded_files=getattr(extractor, "loaded", ()),
         )
+
+
+def _is_incremental(config: DatabaseEntity | FileEntity | RestEntity) -> bool:
+    if isinstance(config, DatabaseEntity):
+        return config.cursor is not None
+    if isinstance(config, RestEntity):
+        return config.incremental is not None
+    return False
