@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
 from requests.auth import AuthBase, HTTPBasicAuth
@@ -39,6 +40,8 @@ class Authenticator(AuthBase):
 
     #: Query parameters holding a secret (redacted from URLs in logs and errors).
     secret_params: frozenset[str] = frozenset()
+    #: Headers holding a secret other than Authorization (dropped on a redirect to another host).
+    credential_headers: frozenset[str] = frozenset()
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         return request
@@ -62,12 +65,20 @@ class ApiKeyAuthenticator(Authenticator):
         self._value = value
         if location == "query":
             self.secret_params = frozenset({name})
+        else:
+            self.credential_headers = frozenset({name})
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         if self.location == "header":
             request.headers[self.name] = self._value
-        else:
-            request.prepare_url(request.url, {self.name: self._value})
+            return request
+        parts = urlsplit(str(request.url))
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        if any(name == self.name for name, _ in query):
+            # A next-page URL may echo the key: send it once, with the configured value.
+            kept = [(name, value) for name, value in query if name != self.name]
+            request.url = urlunsplit(parts._replace(query=urlencode(kept)))
+        request.prepare_url(request.url, {self.name: self._value})
         return request
 
     def secret_values(self) -> list[str]:
@@ -183,9 +194,7 @@ class OAuth2ClientCredentialsAuthenticator(Authenticator):
         _log.debug("OAuth2 token obtained, refresh in %.0fs", self._refresh_at - started)
 
 
-def build_authenticator(
-    config: RestAuth, *, clock: Callable[[], float] = time.monotonic
-) -> Authenticator:
+def build_authenticator(config: RestAuth, *, clock: Callable[[], float] = time.monotonic) -> Authenticator:
     """Resolve the secrets of an auth configuration (ConfigurationError when one is missing)."""
     if isinstance(config, ApiKeyAuth):
         return ApiKeyAuthenticator(
@@ -195,7 +204,8 @@ def build_authenticator(
         return BearerAuthenticator(resolve_secret(config.token_env, config.token_file))
     if isinstance(config, BasicAuth):
         return BasicAuthenticator(
-            resolve_secret(config.username_env, None), resolve_secret(config.password_env, config.password_file)
+            resolve_secret(config.username_env, None),
+            resolve_secret(config.password_env, config.password_file),
         )
     if isinstance(config, OAuth2ClientCredentialsAuth):
         return OAuth2ClientCredentialsAuthenticator(

@@ -201,7 +201,9 @@ class OffsetPagination(_PaginationBase):
     limit_param: str = "limit"
     limit: int = Field(default=100, ge=1)
     start: int = Field(default=0, ge=0)
-    total_path: str | None = Field(default=None, pattern=_DOTTED, description="Dotted path to the total count")
+    total_path: str | None = Field(
+        default=None, pattern=_DOTTED, description="Dotted path to the total count"
+    )
 
 
 class PageNumberPagination(_PaginationBase):
