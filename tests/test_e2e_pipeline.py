@@ -132,7 +132,7 @@ def test_killed_run_leaves_no_partial_pull_and_rerun_completes(demo: dict[str, s
     url = demo["ETL_DATABASE_URL"]
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "etl_pipeline", "run"],
+        [sys.executable, "-m", "etl_pipeline", "run", "--sample-apis"],
         env=env,
         start_new_session=True,
         stdout=subprocess.DEVNULL,

@@ -336,7 +336,7 @@ def test_bundled_demo_sources_validate() -> None:
     sources = load_sources(bundled_sources_file())
 
     names = {s.name: s.kind for s in sources.sources}
-    assert names == {"oltp": "database", "web": "file", "crm": "file", "fx": "file"}
+    assert names == {"oltp": "database", "web": "file", "crm": "rest", "fx": "rest"}
     pairs = list(sources.select())
     assert len(pairs) == len({(s.name, e) for s, e in pairs})
     oltp = sources.sources[0]

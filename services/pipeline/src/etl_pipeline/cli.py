@@ -33,11 +33,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the three zones in order under one run id, then summarise")
     run.add_argument("--run-id", help="run id (default: ETL_RUN_ID or a new one)")
-    run.add_argument(
-        "--no-sample-apis",
-        action="store_true",
-        help="do not start the sample CRM/FX APIs (they start by default with the demo sources)",
+    apis = run.add_mutually_exclusive_group()
+    apis.add_argument(
+        "--sample-apis",
+        dest="sample_apis",
+        action="store_const",
+        const=True,
+        help="serve the sample CRM/FX APIs during the run (default: only with the bundled demo sources)",
     )
+    apis.add_argument("--no-sample-apis", dest="sample_apis", action="store_const", const=False)
     status = sub.add_parser("status", help="last run of each zone and the staging pulls")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
@@ -153,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIGURATION
     db = Database(url, application_name="etl")
     if args.command == "run":
-        code = run_pipeline(settings, settings.run_id, serve_samples=False if args.no_sample_apis else None)
+        code = run_pipeline(settings, settings.run_id, serve_samples=args.sample_apis)
         try:
             runs = runs_of(db, settings.run_id)
         except Exception as exc:  # the database itself may be what failed

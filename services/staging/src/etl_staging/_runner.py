@@ -24,7 +24,7 @@ from ._config import (
 from ._config import resolve_database_url as resolve_source_url
 from ._extract import Batch, DatabaseExtractor, FileExtractor
 from ._raw import PullSummary, RawPullWriter, clean_abandoned_pulls, file_already_loaded, read_watermark
-from ._rest import RestEntity, RestExtractor
+from ._rest import RateBudget, RestEntity, RestExtractor
 
 _log = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ class StagingJob:
         self.data_dir = data_dir
         self.parallelism = max(1, parallelism)
         self.cancel = threading.Event()
+        self._budgets: dict[str, RateBudget | None] = {}
+        self._budget_lock = threading.Lock()
 
     def run(self, source: str | None = None, entity: str | None = None) -> list[PullSummary]:
         pairs = list(self.sources.select(source, entity))
@@ -137,6 +139,13 @@ class StagingJob:
         )
         return summary
 
+    def _rate_budget(self, source: RestSource) -> RateBudget | None:
+        """One rate budget per source, shared by its entities pulled in parallel."""
+        with self._budget_lock:
+            if source.name not in self._budgets:
+                self._budgets[source.name] = RateBudget.from_config(source.connection.rate_limit)
+            return self._budgets[source.name]
+
     def _writer(
         self, source: SourceConfig, entity: str, lock: LeaseLock, *, incremental: bool, watermark: str | None
     ) -> RawPullWriter:
@@ -189,7 +198,12 @@ class StagingJob:
         elif isinstance(config, RestEntity):
             assert isinstance(source, RestSource)
             extractor = RestExtractor(
-                source.name, source.connection, source.auth, config, batch_size=source.batch_size
+                source.name,
+                source.connection,
+                source.auth,
+                config,
+                batch_size=source.batch_size,
+                budget=self._rate_budget(source),
             )
             items = extractor.extract(watermark)
         else:
