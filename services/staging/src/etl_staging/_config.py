@@ -27,11 +27,20 @@ class _Strict(BaseModel):
 
 
 class DatabaseConnection(_Strict):
-    url_env: str = Field(description="Environment variable holding the source database URL")
+    url_env: str | None = Field(
+        default=None, description="Environment variable holding the source database URL"
+    )
+    url_file: str | None = Field(default=None, description="File in the secrets folder holding the URL")
     embedded_database: str | None = Field(
         default=None,
         description="With no URL in the environment and an embedded warehouse, use this database on it (demo)",
     )
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> DatabaseConnection:
+        if (self.url_env is None) == (self.url_file is None):
+            raise ValueError("give exactly one of url_env (environment variable) or url_file (secret file)")
+        return self
 
 
 class DatabaseEntity(_Strict):
@@ -223,11 +232,17 @@ def _describe(err: dict, raw: dict) -> str:  # type: ignore[type-arg]
 
 
 def resolve_database_url(conn: DatabaseConnection, *, warehouse_url: str, embedded: bool) -> str:
-    url = os.environ.get(conn.url_env)
+    if conn.url_file:
+        from ._rest import resolve_secret
+
+        return resolve_secret(None, conn.url_file)
+    url = os.environ.get(conn.url_env) if conn.url_env else None
     if url:
         return url
     if embedded and conn.embedded_database:
         from urllib.parse import urlsplit
 
         return urlsplit(warehouse_url)._replace(path="/" + conn.embedded_database).geturl()
+    if not conn.url_env:
+        raise ConfigurationError("a database connection needs url_env or url_file")
     raise ConfigurationError(f"environment variable {conn.url_env} (source database URL) is not set")
