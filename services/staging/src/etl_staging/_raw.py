@@ -22,7 +22,7 @@ import orjson
 import psycopg
 from psycopg.types.range import Range
 
-from etl_shared import CopyWriter, Database, LeaseLock
+from etl_shared import CopyWriter, Database, DatabaseError, LeaseLock, run_transaction
 
 _log = logging.getLogger(__name__)
 
@@ -122,6 +122,26 @@ class RawPullWriter:
         self.payloads = 0
         self.json_bytes = 0
         self._digest = hashlib.sha256()
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def _write(self, work: Any, name: str) -> None:
+        """Run one batch transaction on the pull's own connection (opening one per batch costs more than
+        the batch); a lost connection is replaced once and the transaction run again."""
+        for attempt in (1, 2):
+            if self._conn is None or self._conn.closed:
+                self._conn = self.db.connect()
+            try:
+                run_transaction(self._conn, work, name=name, attempts=self.db.attempts)
+                return
+            except (DatabaseError, psycopg.OperationalError):
+                if attempt == 2 or (self._conn is not None and not self._conn.closed):
+                    raise
+                _log.warning("%s: connection lost, reconnecting", name)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def open(self) -> uuid.UUID:
         self.db.transaction(
@@ -151,9 +171,9 @@ class RawPullWriter:
 
         # Insert-only: a batch transaction reads nothing, so parallel pulls never conflict on it under
         # SERIALIZABLE. The pull row gets its counts once, in the committing transaction.
-        self.db.transaction(
+        self._write(
             lambda conn: _BATCHES.write(conn, [(self.pull_id, batch_no, len(rows), data.decode())]),
-            name=f"pull {self.pull_id} batch {batch_no}",
+            f"pull {self.pull_id} batch {batch_no}",
         )
         self.batches = batch_no
         self.records += len(rows)
@@ -165,11 +185,11 @@ class RawPullWriter:
     def add_payload(self, name: str, content_type: str, body: bytes) -> None:
         seq = self.payloads + 1
         checksum = hashlib.sha256(body).hexdigest()
-        self.db.transaction(
+        self._write(
             lambda conn: _PAYLOADS.write(
                 conn, [(self.pull_id, seq, name, content_type, len(body), checksum, body)]
             ),
-            name=f"pull {self.pull_id} payload {seq}",
+            f"pull {self.pull_id} payload {seq}",
         )
         self.payloads = seq
         self.bytes += len(body)
@@ -226,6 +246,7 @@ class RawPullWriter:
                         ],
                     )
 
+        self.close()
         self.db.transaction(work, name=f"commit pull {self.pull_id}")
         deleted = apply_retention(self.db, self.source, self.entity)
         _log.info(
@@ -260,6 +281,7 @@ class RawPullWriter:
 
     def fail(self, error: str) -> None:
         """Best effort: mark the pull failed and remove its data (the next run cleans up otherwise)."""
+        self.close()
         try:
             self.db.transaction(
                 lambda conn: conn.execute(
