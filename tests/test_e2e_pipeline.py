@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -178,8 +180,10 @@ def test_killed_run_leaves_no_partial_pull_and_rerun_completes(demo: dict[str, s
     assert set(committed_pulls(url)) == ENTITIES
 
 
-def test_embedded_database_is_the_default(tmp_path: Path) -> None:
-    data_dir = tmp_path / "d"
+def test_embedded_database_is_the_default() -> None:
+    # Not under pytest's tmp_path: pytest keeps pytest-of-<user> at mode 0700, and the server runs as
+    # another user (embedded_postgres) when the tests run as root.
+    data_dir = Path(tempfile.mkdtemp(prefix="etl-e2e-", dir="/tmp")) / "d"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
     env["ETL_DATA_DIR"] = str(data_dir)
     generated = subprocess.run(
@@ -205,6 +209,7 @@ def test_embedded_database_is_the_default(tmp_path: Path) -> None:
         from etl_shared import EmbeddedPostgres
 
         EmbeddedPostgres(data_dir / "postgres").stop()
+        shutil.rmtree(data_dir.parent, ignore_errors=True)
 
 
 def report_url(data_dir: Path) -> str:
