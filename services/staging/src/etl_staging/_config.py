@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from etl_shared import ConfigurationError
 
-from ._rest import NoAuth, RestAuth, RestConnection, RestEntity
+from ._rest import AsyncRestEntity, NoAuth, RestAuth, RestConnection, RestEntity
 
 _NAME = r"^[a-z][a-z0-9_]{0,62}$"
 
@@ -108,7 +108,21 @@ class RestSource(_SourceBase):
         return self
 
 
-SourceConfig = Annotated[DatabaseSource | FileSource | RestSource, Field(discriminator="kind")]
+class AsyncRestSource(_SourceBase):
+    """A REST API read with aiohttp: each entity fans out into many independent one-page requests
+    (dates, values such as account ids, or a known number of pages), ``concurrency`` at a time, under
+    the same retry rules and rate budget as ``kind: rest``; see etl_staging._rest._async_models."""
+
+    kind: Literal["rest_async"]
+    connection: RestConnection
+    auth: RestAuth = Field(default_factory=lambda: NoAuth(type="none"))
+    concurrency: int = Field(default=8, ge=1, le=64, description="Requests in flight at once")
+    entities: list[AsyncRestEntity] = Field(min_length=1)
+
+
+SourceConfig = Annotated[
+    DatabaseSource | FileSource | RestSource | AsyncRestSource, Field(discriminator="kind")
+]
 
 
 class SourcesFile(_Strict):
@@ -145,7 +159,9 @@ class SourcesFile(_Strict):
             raise ConfigurationError(f"no entity {entity!r} in source {source or '(any)'}")
 
 
-def entity_config(source: SourceConfig, entity: str) -> DatabaseEntity | FileEntity | RestEntity:
+def entity_config(
+    source: SourceConfig, entity: str
+) -> DatabaseEntity | FileEntity | RestEntity | AsyncRestEntity:
     for candidate in source.entities:
         if candidate.name == entity:
             return candidate
@@ -226,7 +242,7 @@ def _describe(err: dict, raw: dict) -> str:  # type: ignore[type-arg]
             name = raw["sources"][loc[1]].get("name", f"#{loc[1]}")
         except (IndexError, AttributeError, KeyError):
             name = f"#{loc[1]}"
-        rest = [str(p) for p in loc[2:] if p not in {"database", "file", "rest"}]
+        rest = [str(p) for p in loc[2:] if p not in {"database", "file", "rest", "rest_async"}]
         where = f"source {name!r} field {'.'.join(rest) or '(source)'}"
     return f"{where}: {err['msg']}"
 

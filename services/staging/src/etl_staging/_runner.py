@@ -13,6 +13,7 @@ from typing import Any
 from etl_shared import EtlError, JobContext, LeaseLock, SourceError, log_context
 
 from ._config import (
+    AsyncRestSource,
     DatabaseEntity,
     DatabaseSource,
     FileEntity,
@@ -24,7 +25,7 @@ from ._config import (
 from ._config import resolve_database_url as resolve_source_url
 from ._extract import Batch, DatabaseExtractor, FileExtractor
 from ._raw import PullSummary, RawPullWriter, clean_abandoned_pulls, file_already_loaded, read_watermark
-from ._rest import RateBudget, RestEntity, RestExtractor
+from ._rest import AsyncRestEntity, AsyncRestExtractor, RateBudget, RestEntity, RestExtractor
 
 _log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ class StagingJob:
         )
         return summary
 
-    def _rate_budget(self, source: RestSource) -> RateBudget | None:
+    def _rate_budget(self, source: RestSource | AsyncRestSource) -> RateBudget | None:
         """One rate budget per source, shared by its entities pulled in parallel."""
         with self._budget_lock:
             if source.name not in self._budgets:
@@ -166,7 +167,7 @@ class StagingJob:
         self,
         writer: RawPullWriter,
         source: SourceConfig,
-        config: DatabaseEntity | FileEntity | RestEntity,
+        config: DatabaseEntity | FileEntity | RestEntity | AsyncRestEntity,
         watermark: str | None,
         extra: dict[str, Any] | None = None,
     ) -> PullSummary:
@@ -181,7 +182,7 @@ class StagingJob:
         self,
         writer: RawPullWriter,
         source: SourceConfig,
-        config: DatabaseEntity | FileEntity | RestEntity,
+        config: DatabaseEntity | FileEntity | RestEntity | AsyncRestEntity,
         watermark: str | None,
         extra: dict[str, Any],
     ) -> PullSummary:
@@ -203,6 +204,18 @@ class StagingJob:
                 source.auth,
                 config,
                 batch_size=source.batch_size,
+                budget=self._rate_budget(source),
+            )
+            items = extractor.extract(watermark)
+        elif isinstance(config, AsyncRestEntity):
+            assert isinstance(source, AsyncRestSource)
+            extractor = AsyncRestExtractor(
+                source.name,
+                source.connection,
+                source.auth,
+                config,
+                batch_size=source.batch_size,
+                concurrency=source.concurrency,
                 budget=self._rate_budget(source),
             )
             items = extractor.extract(watermark)
@@ -234,7 +247,7 @@ class StagingJob:
         )
 
 
-def _is_incremental(config: DatabaseEntity | FileEntity | RestEntity) -> bool:
+def _is_incremental(config: DatabaseEntity | FileEntity | RestEntity | AsyncRestEntity) -> bool:
     if isinstance(config, DatabaseEntity):
         return config.cursor is not None
     if isinstance(config, RestEntity):

@@ -1,12 +1,14 @@
 """REST extraction with ``requests``: configuration models, authenticators, paginators, the client
-(timeouts, retries, rate budget, redaction) and :class:`RestExtractor`.
+(timeouts, retries, rate budget, redaction) and :class:`RestExtractor`; ``kind: rest_async`` fan-out
+entities fetched concurrently with aiohttp by :class:`AsyncRestExtractor`.
 
 ``_config`` imports the models from here while ``_extractor`` needs ``_extract`` (which imports
-``_config``), so the extractor is loaded on first use rather than with the package.
+``_config``), so the extractors are loaded on first use rather than with the package.
 """
 
 from typing import TYPE_CHECKING, Any
 
+from ._async_models import AsyncRestEntity, DatesFanOut, FanOut, PagesFanOut, ValuesFanOut
 from ._auth import (
     ApiKeyAuthenticator,
     Authenticator,
@@ -62,16 +64,21 @@ from ._paginators import (
 )
 
 if TYPE_CHECKING:
+    from ._async_extractor import AsyncRestExtractor
     from ._extractor import RestExtractor, incremental_start
 
-_LAZY = {"RestExtractor", "incremental_start"}
+_LAZY = {
+    "RestExtractor": "_extractor",
+    "incremental_start": "_extractor",
+    "AsyncRestExtractor": "_async_extractor",
+}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from . import _extractor
+        import importlib
 
-        return getattr(_extractor, name)
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -79,6 +86,8 @@ __all__ = [
     "RETRY_STATUSES",
     "ApiKeyAuth",
     "ApiKeyAuthenticator",
+    "AsyncRestEntity",
+    "AsyncRestExtractor",
     "Authenticator",
     "BasePaginator",
     "BasicAuth",
@@ -87,7 +96,9 @@ __all__ = [
     "BearerAuthenticator",
     "CursorBodyPagination",
     "CursorHeaderPagination",
+    "DatesFanOut",
     "Decision",
+    "FanOut",
     "HeaderCursorPaginator",
     "HeaderLinkPaginator",
     "Incremental",
@@ -104,6 +115,7 @@ __all__ = [
     "Page",
     "PageNumberPagination",
     "PageNumberPaginator",
+    "PagesFanOut",
     "Pagination",
     "PostBodyPagination",
     "RateBudget",
@@ -117,6 +129,7 @@ __all__ = [
     "RestExtractor",
     "RetryPolicy",
     "SinglePagePaginator",
+    "ValuesFanOut",
     "build_authenticator",
     "decide",
     "incremental_start",

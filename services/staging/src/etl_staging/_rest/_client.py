@@ -19,7 +19,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -98,10 +98,10 @@ class RateBudget:
             self._sleep(delay)
         return delay
 
-    async def acquire_async(self) -> float:
+    async def acquire_async(self, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> float:
         delay = self.reserve()
         if delay > 0:
-            await asyncio.sleep(delay)
+            await sleep(delay)
         return delay
 
 
