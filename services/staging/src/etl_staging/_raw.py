@@ -9,12 +9,15 @@ source entity. After a commit, only the newest ``keep`` committed pulls are kept
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import ipaddress
 import json
 import logging
+import queue
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +95,44 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot store a {type(value).__name__} value as JSON")
 
 
+class _WriteBehind:
+    """Runs a pull's batch transactions on a thread of its own, one step behind the extractor, so that
+    parsing the next batch overlaps writing the last one. At most ``depth`` batches wait in memory. The
+    first failure is kept and raised to the extractor's thread at its next call."""
+
+    def __init__(self, write: Callable[[Any, str], None], depth: int = 2) -> None:
+        self._write = write
+        self._queue: queue.Queue[tuple[Any, str] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._run,), name="pull-writer", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._write(*item)
+                except BaseException as exc:
+                    self._error = exc
+
+    def submit(self, work: Any, name: str) -> None:
+        self.raise_if_failed()
+        self._queue.put((work, name))
+
+    def raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def finish(self) -> None:
+        """Wait for every submitted transaction; raise the first failure."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self.raise_if_failed()
+
+
 class RawPullWriter:
     """Writes one pull of one source entity."""
 
@@ -123,6 +164,20 @@ class RawPullWriter:
         self.json_bytes = 0
         self._digest = hashlib.sha256()
         self._conn: psycopg.Connection[Any] | None = None
+        self._behind: _WriteBehind | None = None
+
+    def _submit(self, work: Any, name: str) -> None:
+        if self._behind is None:
+            self._behind = _WriteBehind(self._write)
+        self._behind.submit(work, name)
+
+    def _finish_writes(self) -> None:
+        behind, self._behind = self._behind, None
+        try:
+            if behind is not None:
+                behind.finish()
+        finally:
+            self.close()
 
     def _write(self, work: Any, name: str) -> None:
         """Run one batch transaction on the pull's own connection (opening one per batch costs more than
@@ -171,7 +226,7 @@ class RawPullWriter:
 
         # Insert-only: a batch transaction reads nothing, so parallel pulls never conflict on it under
         # SERIALIZABLE. The pull row gets its counts once, in the committing transaction.
-        self._write(
+        self._submit(
             lambda conn: _BATCHES.write(conn, [(self.pull_id, batch_no, len(rows), data.decode())]),
             f"pull {self.pull_id} batch {batch_no}",
         )
@@ -185,7 +240,7 @@ class RawPullWriter:
     def add_payload(self, name: str, content_type: str, body: bytes) -> None:
         seq = self.payloads + 1
         checksum = hashlib.sha256(body).hexdigest()
-        self._write(
+        self._submit(
             lambda conn: _PAYLOADS.write(
                 conn, [(self.pull_id, seq, name, content_type, len(body), checksum, body)]
             ),
@@ -246,7 +301,7 @@ class RawPullWriter:
                         ],
                     )
 
-        self.close()
+        self._finish_writes()
         self.db.transaction(work, name=f"commit pull {self.pull_id}")
         deleted = apply_retention(self.db, self.source, self.entity)
         _log.info(
@@ -281,7 +336,10 @@ class RawPullWriter:
 
     def fail(self, error: str) -> None:
         """Best effort: mark the pull failed and remove its data (the next run cleans up otherwise)."""
-        self.close()
+        try:
+            self._finish_writes()
+        except BaseException as exc:  # the failure being reported may be this one
+            _log.debug("pending batch writes of failed pull %s: %s", self.pull_id, exc)
         try:
             self.db.transaction(
                 lambda conn: conn.execute(
