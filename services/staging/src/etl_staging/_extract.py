@@ -308,6 +308,9 @@ def _records_to_batches(
 
 
 def _to_batch(records: list[dict[str, Any]]) -> Batch:
+    first = tuple(records[0])
+    if all(tuple(record) == first for record in records):  # the usual case: same keys, same order
+        return Batch(list(first), [list(record.values()) for record in records])
     columns: dict[str, None] = {}
     for record in records:
         for key in record:
