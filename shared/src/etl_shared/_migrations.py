@@ -23,6 +23,7 @@ from ._locks import BOOTSTRAP_SQL, LeaseLock
 
 _log = logging.getLogger(__name__)
 _NAME = re.compile(r"^V(\d{3,})__([a-z0-9_]+)\.sql$")
+_DIALECT = re.compile(r"^\s*--\s*dialect:\s*(postgres|cockroachdb)\b")
 
 MIGRATIONS_TABLE_SQL = """
 create table if not exists ops.schema_migrations (
@@ -43,6 +44,13 @@ class Migration:
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    @property
+    def dialect(self) -> str | None:
+        """``postgres`` or ``cockroachdb`` when the file starts with ``-- dialect: <name>``: such a
+        migration is applied on that database only (and recorded as applied on the other)."""
+        match = _DIALECT.match(self.sql)
+        return match.group(1) if match else None
 
 
 def bundled_migrations() -> list[Migration]:
@@ -93,6 +101,10 @@ def apply_migrations(db: Database, migrations: list[Migration] | None = None) ->
     with LeaseLock(db, "schema_migrations", lease_s=600):
         with db.connect() as conn:
             applied = dict(conn.execute("select version, checksum from ops.schema_migrations").fetchall())
+            version_row = conn.execute("select version()").fetchone()
+        dialect = (
+            "cockroachdb" if version_row and "cockroachdb" in str(version_row[0]).lower() else "postgres"
+        )
         for migration in migrations:
             if migration.version in applied:
                 if applied[migration.version] != migration.checksum:
@@ -103,7 +115,12 @@ def apply_migrations(db: Database, migrations: list[Migration] | None = None) ->
                 continue
 
             def work(conn: psycopg.Connection[Any], m: Migration = migration) -> None:
-                conn.execute(m.sql.encode())
+                if m.dialect in (None, dialect):
+                    conn.execute(m.sql.encode())
+                else:
+                    _log.info(
+                        "migration V%03d__%s is for %s only: recorded, not run", m.version, m.name, m.dialect
+                    )
                 conn.execute(
                     "insert into ops.schema_migrations (version, name, checksum) values (%s, %s, %s)",
                     (m.version, m.name, m.checksum),
