@@ -312,6 +312,7 @@ def test_a_killed_pull_is_cleaned_up_by_the_next_run(env: str) -> None:
     killed.open()
     killed.add_batch(["event_id"], [["99"]])
     killed.add_payload("events.csv#1", "text/csv", b"event_id\n99\n")
+    killed.flush()  # what the killed job had written before it died
     with psycopg.connect(env, autocommit=True) as conn:
         # The killed job's lease on this host: its process no longer exists.
         taken = conn.execute(

@@ -53,6 +53,8 @@ def writer(db: Database, source: str = "shop", entity: str = "orders", **kwargs:
         entity=entity,
         mode=kwargs.pop("mode", "full"),
         watermark_before=kwargs.pop("watermark_before", None),
+        # Synchronous writes: these tests look at the database in the middle of a pull.
+        write_behind=kwargs.pop("write_behind", False),
         **kwargs,
     )
 
@@ -305,3 +307,20 @@ def test_encode_batch_is_list_of_arrays() -> None:
     }
     with pytest.raises(TypeError):
         encode_batch(["a"], [[object()]])
+
+
+def test_write_behind_writes_every_batch_in_order_by_commit(db: Database) -> None:
+    w = writer(db, write_behind=True)
+    w.open()
+    for i in range(7):
+        w.add_batch(["id"], [[i], [i + 100]])
+    w.add_payload("p", "text/plain", b"x")
+    w.flush()
+    assert stored(db, w.pull_id) == (7, 1)
+    w.add_batch(["id"], [[7]])
+    summary = w.commit(watermark_after=None)
+    assert (summary.batches, summary.records) == (8, 15)
+    batch_numbers = query(
+        db, "select batch_no from staging.pull_batches where pull_id = %s order by 1", (w.pull_id,)
+    )
+    assert [row[0] for row in batch_numbers] == list(range(1, 9))

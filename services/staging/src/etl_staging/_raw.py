@@ -147,8 +147,10 @@ class RawPullWriter:
         mode: str,
         watermark_before: str | None,
         lock: LeaseLock | None = None,
+        write_behind: bool = True,
     ) -> None:
         self.db = db
+        self.write_behind = write_behind
         self.run_id = run_id
         self.job_id = job_id
         self.source = source
@@ -167,9 +169,17 @@ class RawPullWriter:
         self._behind: _WriteBehind | None = None
 
     def _submit(self, work: Any, name: str) -> None:
+        if not self.write_behind:
+            self._write(work, name)
+            return
         if self._behind is None:
             self._behind = _WriteBehind(self._write)
         self._behind.submit(work, name)
+
+    def flush(self) -> None:
+        """Wait until every batch and payload handed over so far is written (they are written one step
+        behind the caller); raise the first write failure."""
+        self._finish_writes()
 
     def _finish_writes(self) -> None:
         behind, self._behind = self._behind, None
