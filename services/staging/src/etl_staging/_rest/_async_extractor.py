@@ -44,6 +44,7 @@ from ._client import (
     RetryPolicy,
     _parse_json,
     decide,
+    log_retry,
     records_at,
 )
 from ._models import RestAuth, RestConnection
@@ -284,13 +285,8 @@ class AsyncRestExtractor:
                 raise decision.error(self.redactor.text(f"{where}: {decision.reason}"))
             attempt += 1
             self.counters.retries += 1
-            _log.warning(
-                "%s: %s; retry %d/%d in %.1fs",
-                where,
-                self.redactor.text(decision.reason),
-                attempt,
-                self.policy.max_retries,
-                decision.wait,
+            log_retry(
+                where, self.redactor.text(decision.reason), attempt, self.policy.max_retries, decision.wait
             )
             await self._sleep(decision.wait)
 

@@ -299,6 +299,11 @@ def decide(
     return Decision("retry", retryable, wait=random() * ceiling)
 
 
+def log_retry(where: str, reason: str, attempt: int, max_retries: int, wait: float) -> None:
+    """The one warning line of a retried request (shared by the sync and async clients)."""
+    _log.warning("%s: %s; retry %d/%d in %.1fs", where, reason, attempt, max_retries, wait)
+
+
 def retry_after_seconds(value: str | None, now: Callable[[], datetime]) -> float | None:
     """``Retry-After`` as seconds to wait: delta-seconds or an HTTP date; None when absent or invalid."""
     if not value or not value.strip():
@@ -452,13 +457,8 @@ class RestClient:
                 raise decision.error(self.redactor.text(f"{where}: {decision.reason}"))
             attempt += 1
             self.counters.retries += 1
-            _log.warning(
-                "%s: %s; retry %d/%d in %.1fs",
-                where,
-                self.redactor.text(decision.reason),
-                attempt,
-                self.policy.max_retries,
-                decision.wait,
+            log_retry(
+                where, self.redactor.text(decision.reason), attempt, self.policy.max_retries, decision.wait
             )
             self._sleep(decision.wait)
 
