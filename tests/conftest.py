@@ -54,6 +54,21 @@ def docker_unavailable_reason() -> str | None:
 
 
 @pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Job entrypoints install a JSON handler on the root logger (bound to the test's captured
+    stdout) and set its level; undo both after each test."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
 def _fresh_log_context() -> Iterator[None]:
     """Jobs bind run id and zone for the rest of their process; in tests, undo it after each test."""
     from etl_shared._logging import _context

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -275,17 +273,6 @@ def _write_project(folder: Path, *, accepted_severity: str) -> Path:
         )
     )
     return folder
-
-
-@pytest.fixture
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
 
 
 @pytest.mark.integration

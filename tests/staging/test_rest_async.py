@@ -516,17 +516,6 @@ def test_a_bad_rest_async_source_names_the_source_and_field(
 # ---------------------------------------------------------------------------------- the runner
 
 
-@pytest.fixture
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    level = root.level
-    yield
-    for handler in list(root.handlers):
-        if getattr(handler, "_etl_json", False):
-            root.removeHandler(handler)
-    root.setLevel(level)
-
-
 @pytest.mark.usefixtures("_restore_logging")
 def test_the_staging_job_pulls_a_rest_async_source(
     api: HTTPServer, tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,17 +13,6 @@ from etl_samples import Faults, SampleApiServer, generate
 from etl_staging.cli import main
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    level = root.level
-    yield
-    for handler in list(root.handlers):
-        if getattr(handler, "_etl_json", False):
-            root.removeHandler(handler)
-    root.setLevel(level)
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import gzip
-import logging
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -29,17 +27,6 @@ sources:
         skip_loaded_files: true
         files: [{path: "{data_dir}/in/*.csv", format: csv}]
 """
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    level = root.level
-    yield
-    for handler in list(root.handlers):
-        if getattr(handler, "_etl_json", False):
-            root.removeHandler(handler)
-    root.setLevel(level)
 
 
 @pytest.fixture

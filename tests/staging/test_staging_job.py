@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import logging
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +35,6 @@ sources:
 """
 
 EVENTS = 'event_id,kind,note\n1,click,plain\n2,view,"with, comma"\n3,click,x\n4,view,y\n5,click,z\n'
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """main() installs a JSON handler on the root logger bound to this test's captured stdout."""
-    root = logging.getLogger()
-    level = root.level
-    yield
-    for handler in list(root.handlers):
-        if getattr(handler, "_etl_json", False):
-            root.removeHandler(handler)
-    root.setLevel(level)
 
 
 @pytest.fixture

@@ -118,6 +118,12 @@ def run_transaction(
     raise AssertionError("unreachable")
 
 
+def is_cockroachdb(conn: psycopg.Connection[Any]) -> bool:
+    """True when the server is CockroachDB (dialect-specific migrations, dbt's hidden-column macro)."""
+    row = conn.execute("select version()").fetchone()
+    return bool(row and "cockroachdb" in str(row[0]).lower())
+
+
 class CopyWriter:
     """Writes rows into one table with ``COPY ... FROM STDIN`` (never row-by-row INSERT).
 

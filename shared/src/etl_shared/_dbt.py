@@ -259,9 +259,10 @@ def _password_in_environment(password: str | None) -> Iterator[None]:
 def detect_cockroachdb(url: str) -> bool:
     import psycopg
 
+    from ._db import is_cockroachdb
+
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-        row = conn.execute("select version()").fetchone()
-    return bool(row and "cockroachdb" in str(row[0]).lower())
+        return is_cockroachdb(conn)
 
 
 def build_zone(

@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from ._db import Database
+from ._db import Database, is_cockroachdb
 from ._errors import ConfigurationError
 from ._locks import BOOTSTRAP_SQL, LeaseLock
 
@@ -101,10 +101,7 @@ def apply_migrations(db: Database, migrations: list[Migration] | None = None) ->
     with LeaseLock(db, "schema_migrations", lease_s=600):
         with db.connect() as conn:
             applied = dict(conn.execute("select version, checksum from ops.schema_migrations").fetchall())
-            version_row = conn.execute("select version()").fetchone()
-        dialect = (
-            "cockroachdb" if version_row and "cockroachdb" in str(version_row[0]).lower() else "postgres"
-        )
+            dialect = "cockroachdb" if is_cockroachdb(conn) else "postgres"
         for migration in migrations:
             if migration.version in applied:
                 if applied[migration.version] != migration.checksum:

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ._models import _DOTTED, _NAME, _Strict
+from ._models import _DOTTED, _NAME, _Strict, check_records_path, check_relative_path
 
 _RELATIVE_DATE = re.compile(r"^today(?:-(\d{1,5})d)?$")
 _VARIABLE = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -138,16 +138,12 @@ class AsyncRestEntity(_Strict):
     @field_validator("records_path")
     @classmethod
     def _dotted(cls, value: str) -> str:
-        if value and not re.match(_DOTTED, value):
-            raise ValueError("records_path is a dotted path like 'data.items' (or '' for the whole body)")
-        return value
+        return check_records_path(value)
 
     @field_validator("path")
     @classmethod
     def _relative(cls, value: str) -> str:
-        if "://" in value:
-            raise ValueError("path is relative to the connection's base_url")
-        return value
+        return check_relative_path(value)
 
     @model_validator(mode="after")
     def _placeholders_bound(self) -> AsyncRestEntity:

@@ -292,6 +292,18 @@ class Incremental(_Strict):
     format: Literal["iso", "epoch", "date"] = "iso"
 
 
+def check_records_path(value: str) -> str:
+    if value and not re.match(_DOTTED, value):
+        raise ValueError("records_path is a dotted path like 'data.items' (or '' for the whole body)")
+    return value
+
+
+def check_relative_path(value: str) -> str:
+    if "://" in value:
+        raise ValueError("path is relative to the connection's base_url")
+    return value
+
+
 class RestEntity(_Strict):
     name: str = Field(pattern=_NAME)
     path: str = Field(description="Appended to the base URL")
@@ -306,16 +318,12 @@ class RestEntity(_Strict):
     @field_validator("records_path")
     @classmethod
     def _dotted(cls, value: str) -> str:
-        if value and not re.match(_DOTTED, value):
-            raise ValueError("records_path is a dotted path like 'data.items' (or '' for the whole body)")
-        return value
+        return check_records_path(value)
 
     @field_validator("path")
     @classmethod
     def _relative(cls, value: str) -> str:
-        if "://" in value:
-            raise ValueError("path is relative to the connection's base_url")
-        return value
+        return check_relative_path(value)
 
     @model_validator(mode="after")
     def _check(self) -> RestEntity:
