@@ -154,6 +154,30 @@ def test_jsonl_malformed_line_names_the_line(tmp_path: Path) -> None:
     assert "malformed JSON" in message
 
 
+def test_jsonl_with_bom_and_crlf_reads_the_first_record(tmp_path: Path) -> None:
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"id": 1, "city": "M\xc3\xbcnchen"}\r\n{"id": 2, "city": "Z\xc3\xbcrich"}\r\n')
+
+    found = records(extractor(tmp_path, {"path": "{data_dir}/bom.jsonl", "format": "jsonl"}))
+
+    assert found == [{"id": 1, "city": "München"}, {"id": 2, "city": "Zürich"}]
+
+
+def test_jsonl_in_the_wrong_encoding_names_the_line_and_says_to_set_encoding(tmp_path: Path) -> None:
+    path = tmp_path / "cities.jsonl"
+    path.write_bytes('{"city": "Paris"}\n{"city": "München"}\n'.encode("latin-1"))
+
+    message = fatal(extractor(tmp_path, {"path": "{data_dir}/cities.jsonl", "format": "jsonl"}))
+
+    assert str(path) in message
+    assert "line 2" in message
+    assert "not valid utf-8" in message
+    assert "set 'encoding'" in message
+
+    ex = extractor(tmp_path, {"path": "{data_dir}/cities.jsonl", "format": "jsonl", "encoding": "latin-1"})
+    assert records(ex) == [{"city": "Paris"}, {"city": "München"}]
+
+
 def test_jsonl_line_that_is_not_an_object_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
     path.write_text('{"id": 1}\n[1, 2]\n', encoding="utf-8")

@@ -6,6 +6,7 @@ source in memory. Errors name the source, the file and the line or record.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import glob
 import gzip
@@ -221,19 +222,23 @@ class FileExtractor:
                 yield Batch(columns, rows)
 
     def _jsonl(self, source_file: SourceFile, group: FileGroup, where: str) -> Iterator[dict[str, Any]]:
+        if codecs.lookup(group.encoding).name in ("utf-8", "utf-8-sig"):
+            yield from self._jsonl_utf8(source_file, where)
+            return
         with self._open_text(source_file, group) as handle:
             for line_no, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    raise SourceFatalError(f"{where}, line {line_no}: malformed JSON: {exc}") from None
-                if not isinstance(record, dict):
-                    raise SourceFatalError(
-                        f"{where}, line {line_no}: expected a JSON object, got {type(record).__name__}"
-                    )
-                yield record
+                if line.strip():
+                    yield _json_line(line, line_no, where)
+
+    def _jsonl_utf8(self, source_file: SourceFile, where: str) -> Iterator[dict[str, Any]]:
+        """UTF-8 JSON Lines parsed straight from the bytes (orjson validates the UTF-8): no decoding
+        pass through a text wrapper, which measured a fifth of the parsing time."""
+        with source_file.open() as handle:
+            for line_no, line in enumerate(handle, start=1):
+                if line_no == 1 and line.startswith(codecs.BOM_UTF8):
+                    line = line[len(codecs.BOM_UTF8) :]
+                if line.strip():
+                    yield _json_line(line, line_no, where)
 
     def _json(self, source_file: SourceFile, group: FileGroup, where: str) -> Iterator[dict[str, Any]]:
         with self._open_text(source_file, group) as handle:
@@ -277,6 +282,26 @@ class FileExtractor:
                         f"{where}: refused unsafe XML ({type(exc).__name__}: {exc})"
                     ) from None
                 raise
+
+
+def _json_line(line: str | bytes, line_no: int, where: str) -> dict[str, Any]:
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        if isinstance(line, bytes):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                raise SourceFatalError(
+                    f"{where}, line {line_no}: not valid utf-8 at byte {bad.start} of the line: {bad.reason};"
+                    " set 'encoding' for this file"
+                ) from None
+        raise SourceFatalError(f"{where}, line {line_no}: malformed JSON: {exc}") from None
+    if not isinstance(record, dict):
+        raise SourceFatalError(
+            f"{where}, line {line_no}: expected a JSON object, got {type(record).__name__}"
+        )
+    return record
 
 
 def _local(tag: str) -> str:
