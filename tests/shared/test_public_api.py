@@ -22,7 +22,9 @@ EXPECTED = {
     "SourceFatalError",
     "SourceTransientError",
     "TransformError",
+    "ZoneHooks",
     "exit_code_for",
+    "history_retention_rules",
     "is_transient_database_error",
     # settings
     "Settings",
@@ -36,6 +38,7 @@ EXPECTED = {
     "LeaseLock",
     "Migration",
     "apply_migrations",
+    "apply_retention_rules",
     "bundled_migrations",
     "load_migrations",
     "WAREHOUSE_DATABASE",
@@ -45,6 +48,7 @@ EXPECTED = {
     "JobAudit",
     "NodeResult",
     "QualityResult",
+    "RetentionRule",
     "JsonFormatter",
     "bind_context",
     "configure_logging",
@@ -66,6 +70,7 @@ EXPECTED = {
     "dbt_zone_main",
     "resolve_database_url",
     "run_job",
+    "run_retention",
 }
 
 

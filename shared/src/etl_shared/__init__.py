@@ -3,7 +3,7 @@
 from ._audit import JobAudit, NodeResult, QualityResult
 from ._db import CopyWriter, Database, redact_url, run_transaction
 from ._dbt import DbtOutcome, DbtProject, build_zone, detect_cockroachdb, profile_from_url, raise_for_outcome
-from ._dbt_zone import DbtZoneSettings, dbt_zone_main
+from ._dbt_zone import DbtZoneSettings, ZoneHooks, dbt_zone_main, run_retention
 from ._embedded import WAREHOUSE_DATABASE, EmbeddedPostgres, start_embedded
 from ._errors import (
     EXIT_CONFIGURATION,
@@ -28,6 +28,7 @@ from ._locks import LeaseLock
 from ._logging import JsonFormatter, bind_context, configure_logging, log_context, redact
 from ._metrics import JobMetrics
 from ._migrations import Migration, apply_migrations, bundled_migrations, load_migrations
+from ._retention import RetentionRule, apply_retention_rules, history_retention_rules
 from ._settings import Settings, load_settings, new_run_id
 
 __all__ = [
@@ -57,12 +58,15 @@ __all__ = [
     "Migration",
     "NodeResult",
     "QualityResult",
+    "RetentionRule",
     "Settings",
     "SourceError",
     "SourceFatalError",
     "SourceTransientError",
     "TransformError",
+    "ZoneHooks",
     "apply_migrations",
+    "apply_retention_rules",
     "bind_context",
     "build_zone",
     "bundled_migrations",
@@ -71,6 +75,7 @@ __all__ = [
     "dbt_zone_main",
     "detect_cockroachdb",
     "exit_code_for",
+    "history_retention_rules",
     "is_transient_database_error",
     "load_migrations",
     "load_settings",
@@ -82,6 +87,7 @@ __all__ = [
     "redact_url",
     "resolve_database_url",
     "run_job",
+    "run_retention",
     "run_transaction",
     "start_embedded",
 ]

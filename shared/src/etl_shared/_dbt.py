@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -272,14 +272,22 @@ def build_zone(
     select: Sequence[str] = (),
     full_refresh: bool = False,
     variables: Mapping[str, Any] | None = None,
+    on_built: Callable[[Any, DbtOutcome], None] | None = None,
 ) -> DbtOutcome:
     """``dbt build`` a zone's project inside a job: record every node and data-quality result in the
-    audit tables, count the rows of the models built, then raise for failures (exit codes 4/5/1)."""
+    audit tables, count the rows of the models built, call ``on_built`` (whatever the outcome: a
+    zone adds its own summary there), then raise for failures (exit codes 4/5/1).
+
+    The project gets the vars run_id, job_id (for rows its hooks write into the audit tables),
+    pull_cutoff (the database's clock now: what committed later waits for the next run) and
+    is_cockroachdb."""
     from ._job import count_rows
 
     url = context.db.url
     all_vars = {
         "run_id": context.settings.run_id,
+        "job_id": str(context.audit.job_id),
+        "pull_cutoff": _database_now(context.db),
         "is_cockroachdb": detect_cockroachdb(url),
         **(variables or {}),
     }
@@ -303,5 +311,14 @@ def build_zone(
         context.counts["rows"] = sum(tables.values())
         for table, rows in tables.items():
             context.metrics.add_rows("dbt", table, rows)
+    if on_built is not None:
+        on_built(context, outcome)
     raise_for_outcome(outcome)
     return outcome
+
+
+def _database_now(db: Any) -> str:
+    """The database's clock, as the run's cutoff: pulls committed after it wait for the next run."""
+    with db.connect(autocommit=True) as conn:
+        row = conn.execute("select now()").fetchone()
+    return str(row[0].isoformat())

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import Field
 
-from ._dbt import DbtProject, build_zone
+from ._dbt import DbtOutcome, DbtProject, build_zone
 from ._errors import EXIT_CONFIGURATION, ConfigurationError
 from ._job import JobContext, resolve_database_url, run_job
+from ._retention import RetentionRule, apply_retention_rules
 from ._settings import Settings, load_settings
 
 
@@ -20,6 +23,33 @@ class DbtZoneSettings(Settings):
     reporting_currency: str = Field(
         default="USD", pattern=r"^[A-Z]{3}$", description="ISO 4217 reporting currency"
     )
+    retention_days: int = Field(
+        default=1096, ge=1, description="Rows older than this many days are deleted after a successful run"
+    )
+    retention_batch_rows: int = Field(
+        default=5000, ge=1, le=100_000, description="Rows per retention DELETE transaction"
+    )
+
+
+@dataclass
+class ZoneHooks:
+    """What a zone adds to the shared dbt job: ``on_built`` runs after the dbt build whatever its
+    outcome (a summary for the job's audit row); ``retention`` lists the tables to clean after a
+    successful build."""
+
+    on_built: Callable[[JobContext, DbtOutcome], None] | None = None
+    retention: Callable[[JobContext], list[RetentionRule]] | None = None
+
+
+def run_retention(context: JobContext, rules: list[RetentionRule]) -> dict[str, int]:
+    settings = context.settings
+    assert isinstance(settings, DbtZoneSettings)
+    cutoff = datetime.now(UTC) - timedelta(days=settings.retention_days)
+    deleted = apply_retention_rules(
+        context.db, rules, older_than=cutoff, batch_rows=settings.retention_batch_rows
+    )
+    context.counts["retention"] = {"older_than": cutoff.isoformat(), "deleted": deleted}
+    return deleted
 
 
 def _parser(zone: str, description: str) -> argparse.ArgumentParser:
@@ -39,6 +69,7 @@ def dbt_zone_main(
     argv: Sequence[str] | None,
     *,
     description: str,
+    hooks: ZoneHooks | None = None,
 ) -> int:
     """Parse ``argv``, then build the zone's dbt project as a job (``run``) or its docs (``docs``)."""
     args = _parser(zone, description).parse_args(argv)
@@ -65,7 +96,18 @@ def dbt_zone_main(
         )
         return 0 if result.success else 1
 
+    hooks = hooks or ZoneHooks()
+
     def work(context: JobContext) -> None:
-        build_zone(context, project, select=args.select, full_refresh=args.full_refresh, variables=variables)
+        build_zone(
+            context,
+            project,
+            select=args.select,
+            full_refresh=args.full_refresh,
+            variables=variables,
+            on_built=hooks.on_built,
+        )
+        if hooks.retention is not None:
+            run_retention(context, hooks.retention(context))
 
     return run_job(zone, zone, settings, work)

@@ -1,14 +1,56 @@
-"""``etl-conformed``: build the conformed zone (dbt models and data-quality tests)."""
+"""``etl-conformed``: build the conformed zone (dbt models, data quality, change history).
+
+``run`` and ``docs`` are the shared dbt-zone commands; ``skip-pull`` is the conformed zone's own: it
+lets an operator release a staging pull that keeps failing the data-quality thresholds.
+"""
 
 from __future__ import annotations
 
+import argparse
+import logging
+import sys
+import uuid
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from etl_shared import DbtZoneSettings, dbt_zone_main
+from etl_shared import (
+    EXIT_CONFIGURATION,
+    EXIT_OK,
+    ConfigurationError,
+    Database,
+    DataQualityError,
+    DbtOutcome,
+    DbtZoneSettings,
+    JobContext,
+    RetentionRule,
+    ZoneHooks,
+    dbt_zone_main,
+    history_retention_rules,
+    load_settings,
+    resolve_database_url,
+)
 
 ZONE = "conformed"
+_log = logging.getLogger(__name__)
+
+#: The history model that consumes each staging source entity (models/history/*_history.sql).
+CONSUMERS: dict[tuple[str, str], str] = {
+    ("oltp", "customers"): "customer_history",
+    ("oltp", "products"): "product_history",
+    ("oltp", "orders"): "sales_order_history",
+    ("oltp", "order_lines"): "sales_order_line_history",
+    ("web", "web_events"): "web_event_history",
+    ("crm", "accounts"): "crm_account_history",
+    ("crm", "contacts"): "crm_contact_history",
+    ("crm", "opportunities"): "crm_opportunity_history",
+    ("fx", "ecb_rates"): "fx_rate_history",
+}
+
+QUARANTINE_RETENTION = RetentionRule(
+    "conformed.quarantine", "quarantined_at", ("run_id", "rule_id", "pull_id", "batch_no", "row_no")
+)
 
 
 class ConformedSettings(DbtZoneSettings):
@@ -19,11 +61,125 @@ def project_dir() -> Path:
     return Path(str(resources.files("etl_conformed") / "dbt"))
 
 
+def summarise_record_rules(context: JobContext, outcome: DbtOutcome) -> None:
+    """Put the record-level rules that found something, and the rows quarantined, into the job's
+    summary and metrics; name the rules that crossed their threshold."""
+    job_id = context.audit.job_id
+    with context.db.connect(autocommit=True) as conn:
+        rules = conn.execute(
+            "select rule_id, severity, status, failures, checked, threshold from ops.dq_results"
+            " where job_id = %s and checked is not null order by rule_id",
+            (job_id,),
+        ).fetchall()
+        quarantined = conn.execute(
+            "select entity, severity, count(*) from conformed.quarantine where job_id = %s"
+            " group by entity, severity order by entity, severity",
+            (job_id,),
+        ).fetchall()
+    found = {}
+    crossed = []
+    for rule_id, severity, status, failures, checked, threshold in rules:
+        context.metrics.dq_failures.labels(ZONE, rule_id, severity).set(failures)
+        if failures:
+            share = failures / checked if checked else 0.0
+            found[rule_id] = {
+                "status": status,
+                "severity": severity,
+                "failures": failures,
+                "checked": checked,
+                "share": round(share, 6),
+                "threshold": threshold,
+            }
+            _log.warning(
+                "rule %s: %d of %d records failing (%.2f%%, threshold %.2f%%): %s",
+                rule_id,
+                failures,
+                checked,
+                share * 100,
+                (threshold or 0) * 100,
+                status,
+                extra={"rule_id": rule_id, "failures": failures, "checked": checked, "dq_status": status},
+            )
+            if status == "fail":
+                crossed.append(
+                    f"{rule_id}: {failures} of {checked} records ({share:.1%}) above the {threshold:.1%} threshold"
+                )
+    context.counts["record_rules"] = {"checked_rules": len(rules), "with_failures": found}
+    context.counts["quarantined"] = {
+        f"{entity} ({severity})": count for entity, severity, count in quarantined
+    }
+    model_errors = [n for n in outcome.nodes if n.resource_type != "test" and n.status == "error"]
+    if crossed and not model_errors:
+        raise DataQualityError(
+            "data-quality threshold crossed, the entity's history was not updated: "
+            + "; ".join(crossed)
+            + f". The failing records are in conformed.quarantine (run_id {context.settings.run_id});"
+            " see docs/runbook.md"
+        )
+
+
+def retention_rules(context: JobContext) -> list[RetentionRule]:
+    return [*history_retention_rules(context.db, ZONE), QUARANTINE_RETENTION]
+
+
+def skip_pull(argv: Sequence[str]) -> int:
+    """``etl-conformed skip-pull PULL_ID --reason TEXT``: mark a staging pull consumed without
+    processing it (audited in conformed.consumed_pulls with disposition 'skipped')."""
+    parser = argparse.ArgumentParser(prog="etl-conformed skip-pull", description=skip_pull.__doc__)
+    parser.add_argument("pull_id", help="the staging pull to skip (staging.pulls.pull_id)")
+    parser.add_argument("--reason", required=True, help="why; kept with the record")
+    args = parser.parse_args(argv)
+    try:
+        pull_id = uuid.UUID(args.pull_id)
+        settings = load_settings(ConformedSettings)
+    except (ValueError, ConfigurationError) as exc:
+        sys.stderr.write(f"etl-conformed skip-pull: {exc}\n")
+        return EXIT_CONFIGURATION
+    db = Database(resolve_database_url(settings, announce=False))
+
+    def work(conn: Any) -> str:
+        row = conn.execute(
+            "select source, entity, status from staging.pulls where pull_id = %s", (pull_id,)
+        ).fetchone()
+        if row is None:
+            raise ConfigurationError(f"no staging pull {pull_id}")
+        source, entity, status = row
+        consumer = CONSUMERS.get((source, entity))
+        if consumer is None:
+            raise ConfigurationError(
+                f"pull {pull_id} is of {source}.{entity}, which the conformed zone does not read"
+            )
+        if status != "committed":
+            raise ConfigurationError(f"pull {pull_id} is {status}, not committed: nothing to skip")
+        inserted = conn.execute(
+            "insert into conformed.consumed_pulls (consumer, pull_id, source, entity, disposition, run_id, note,"
+            " consumed_at) values (%s, %s, %s, %s, 'skipped', %s, %s, now())"
+            " on conflict (consumer, pull_id) do nothing",
+            (consumer, pull_id, source, entity, settings.run_id, args.reason),
+        ).rowcount
+        if not inserted:
+            raise ConfigurationError(f"pull {pull_id} was already consumed by {consumer}")
+        return consumer
+
+    try:
+        consumer = db.transaction(work, name="skip pull")
+    except ConfigurationError as exc:
+        sys.stderr.write(f"etl-conformed skip-pull: {exc}\n")
+        return EXIT_CONFIGURATION
+    sys.stdout.write(f"pull {pull_id} skipped: {consumer} will not read it ({args.reason})\n")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["skip-pull"]:
+        return skip_pull(argv[1:])
     return dbt_zone_main(
         ZONE,
         project_dir(),
         ConformedSettings,
         argv,
-        description="Conformed zone: dbt build with data quality.",
+        description="Conformed zone: dbt build with data quality and change history"
+        " (commands: run, docs, skip-pull).",
+        hooks=ZoneHooks(on_built=summarise_record_rules, retention=retention_rules),
     )

@@ -1,26 +1,8 @@
--- CRM opportunity, one row per opportunity_id (the latest update wins).
+-- Current state of each of the CRM opportunities (deleted ones kept with is_deleted = true).
+{{ current_config(['opportunity_id']) }}
 
-with opportunities as (
-    select * from {{ ref('base_crm__opportunities') }}
-),
-
-ranked as (
-    select
-        opportunities.*,
-        row_number() over (partition by opportunity_id order by updated_at desc nulls last) as recency
-    from opportunities
-)
-
-select
-    opportunity_id,
-    account_id,
-    trim(name) as opportunity_name,
-    lower(trim(stage)) as stage,
-    amount,
-    upper(trim(currency)) as currency_code,
-    close_date,
-    updated_at,
-    pull_id,
-    run_id
-from ranked
-where recency = 1
+{{ current_from_history(
+    ref('crm_opportunity_history'),
+    ['opportunity_id'],
+    ['account_id', 'opportunity_name', 'stage', 'amount', 'currency_code', 'close_date'],
+) }}

@@ -1,50 +1,54 @@
--- Customer from the OLTP system: trimmed lower-case email, ISO 3166 alpha-2 country code (from a
--- code in any case or an English name), one row per customer_id (the latest update wins).
+-- The conformed customer: the current OLTP customer, joined to its CRM account (matched on the
+-- trimmed lower-case email the CRM keeps for the customer) and that account's primary contact.
+-- Deleted customers are kept with is_deleted = true. Rebuilt every run (customers are few; a CRM
+-- change must reach the customer without a customer change).
+{{ config(materialized='table') }}
 
 with customers as (
-    select * from {{ ref('base_oltp__customers') }}
+    select *
+    from {{ ref('customer_history') }}
+    where is_current
 ),
 
-country_names as (
-    select * from {{ ref('country_names') }}
-),
-
-standardised as (
+accounts as (
     select
-        customers.customer_id,
-        lower(trim(customers.email)) as email,
-        trim(customers.first_name) as first_name,
-        trim(customers.last_name) as last_name,
-        customers.phone,
-        coalesce(
-            case when length(trim(customers.country)) = 2 then upper(trim(customers.country)) end,
-            country_names.country_code
-        ) as country_code,
-        customers.created_at,
-        customers.updated_at,
-        customers.pull_id,
-        customers.run_id
-    from customers
-    left join country_names on lower(trim(customers.country)) = country_names.country_name_lower
+        account_id,
+        account_name,
+        industry,
+        customer_email,
+        row_number() over (partition by customer_email order by created_at, account_id) as match_rank
+    from {{ ref('crm_account') }}
+    where not is_deleted and customer_email is not null
 ),
 
-ranked as (
+contacts as (
     select
-        standardised.*,
-        row_number() over (partition by customer_id order by updated_at desc nulls last) as recency
-    from standardised
+        account_id,
+        contact_id,
+        row_number() over (partition by account_id order by contact_id) as contact_rank
+    from {{ ref('crm_contact') }}
+    where not is_deleted
 )
 
 select
-    customer_id,
-    email,
-    first_name,
-    last_name,
-    phone,
-    country_code,
-    created_at,
-    updated_at,
-    pull_id,
-    run_id
-from ranked
-where recency = 1
+    customers.customer_id,
+    customers.email,
+    customers.first_name,
+    customers.last_name,
+    customers.phone,
+    customers.country_code,
+    customers.created_at,
+    accounts.account_id as crm_account_id,
+    accounts.account_name as crm_account_name,
+    accounts.industry as crm_industry,
+    contacts.contact_id as crm_contact_id,
+    customers.is_deleted,
+    customers.change_type as last_change_type,
+    customers.valid_from as version_valid_from,
+    customers.version_id,
+    customers.pull_id,
+    customers.run_id,
+    customers.loaded_at
+from customers
+left join accounts on customers.email = accounts.customer_email and accounts.match_rank = 1
+left join contacts on accounts.account_id = contacts.account_id and contacts.contact_rank = 1

@@ -1,7 +1,67 @@
--- ECB reference rates: units of each currency per euro on each published date (EUR itself is 1).
+-- Daily FX rates: units of each currency per euro for every calendar day from the first published
+-- rate to today. Business rule: a day without a published rate (weekend, TARGET holiday, or today
+-- before publication) carries forward the last rate published before it; published_rate_date says
+-- which one, is_carried_forward whether it was carried. EUR is 1 on every day. A withdrawn currency
+-- (seeds/currency_codes.csv, e.g. HRK since the euro) is carried no further than its last day.
+{{ config(materialized='table') }}
 
-with rates as (
-    select * from {{ ref('base_fx__ecb_rates') }}
+with published as (
+    select
+        rate_date,
+        currency_code,
+        units_per_eur
+    from {{ ref('fx_rate_history') }}
+    where is_current and not is_deleted and currency_code <> 'EUR'
+),
+
+last_day as (
+    select greatest(max(rate_date), current_date) as rate_date
+    from published
+),
+
+currencies as (
+    select
+        published.currency_code,
+        min(published.rate_date) as first_date,
+        coalesce(min(codes.withdrawn_on) - 1, min(last_day.rate_date)) as last_date
+    from published
+    cross join last_day
+    left join {{ ref('currency_codes') }} as codes on published.currency_code = codes.currency_code
+    group by published.currency_code
+),
+
+days as (
+    select
+        currencies.currency_code,
+        calendar.day::date as rate_date
+    from currencies
+    cross join lateral generate_series(
+        currencies.first_date::timestamp, currencies.last_date::timestamp, interval '1 day'
+    ) as calendar (day)
+),
+
+joined as (
+    select
+        days.rate_date,
+        days.currency_code,
+        published.units_per_eur,
+        published.rate_date as published_rate_date,
+        count(published.units_per_eur) over (
+            partition by days.currency_code order by days.rate_date rows unbounded preceding
+        ) as rate_group
+    from days
+    left join published
+        on days.currency_code = published.currency_code and days.rate_date = published.rate_date
+),
+
+filled as (
+    select
+        rate_date,
+        currency_code,
+        first_value(units_per_eur) over by_group as units_per_eur,
+        first_value(published_rate_date) over by_group as published_rate_date
+    from joined
+    window by_group as (partition by currency_code, rate_group order by rate_date)
 ),
 
 euro as (
@@ -9,23 +69,22 @@ euro as (
         rate_date,
         'EUR' as currency_code,
         1::numeric(18, 6) as units_per_eur,
-        pull_id,
-        run_id
-    from rates
+        rate_date as published_rate_date
+    from filled
 )
 
 select
     rate_date,
     currency_code,
     units_per_eur,
-    pull_id,
-    run_id
-from rates
+    published_rate_date,
+    published_rate_date <> rate_date as is_carried_forward
+from filled
 union all
 select
     rate_date,
     currency_code,
     units_per_eur,
-    pull_id,
-    run_id
+    published_rate_date,
+    false as is_carried_forward
 from euro

@@ -1,31 +1,69 @@
--- Sales order line, one row per (order_id, line_number). Net amount in the order's currency:
--- quantity x unit price less the line discount (a percentage).
+-- Current state of each order line, with its amounts. Business rules:
+--   net_amount = quantity x unit_price less the line discount (a percentage), rounded to cents, in
+--   the order's currency;
+--   net_amount_reporting = net_amount converted to the reporting currency (var reporting_currency,
+--   default USD) at the daily rate of the order date (fx_rate: weekends and holidays carry the last
+--   published rate forward); null while the order or the rate is unknown.
+-- Incremental: lines whose history changed since the last run.
+{{ current_config(['order_id', 'line_number']) }}
 
-with order_lines as (
-    select * from {{ ref('base_oltp__order_lines') }}
+with lines as (
+    {{ current_from_history(
+        ref('sales_order_line_history'),
+        ['order_id', 'line_number'],
+        ['product_id', 'quantity', 'unit_price', 'discount_pct'],
+    ) | indent(4) }}
 ),
 
-ranked as (
+orders as (
     select
-        order_lines.*,
-        row_number() over (
-            partition by order_id, line_number order by updated_at desc nulls last
-        ) as recency
-    from order_lines
+        order_id,
+        order_date,
+        currency_code
+    from {{ ref('sales_order') }}
+),
+
+rates as (
+    select
+        rate_date,
+        currency_code,
+        units_per_eur
+    from {{ ref('fx_rate') }}
+),
+
+amounts as (
+    select
+        lines.*,
+        orders.currency_code,
+        orders.order_date,
+        round(
+            lines.quantity::numeric * lines.unit_price * (1::numeric - lines.discount_pct / 100::numeric), 2
+        ) as net_amount
+    from lines
+    left join orders on lines.order_id = orders.order_id
 )
 
 select
-    order_id,
-    line_number,
-    product_id,
-    quantity,
-    unit_price,
-    coalesce(discount_pct, 0) as discount_pct,
-    round(
-        quantity * unit_price * (1 - coalesce(discount_pct, 0)::numeric / 100::numeric), 2
-    ) as net_amount,
-    updated_at,
-    pull_id,
-    run_id
-from ranked
-where recency = 1
+    amounts.order_id,
+    amounts.line_number,
+    amounts.product_id,
+    amounts.quantity,
+    amounts.unit_price,
+    amounts.discount_pct,
+    amounts.net_amount,
+    amounts.currency_code,
+    '{{ var("reporting_currency", "USD") }}' as reporting_currency,
+    round(amounts.net_amount * reporting_rate.units_per_eur / order_rate.units_per_eur, 2) as net_amount_reporting,
+    amounts.is_deleted,
+    amounts.last_change_type,
+    amounts.version_valid_from,
+    amounts.version_id,
+    amounts.pull_id,
+    amounts.run_id,
+    amounts.loaded_at
+from amounts
+left join rates as order_rate
+    on amounts.currency_code = order_rate.currency_code and amounts.order_date = order_rate.rate_date
+left join rates as reporting_rate
+    on reporting_rate.currency_code = '{{ var("reporting_currency", "USD") }}'
+    and amounts.order_date = reporting_rate.rate_date

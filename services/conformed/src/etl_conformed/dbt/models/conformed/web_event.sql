@@ -1,26 +1,8 @@
--- Web behaviour events from the CSV, JSON Lines and XML drops, one row per event_id.
+-- Current state of each of the web events (deleted ones kept with is_deleted = true).
+{{ current_config(['event_id']) }}
 
-with events as (
-    select * from {{ ref('base_web__web_events') }}
-),
-
-ranked as (
-    select
-        events.*,
-        row_number() over (partition by event_id order by occurred_at desc nulls last) as recency
-    from events
-)
-
-select
-    event_id,
-    occurred_at,
-    customer_id,
-    session_id,
-    lower(trim(event_type)) as event_type,
-    product_id,
-    page_url,
-    user_agent,
-    pull_id,
-    run_id
-from ranked
-where recency = 1
+{{ current_from_history(
+    ref('web_event_history'),
+    ['event_id'],
+    ['occurred_at', 'customer_id', 'session_id', 'event_type', 'product_id', 'page_url', 'user_agent'],
+) }}

@@ -1,0 +1,248 @@
+{#-
+  Change history (SCD type 2) of one conformed entity, as the body of an incremental model
+  (delete+insert on version_id; full refresh disabled: staging keeps only 3 pulls, the history
+  could not be rebuilt).
+
+  Input: the entity's validated model (this run's pulls); rows held by a data-quality rule are left
+  out. Per key and pull the latest record counts. Each record is compared with the key's current
+  version by a hash of its tracked columns:
+    - a new key gives an 'insert' version, a changed hash an 'update' version, an equal hash nothing
+      (so processing the same pull twice changes no row);
+    - a delete flag in the record (is_deleted) gives a 'delete' version;
+    - for snapshot entities (full pulls), a current key absent from the pull gives a 'delete' version.
+  A new version closes the one before it: valid_to = the new version's valid_from, is_current false
+  (the closed row is rewritten under its own version_id).
+
+  valid_from is the record's change time (updated_at where the source has one, else the pull's
+  commit time), never earlier than the version it replaces; recorded_at is when staging committed
+  the pull that carried the change ("what changed since T" = recorded_at > T); loaded_at is when
+  this model wrote the row (the current-state models read history by it).
+-#}
+
+{% macro hash_columns(columns) -%}
+md5(concat_ws('|'
+    {%- for column in columns %}, coalesce(({{ column }})::text, '~null~'){% endfor -%}
+))
+{%- endmacro %}
+
+{% macro key_text(keys, relation=none) -%}
+concat_ws('|'{% for key in keys %}, {% if relation %}{{ relation }}.{% endif %}{{ key }}::text{% endfor %})
+{%- endmacro %}
+
+{% macro scd2_history(validated, keys, tracked, change_time='pull_committed_at', snapshot=false) -%}
+{%- set key_list = keys | join(', ') -%}
+{%- set tracked_list = tracked | join(', ') -%}
+with incoming as (
+    select
+        {{ key_list }},
+        {{ tracked_list }},
+        coalesce({{ change_time }}, pull_committed_at) as change_time,
+        coalesce(is_deleted, false) as is_deleted,
+        pull_id,
+        pull_committed_at,
+        batch_no,
+        row_no
+    from {{ validated }}
+    where not dq_held{% for key in keys %} and {{ key }} is not null{% endfor %}
+),
+
+latest_per_pull as (
+    select
+        incoming.*,
+        row_number() over (
+            partition by {{ key_list }}, pull_id order by change_time desc, batch_no desc, row_no desc
+        ) as recency
+    from incoming
+),
+
+candidates as (
+    select
+        {{ key_list }},
+        {{ tracked_list }},
+        case when is_deleted then 'deleted' else {{ hash_columns(tracked) }} end as row_hash,
+        change_time,
+        pull_id,
+        pull_committed_at,
+        false as is_existing,
+        cast(null as text) as existing_version_id,
+        cast(null as timestamptz) as existing_valid_from,
+        cast(null as text) as existing_change_type,
+        cast(null as text) as existing_run_id
+    from latest_per_pull
+    where recency = 1
+),
+
+{%- if is_incremental() %}
+
+existing as (
+    select
+        {{ key_list }},
+        {{ tracked_list }},
+        row_hash,
+        valid_from as change_time,
+        pull_id,
+        recorded_at as pull_committed_at,
+        true as is_existing,
+        version_id as existing_version_id,
+        valid_from as existing_valid_from,
+        change_type as existing_change_type,
+        run_id as existing_run_id
+    from {{ this }} as history
+    where
+        history.is_current
+        {%- if not snapshot %}
+        and exists (
+            select 1 from candidates
+            where {% for key in keys %}{{ "and " if not loop.first }}candidates.{{ key }} = history.{{ key }} {% endfor %}
+        )
+        {%- endif %}
+),
+{%- if snapshot %}
+
+{#- Keys absent from this run's full pull (every record counts, held ones too). Only when a pull
+    was read: a run without a new pull deletes nothing. -#}
+deletes as (
+    select
+        {% for key in keys %}existing.{{ key }},
+        {% endfor -%}
+        {% for column in tracked %}existing.{{ column }},
+        {% endfor -%}
+        'deleted' as row_hash,
+        full_pull.pull_committed_at as change_time,
+        full_pull.pull_id,
+        full_pull.pull_committed_at,
+        false as is_existing,
+        cast(null as text) as existing_version_id,
+        cast(null as timestamptz) as existing_valid_from,
+        cast(null as text) as existing_change_type,
+        cast(null as text) as existing_run_id
+    from existing
+    cross join (select distinct pull_id, pull_committed_at from {{ validated }}) as full_pull
+    where
+        existing.row_hash <> 'deleted'
+        and not exists (
+            select 1 from {{ validated }} as pulled
+            where {% for key in keys %}{{ "and " if not loop.first }}pulled.{{ key }} = existing.{{ key }} {% endfor %}
+        )
+),
+{%- endif %}
+{%- endif %}
+
+timeline as (
+    select * from candidates
+    {%- if is_incremental() %}
+    union all
+    select * from existing
+    {%- if snapshot %}
+    union all
+    select * from deletes
+    {%- endif %}
+    {%- endif %}
+),
+
+{#- Drop a record equal to the one before it (same hash): unchanged, or seen twice. -#}
+ordered as (
+    select
+        timeline.*,
+        lag(row_hash) over by_key as previous_hash,
+        max(existing_valid_from) over (partition by {{ key_list }}) as current_valid_from
+    from timeline
+    window by_key as (partition by {{ key_list }} order by is_existing desc, change_time, pull_committed_at, pull_id)
+),
+
+kept as (
+    select
+        ordered.*,
+        case
+            when is_existing then existing_valid_from
+            when current_valid_from is not null and change_time <= current_valid_from
+                then current_valid_from + interval '1 microsecond'
+            else change_time
+        end as valid_from
+    from ordered
+    where
+        is_existing
+        or (previous_hash is null and row_hash <> 'deleted')
+        or (previous_hash is not null and row_hash <> previous_hash)
+),
+
+versions as (
+    select
+        kept.*,
+        lead(valid_from) over by_key as next_valid_from,
+        lag(row_hash) over by_key as previous_kept_hash
+    from kept
+    window by_key as (partition by {{ key_list }} order by is_existing desc, change_time, pull_committed_at, pull_id)
+)
+
+select
+    {{ key_list }},
+    {{ tracked_list }},
+    row_hash,
+    case
+        when is_existing then existing_change_type
+        when row_hash = 'deleted' then 'delete'
+        when previous_kept_hash is null or previous_kept_hash = 'deleted' then 'insert'
+        else 'update'
+    end as change_type,
+    valid_from,
+    next_valid_from as valid_to,
+    next_valid_from is null as is_current,
+    row_hash = 'deleted' as is_deleted,
+    coalesce(existing_version_id, md5(concat_ws('|', {{ key_text(keys) }}, valid_from::text, pull_id::text))) as version_id,
+    pull_id,
+    pull_committed_at as recorded_at,
+    coalesce(existing_run_id, '{{ var("run_id") }}') as run_id,
+    now() as loaded_at
+from versions
+where not is_existing or next_valid_from is not null
+{%- endmacro %}
+
+{#- The config every history model shares. -#}
+{% macro history_config(keys, source_name, entity, snapshot=false) -%}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='version_id',
+    full_refresh=false,
+    on_schema_change='fail',
+    indexes=[
+        {'columns': ['version_id'], 'unique': true},
+        {'columns': keys + ['is_current']},
+        {'columns': ['loaded_at']},
+        {'columns': ['recorded_at']},
+    ],
+    post_hook=["{{ mark_pulls_consumed('" ~ source_name ~ "', '" ~ entity ~ "', " ~ snapshot ~ ") }}"],
+) }}
+{%- endmacro %}
+
+{#- Current state of an entity from its history: one row per key (deleted keys kept, is_deleted
+    true). Incremental: only keys whose history was written since the last run (loaded_at). -#}
+{% macro current_from_history(history, keys, columns) -%}
+select
+    {{ keys | join(', ') }},
+    {{ columns | join(', ') }},
+    is_deleted,
+    change_type as last_change_type,
+    valid_from as version_valid_from,
+    version_id,
+    pull_id,
+    run_id,
+    loaded_at
+from {{ history }} as history
+where
+    history.is_current
+    {%- if is_incremental() %}
+    and history.loaded_at > (select coalesce(max(current_rows.loaded_at), '1900-01-01'::timestamptz) from {{ this }} as current_rows)
+    {%- endif %}
+{%- endmacro %}
+
+{% macro current_config(keys) -%}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key=keys,
+    on_schema_change='fail',
+    indexes=[{'columns': keys, 'unique': true}, {'columns': ['loaded_at']}],
+) }}
+{%- endmacro %}

@@ -1,0 +1,136 @@
+{#-
+  Which staging pulls a run reads, and their records as rows.
+
+  Staging stores each pull as batches of JSON list-of-arrays: {"columns": [...], "rows": [[...]]}.
+  A run reads the committed pulls that the consuming history model has not consumed yet
+  (conformed.consumed_pulls) and that committed before the run's cutoff (var pull_cutoff, the
+  database time when the job started), so that a pull committing while the job runs waits for the
+  next run instead of being half seen:
+    - snapshot entities (every pull is a full extract): only the newest such pull; older unconsumed
+      pulls are superseded by it;
+    - incremental entities: every such pull, in commit order.
+  After the history model has processed them, its post-hook records them as consumed
+  (mark_pulls_consumed), so processing the same pull twice is avoided, and harmless when it happens.
+-#}
+
+{% macro pull_cutoff() -%}
+'{{ var("pull_cutoff", "2999-12-31T00:00:00+00:00") }}'::timestamptz
+{%- endmacro %}
+
+{% macro unconsumed_pulls(source_name, entity, consumer) -%}
+select
+    pulls.pull_id,
+    pulls.source,
+    pulls.entity,
+    pulls.committed_at,
+    pulls.mode
+from {{ source('staging', 'pulls') }} as pulls
+where
+    pulls.source = '{{ source_name }}'
+    and pulls.entity = '{{ entity }}'
+    and pulls.status = 'committed'
+    and pulls.committed_at <= {{ pull_cutoff() }}
+    and not exists (
+        select 1
+        from {{ source('conformed_ops', 'consumed_pulls') }} as consumed
+        where consumed.consumer = '{{ consumer }}' and consumed.pull_id = pulls.pull_id
+    )
+{%- endmacro %}
+
+{#- The pulls a run processes for one source entity (see above). -#}
+{% macro pulls_to_process(source_name, entity, consumer, snapshot) -%}
+{%- if snapshot %}
+select unconsumed.*
+from ({{ unconsumed_pulls(source_name, entity, consumer) }}) as unconsumed
+where unconsumed.pull_id = (
+    select newest.pull_id
+    from {{ source('staging', 'pulls') }} as newest
+    where
+        newest.source = '{{ source_name }}'
+        and newest.entity = '{{ entity }}'
+        and newest.status = 'committed'
+        and newest.committed_at <= {{ pull_cutoff() }}
+    order by newest.committed_at desc, newest.pull_id desc
+    limit 1
+)
+{%- else %}
+{{ unconsumed_pulls(source_name, entity, consumer) }}
+{%- endif %}
+{%- endmacro %}
+
+{#- CTEs `run_pulls` and `pull_records`: one row per record of the pulls this run processes, with
+    the pull's id, commit time and the record's position (batch_no, row_no). -#}
+{% macro pull_records(source_name, entity, consumer, snapshot=false) -%}
+run_pulls as (
+    {{ pulls_to_process(source_name, entity, consumer, snapshot) }}
+),
+
+{#- MATERIALIZED: the column list is decoded once per batch. Inlined, the planner would repeat the
+    decoding (and the detoasting of the whole batch) for every field of every record. -#}
+pull_batches as materialized (
+    select
+        batches.pull_id,
+        run_pulls.committed_at as pull_committed_at,
+        batches.batch_no,
+        array(select jsonb_array_elements_text(batches.data -> 'columns')) as column_names,
+        batches.data -> 'rows' as batch_rows
+    from {{ source('staging', 'pull_batches') }} as batches
+    inner join run_pulls on batches.pull_id = run_pulls.pull_id
+),
+
+pull_records as (
+    select
+        pull_batches.pull_id,
+        pull_batches.pull_committed_at,
+        pull_batches.batch_no,
+        record_rows.row_no,
+        pull_batches.column_names,
+        record_rows.record
+    from pull_batches
+    cross join lateral jsonb_array_elements(pull_batches.batch_rows) with ordinality as record_rows (record, row_no)
+)
+{%- endmacro %}
+
+{#- The text of column `name` in the current record (null when empty or absent). -#}
+{% macro field(name) -%}
+nullif(trim(pull_records.record ->> (array_position(pull_records.column_names, '{{ name }}') - 1)), '')
+{%- endmacro %}
+
+{#- The record as a JSON object (column name -> value as fetched), for the quarantine. -#}
+{% macro record_object(relation='pull_records') -%}
+(
+    select jsonb_object_agg(record_columns.column_name, {{ relation }}.record -> (record_columns.position - 1)::integer)
+    from unnest({{ relation }}.column_names) with ordinality as record_columns (column_name, position)
+)
+{%- endmacro %}
+
+{#- Where each record came from: carried by every validated row. -#}
+{% macro record_origin() -%}
+pull_records.pull_id,
+        pull_records.pull_committed_at,
+        pull_records.batch_no,
+        pull_records.row_no
+{%- endmacro %}
+
+{#- Post-hook of a history model: the pulls it processed are consumed; older unconsumed pulls of a
+    snapshot entity are superseded by the newest. -#}
+{% macro mark_pulls_consumed(source_name, entity, snapshot) -%}
+insert into {{ source('conformed_ops', 'consumed_pulls') }}
+    (consumer, pull_id, source, entity, disposition, run_id, consumed_at)
+select
+    '{{ this.identifier }}',
+    unconsumed.pull_id,
+    unconsumed.source,
+    unconsumed.entity,
+    case
+        when unconsumed.pull_id in (
+            select processed.pull_id
+            from ({{ pulls_to_process(source_name, entity, this.identifier, snapshot) }}) as processed
+        ) then 'processed'
+        else 'superseded'
+    end,
+    '{{ var("run_id") }}',
+    now()
+from ({{ unconsumed_pulls(source_name, entity, this.identifier) }}) as unconsumed
+on conflict (consumer, pull_id) do nothing
+{%- endmacro %}

@@ -1,0 +1,35 @@
+{#-
+  Casts that give null instead of failing the whole model on one bad value: the value is checked
+  against a pattern first, and the record-level rules report (and quarantine) what did not parse.
+  The patterns are plain POSIX regular expressions, which PostgreSQL and CockroachDB both support.
+-#}
+
+{% macro safe_cast(expr, type) -%}
+{%- set patterns = {
+    'bigint': '^[+-]?[0-9]{1,18}$',
+    'integer': '^[+-]?[0-9]{1,9}$',
+    'numeric': '^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]+)?$',
+    'date': '^[0-9]{4}-[0-9]{2}-[0-9]{2}$',
+    'timestamptz': '^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?)? ?(Z|[+-][0-9]{2}(:?[0-9]{2})?)$',
+    'timestamp': '^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?)?$',
+    'boolean': '^(true|false|t|f|yes|no|y|n|1|0)$',
+} -%}
+{%- set base = type.split('(')[0] | trim -%}
+{%- if base not in patterns -%}
+  {{ exceptions.raise_compiler_error("safe_cast: no pattern for type " ~ type) }}
+{%- endif -%}
+{%- if base == 'timestamptz' -%}
+{#- A timestamp without an offset is taken as UTC, whatever the session's time zone. -#}
+case
+    when ({{ expr }}) ~* '{{ patterns['timestamptz'] }}' then ({{ expr }})::timestamptz
+    when ({{ expr }}) ~* '{{ patterns['timestamp'] }}' then ({{ expr }})::timestamp at time zone 'UTC'
+end
+{%- else -%}
+case when ({{ expr }}) ~* '{{ patterns[base] }}' then ({{ expr }})::{{ type }} end
+{%- endif -%}
+{%- endmacro %}
+
+{#- True when the raw text was given but did not parse (a record-level rule). -#}
+{% macro unparsed(raw, typed) -%}
+({{ raw }} is not null and {{ typed }} is null)
+{%- endmacro %}

@@ -1,0 +1,9 @@
+-- Change history (SCD type 2) of sales orders; incremental entity: every new pull of oltp.orders.
+{{ history_config(['order_id'], 'oltp', 'orders') }}
+
+{{ scd2_history(
+    ref('validated_sales_order'),
+    ['order_id'],
+    ['customer_id', 'order_date', 'ordered_at', 'order_status', 'currency_code'],
+    change_time='updated_at',
+) }}

@@ -1,0 +1,52 @@
+-- CRM accounts (crm.accounts, full pulls from the CRM API) of this run's pull.
+{{ config(post_hook=dq_hooks('crm_account')) }}
+-- depends_on: {{ ref('dq_rules') }} {{ source('ops', 'dq_results') }} (the post-hooks write the results the
+-- threshold test reads: with both as parents, a failing test stops the entity's history)
+
+with
+{{ pull_records('crm', 'accounts', 'crm_account_history', snapshot=true) }},
+
+typed as (
+    select
+        {{ field('account_id') }} as account_id,
+        {{ field('name') }} as account_name,
+        {{ field('industry') }} as industry,
+        {{ country_code(field('country')) }} as country_code,
+        {{ field('country') }} as country_raw,
+        {{ field('website') }} as website,
+        {{ clean_email(field('customer_email')) }} as customer_email,
+        {{ safe_cast(field('created_at'), 'timestamptz') }} as created_at,
+        {{ safe_cast(field('updated_at'), 'timestamptz') }} as updated_at,
+        {{ deleted_flag() }} as is_deleted,
+        {{ record_origin() }},
+        pull_records.column_names,
+        pull_records.record
+    from pull_records
+),
+
+checked as (
+    select
+        typed.*,
+        {{ dq_failures([
+            ('crm_account.account_id_present', 'account_id is not null'),
+            ('crm_account.country_known', 'country_raw is null or country_code is not null'),
+        ]) }} as dq_failed
+    from typed
+)
+
+select
+    account_id,
+    account_name,
+    industry,
+    country_code,
+    website,
+    customer_email,
+    created_at,
+    updated_at,
+    is_deleted,
+    pull_id,
+    pull_committed_at,
+    batch_no,
+    row_no,
+    {{ dq_columns('checked') }}
+from checked

@@ -1,0 +1,51 @@
+-- CRM contacts (crm.contacts, full pulls from the CRM API) of this run's pull.
+{{ config(post_hook=dq_hooks('crm_contact')) }}
+-- depends_on: {{ ref('dq_rules') }} {{ source('ops', 'dq_results') }} (the post-hooks write the results the
+-- threshold test reads: with both as parents, a failing test stops the entity's history)
+
+with
+{{ pull_records('crm', 'contacts', 'crm_contact_history', snapshot=true) }},
+
+typed as (
+    select
+        {{ field('contact_id') }} as contact_id,
+        {{ field('account_id') }} as account_id,
+        {{ clean_email(field('email')) }} as email,
+        {{ field('first_name') }} as first_name,
+        {{ field('last_name') }} as last_name,
+        {{ field('phone') }} as phone,
+        {{ field('title') }} as title,
+        {{ safe_cast(field('updated_at'), 'timestamptz') }} as updated_at,
+        {{ deleted_flag() }} as is_deleted,
+        {{ record_origin() }},
+        pull_records.column_names,
+        pull_records.record
+    from pull_records
+),
+
+checked as (
+    select
+        typed.*,
+        {{ dq_failures([
+            ('crm_contact.contact_id_present', 'contact_id is not null'),
+            ('crm_contact.email_valid', 'email is not null'),
+        ]) }} as dq_failed
+    from typed
+)
+
+select
+    contact_id,
+    account_id,
+    email,
+    first_name,
+    last_name,
+    phone,
+    title,
+    updated_at,
+    is_deleted,
+    pull_id,
+    pull_committed_at,
+    batch_no,
+    row_no,
+    {{ dq_columns('checked') }}
+from checked

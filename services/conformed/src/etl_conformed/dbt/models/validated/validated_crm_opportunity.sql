@@ -1,0 +1,55 @@
+-- CRM opportunities (crm.opportunities, full pulls from the CRM API) of this run's pull.
+{{ config(post_hook=dq_hooks('crm_opportunity')) }}
+-- depends_on: {{ ref('dq_rules') }} {{ source('ops', 'dq_results') }} (the post-hooks write the results the
+-- threshold test reads: with both as parents, a failing test stops the entity's history)
+
+with
+{{ pull_records('crm', 'opportunities', 'crm_opportunity_history', snapshot=true) }},
+
+typed as (
+    select
+        {{ field('opportunity_id') }} as opportunity_id,
+        {{ field('account_id') }} as account_id,
+        {{ field('name') }} as opportunity_name,
+        lower({{ field('stage') }}) as stage,
+        {{ safe_cast(field('amount'), 'numeric(14, 2)') }} as amount,
+        {{ field('amount') }} as amount_raw,
+        {{ currency_code(field('currency')) }} as currency_code,
+        {{ safe_cast(field('close_date'), 'date') }} as close_date,
+        {{ safe_cast(field('updated_at'), 'timestamptz') }} as updated_at,
+        {{ deleted_flag() }} as is_deleted,
+        {{ record_origin() }},
+        pull_records.column_names,
+        pull_records.record
+    from pull_records
+),
+
+checked as (
+    select
+        typed.*,
+        {{ dq_failures([
+            ('crm_opportunity.opportunity_id_present', 'opportunity_id is not null'),
+            ('crm_opportunity.amount_valid', 'amount_raw is null or amount >= 0'),
+            ('crm_opportunity.currency_iso4217', 'currency_code is not null'),
+            ('crm_opportunity.stage_accepted',
+                "stage in ('prospecting', 'qualification', 'proposal', 'negotiation', 'closed_won', 'closed_lost')"),
+        ]) }} as dq_failed
+    from typed
+)
+
+select
+    opportunity_id,
+    account_id,
+    opportunity_name,
+    stage,
+    amount,
+    currency_code,
+    close_date,
+    updated_at,
+    is_deleted,
+    pull_id,
+    pull_committed_at,
+    batch_no,
+    row_no,
+    {{ dq_columns('checked') }}
+from checked

@@ -1,0 +1,54 @@
+-- Orders (oltp.orders) of this run's pulls: typed, standardised, checked (rules in seeds/dq_rules.csv).
+{{ config(post_hook=dq_hooks('sales_order')) }}
+-- depends_on: {{ ref('dq_rules') }} {{ source('ops', 'dq_results') }} (the post-hooks write the results the
+-- threshold test reads: with both as parents, a failing test stops the entity's history)
+
+with
+{{ pull_records('oltp', 'orders', 'sales_order_history') }},
+
+typed as (
+    select
+        {{ safe_cast(field('order_id'), 'bigint') }} as order_id,
+        {{ safe_cast(field('customer_id'), 'bigint') }} as customer_id,
+        {{ safe_cast(field('order_date'), 'date') }} as order_date,
+        {{ safe_cast(field('ordered_at'), 'timestamptz') }} as ordered_at,
+        lower({{ field('status') }}) as order_status,
+        {{ currency_code(field('currency')) }} as currency_code,
+        {{ safe_cast(field('updated_at'), 'timestamptz') }} as updated_at,
+        {{ deleted_flag() }} as is_deleted,
+        {{ field('currency') }} as currency_raw,
+        {{ record_origin() }},
+        pull_records.column_names,
+        pull_records.record
+    from pull_records
+),
+
+checked as (
+    select
+        typed.*,
+        {{ dq_failures([
+            ('sales_order.order_id_valid', 'order_id is not null'),
+            ('sales_order.customer_id_valid', 'customer_id is not null'),
+            ('sales_order.order_date_valid', 'order_date is not null'),
+            ('sales_order.status_accepted',
+                "order_status in ('placed', 'paid', 'shipped', 'delivered', 'cancelled', 'returned')"),
+            ('sales_order.currency_iso4217', 'currency_code is not null'),
+        ]) }} as dq_failed
+    from typed
+)
+
+select
+    order_id,
+    customer_id,
+    order_date,
+    ordered_at,
+    order_status,
+    currency_code,
+    updated_at,
+    is_deleted,
+    pull_id,
+    pull_committed_at,
+    batch_no,
+    row_no,
+    {{ dq_columns('checked') }}
+from checked

@@ -1,0 +1,53 @@
+-- Web behaviour events (web.web_events: CSV, JSON Lines and XML drops) of this run's pulls.
+{{ config(post_hook=dq_hooks('web_event')) }}
+-- depends_on: {{ ref('dq_rules') }} {{ source('ops', 'dq_results') }} (the post-hooks write the results the
+-- threshold test reads: with both as parents, a failing test stops the entity's history)
+
+with
+{{ pull_records('web', 'web_events', 'web_event_history') }},
+
+typed as (
+    select
+        {{ field('event_id') }} as event_id,
+        {{ safe_cast(field('occurred_at'), 'timestamptz') }} as occurred_at,
+        {{ safe_cast(field('customer_id'), 'bigint') }} as customer_id,
+        {{ field('session_id') }} as session_id,
+        lower({{ field('event_type') }}) as event_type,
+        {{ safe_cast(field('product_id'), 'bigint') }} as product_id,
+        {{ field('page_url') }} as page_url,
+        {{ field('user_agent') }} as user_agent,
+        {{ deleted_flag() }} as is_deleted,
+        {{ record_origin() }},
+        pull_records.column_names,
+        pull_records.record
+    from pull_records
+),
+
+checked as (
+    select
+        typed.*,
+        {{ dq_failures([
+            ('web_event.event_id_present', 'event_id is not null'),
+            ('web_event.occurred_at_valid', 'occurred_at is not null'),
+            ('web_event.event_type_accepted',
+                "event_type in ('page_view', 'product_view', 'add_to_cart', 'checkout', 'search')"),
+        ]) }} as dq_failed
+    from typed
+)
+
+select
+    event_id,
+    occurred_at,
+    customer_id,
+    session_id,
+    event_type,
+    product_id,
+    page_url,
+    user_agent,
+    is_deleted,
+    pull_id,
+    pull_committed_at,
+    batch_no,
+    row_no,
+    {{ dq_columns('checked') }}
+from checked

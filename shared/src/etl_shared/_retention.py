@@ -1,0 +1,82 @@
+"""Retention: delete rows older than a cutoff in small batches, each its own transaction.
+
+CockroachDB dislikes large transactions, so a table is never cleaned with one big DELETE: each batch
+deletes at most ``batch_rows`` rows chosen by key, and the loop stops when a batch comes back short.
+A rerun after an interruption simply continues (every batch is committed on its own).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from psycopg import sql
+
+from ._db import Database
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetentionRule:
+    """Rows of ``table`` whose ``time_column`` is older than the cutoff are deleted (null times never
+    are: a current history version has no valid_to). ``key_columns`` identify a row."""
+
+    table: str
+    time_column: str
+    key_columns: tuple[str, ...]
+
+
+def apply_retention_rules(
+    db: Database, rules: list[RetentionRule], *, older_than: datetime, batch_rows: int = 5000
+) -> dict[str, int]:
+    """Delete what each rule selects; return the rows deleted per table."""
+    deleted: dict[str, int] = {}
+    for rule in rules:
+        deleted[rule.table] = _delete_older(db, rule, older_than, batch_rows)
+        if deleted[rule.table]:
+            _log.info(
+                "retention: deleted %d row(s) of %s older than %s",
+                deleted[rule.table],
+                rule.table,
+                older_than.isoformat(),
+                extra={
+                    "table": rule.table,
+                    "deleted": deleted[rule.table],
+                    "older_than": older_than.isoformat(),
+                },
+            )
+    return deleted
+
+
+def _delete_older(db: Database, rule: RetentionRule, older_than: datetime, batch_rows: int) -> int:
+    schema, _, name = rule.table.rpartition(".")
+    table = sql.Identifier(schema, name) if schema else sql.Identifier(name)
+    keys = sql.SQL(", ").join(sql.Identifier(k) for k in rule.key_columns)
+    statement = sql.SQL(
+        "delete from {table} where ({keys}) in"
+        " (select {keys} from {table} where {time} < %(cutoff)s order by {keys} limit %(n)s)"
+    ).format(table=table, keys=keys, time=sql.Identifier(rule.time_column))
+    total = 0
+    while True:
+        count: int = db.transaction(
+            lambda conn: conn.execute(statement, {"cutoff": older_than, "n": batch_rows}).rowcount,
+            name=f"retention {rule.table}",
+        )
+        total += count
+        if count < batch_rows:
+            return total
+
+
+def history_retention_rules(db: Database, schema: str) -> list[RetentionRule]:
+    """One rule per SCD2 history table of ``schema`` (a ``*_history`` table with version_id and
+    valid_to): closed versions whose valid_to is older than the cutoff go; current versions stay."""
+    with db.connect(autocommit=True) as conn:
+        rows = conn.execute(
+            "select table_name from information_schema.columns where table_schema = %s"
+            " and table_name like %s and column_name in ('version_id', 'valid_to')"
+            " group by table_name having count(*) = 2 order by table_name",
+            (schema, "%\\_history"),
+        ).fetchall()
+    return [RetentionRule(f"{schema}.{name}", "valid_to", ("version_id",)) for (name,) in rows]
