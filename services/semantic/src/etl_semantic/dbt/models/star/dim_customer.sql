@@ -3,6 +3,7 @@
 
 with customers as (
     select * from {{ source('conformed', 'customer') }}
+    where not is_deleted  -- conformed keeps deleted rows, flagged
 ),
 
 known as (

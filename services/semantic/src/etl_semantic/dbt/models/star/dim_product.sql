@@ -2,6 +2,7 @@
 
 with products as (
     select * from {{ source('conformed', 'product') }}
+    where not is_deleted  -- conformed keeps deleted rows, flagged
 ),
 
 known as (

@@ -3,10 +3,12 @@
 
 with order_lines as (
     select * from {{ source('conformed', 'sales_order_line') }}
+    where not is_deleted  -- conformed keeps deleted rows, flagged
 ),
 
 orders as (
     select * from {{ source('conformed', 'sales_order') }}
+    where not is_deleted  -- conformed keeps deleted rows, flagged
 ),
 
 customers as (

@@ -1,0 +1,249 @@
+"""Change history (SCD type 2) of the conformed entities, from known staging pulls."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from conftest import Warehouse
+
+CUSTOMER_COLUMNS = [
+    "customer_id",
+    "email",
+    "first_name",
+    "last_name",
+    "phone",
+    "country",
+    "created_at",
+    "updated_at",
+]
+T0 = "2025-01-01T08:00:00Z"
+
+HISTORY = (
+    "select customer_id, country_code, change_type, valid_from, valid_to, is_current, is_deleted"
+    " from conformed.customer_history order by customer_id, valid_from"
+)
+TABLES = (
+    "conformed.customer_history",
+    "conformed.customer",
+    "conformed.consumed_pulls",
+    "conformed.sales_order_history",
+    "conformed.sales_order",
+)
+
+
+def utc(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_history_after_insert_update_delete_and_reruns(warehouse: Warehouse) -> None:
+    first = warehouse.pull(
+        "oltp",
+        "customers",
+        CUSTOMER_COLUMNS,
+        [
+            [1, "  Alice@Example.COM ", "Alice", "Smith", None, "germany", T0, T0],
+            [2, "bob@example.com", "Bob", "Jones", None, "FR", T0, "2025-01-02T09:30:00+01:00"],
+            [3, "carol@example.com", "Carol", "Brown", "+44 20 7946 0000", "GBR", T0, T0],
+        ],
+    )
+
+    assert warehouse.run() == 0
+
+    # Standardised: trimmed lower-case email, ISO 3166 alpha-2 from a name, a code or an alpha-3.
+    assert warehouse.rows(
+        "select customer_id, email, country_code, is_deleted from conformed.customer order by 1"
+    ) == [
+        (1, "alice@example.com", "DE", False),
+        (2, "bob@example.com", "FR", False),
+        (3, "carol@example.com", "GB", False),
+    ]
+    assert warehouse.rows(HISTORY) == [
+        (1, "DE", "insert", utc(T0), None, True, False),
+        (2, "FR", "insert", utc("2025-01-02T08:30:00Z"), None, True, False),
+        (3, "GB", "insert", utc(T0), None, True, False),
+    ]
+    assert warehouse.rows("select pull_id, disposition from conformed.consumed_pulls") == [
+        (first, "processed")
+    ]
+
+    # A second run with no new pull changes no row.
+    before = warehouse.snapshot(*TABLES)
+    assert warehouse.run() == 0
+    assert warehouse.snapshot(*TABLES) == before
+
+    # Pull 2: customer 1 moved to France, customer 2 is gone, 3 is unchanged, 4 is new.
+    second = warehouse.pull(
+        "oltp",
+        "customers",
+        CUSTOMER_COLUMNS,
+        [
+            [1, "alice@example.com", "Alice", "Smith", None, "France", T0, "2025-06-01T00:00:00Z"],
+            [3, "carol@example.com", "Carol", "Brown", "+44 20 7946 0000", "GBR", T0, T0],
+            [4, "dan@example.com", "Dan", "White", None, "es", T0, "2025-06-02T00:00:00Z"],
+        ],
+    )
+    (second_committed,) = warehouse.rows(
+        "select committed_at from staging.pulls where pull_id = %s", (second,)
+    )[0]
+
+    assert warehouse.run() == 0
+
+    assert warehouse.rows(HISTORY) == [
+        (1, "DE", "insert", utc(T0), utc("2025-06-01T00:00:00Z"), False, False),
+        (1, "FR", "update", utc("2025-06-01T00:00:00Z"), None, True, False),
+        (2, "FR", "insert", utc("2025-01-02T08:30:00Z"), second_committed, False, False),
+        (2, "FR", "delete", second_committed, None, True, True),
+        (3, "GB", "insert", utc(T0), None, True, False),
+        (4, "ES", "insert", utc("2025-06-02T00:00:00Z"), None, True, False),
+    ]
+    assert warehouse.rows(
+        "select customer_id, country_code, is_deleted, last_change_type from conformed.customer order by 1"
+    ) == [
+        (1, "FR", False, "update"),
+        (2, "FR", True, "delete"),
+        (3, "GB", False, "insert"),
+        (4, "ES", False, "insert"),
+    ]
+
+    # What changed since the first pull: the changes the second pull carried.
+    (first_committed,) = warehouse.rows(
+        "select committed_at from staging.pulls where pull_id = %s", (first,)
+    )[0]
+    assert warehouse.rows(
+        "select customer_id, change_type from conformed.customer_history where recorded_at > %s order by 1",
+        (first_committed,),
+    ) == [(1, "update"), (2, "delete"), (4, "insert")]
+
+    # Processing the same pull again changes nothing: forget that it was consumed, run again.
+    before = warehouse.snapshot("conformed.customer_history", "conformed.customer")
+    warehouse.rows("delete from conformed.consumed_pulls where pull_id = %s returning pull_id", (second,))
+    assert warehouse.run() == 0
+    assert warehouse.snapshot("conformed.customer_history", "conformed.customer") == before
+
+    # A delete flag in the record deletes too; a key that comes back is inserted again.
+    warehouse.pull(
+        "oltp",
+        "customers",
+        [*CUSTOMER_COLUMNS, "is_deleted"],
+        [
+            [1, "alice@example.com", "Alice", "Smith", None, "France", T0, "2025-06-01T00:00:00Z", False],
+            [2, "bob@example.com", "Bob", "Jones", None, "FR", T0, "2025-07-01T00:00:00Z", False],
+            [
+                3,
+                "carol@example.com",
+                "Carol",
+                "Brown",
+                "+44 20 7946 0000",
+                "GBR",
+                T0,
+                "2025-07-01T00:00:00Z",
+                True,
+            ],
+            [4, "dan@example.com", "Dan", "White", None, "es", T0, "2025-06-02T00:00:00Z", False],
+        ],
+    )
+    assert warehouse.run() == 0
+    changes = warehouse.rows(
+        "select customer_id, change_type, is_current from conformed.customer_history"
+        " where customer_id in (2, 3) order by customer_id, valid_from"
+    )
+    assert changes == [
+        (2, "insert", False),
+        (2, "delete", False),
+        (2, "insert", True),
+        (3, "insert", False),
+        (3, "delete", True),
+    ]
+    assert warehouse.rows("select customer_id from conformed.customer where not is_deleted order by 1") == [
+        (1,),
+        (2,),
+        (4,),
+    ]
+
+
+def test_incremental_pulls_keep_every_version_in_order(warehouse: Warehouse) -> None:
+    columns = ["order_id", "customer_id", "order_date", "ordered_at", "status", "currency", "updated_at"]
+    warehouse.pull(
+        "oltp",
+        "orders",
+        columns,
+        [
+            [10, 1, "2026-01-03", "2026-01-03T10:00:00Z", "placed", "gbp", "2026-01-03T10:00:00Z"],
+            [11, 1, "2026-01-05", "2026-01-05T10:00:00Z", "placed", "USD", "2026-01-05T10:00:00Z"],
+        ],
+        mode="incremental",
+    )
+    # Two more pulls before the conformed job runs again: both are read, every version kept.
+    warehouse.pull(
+        "oltp",
+        "orders",
+        columns,
+        [[10, 1, "2026-01-03", "2026-01-03T10:00:00Z", "paid", "GBP", "2026-01-04T09:00:00Z"]],
+        mode="incremental",
+    )
+    assert warehouse.run() == 0
+    warehouse.pull(
+        "oltp",
+        "orders",
+        columns,
+        [[10, 1, "2026-01-03", "2026-01-03T10:00:00Z", "shipped", "GBP", "2026-01-06T09:00:00Z"]],
+        mode="incremental",
+    )
+    warehouse.pull(
+        "oltp",
+        "orders",
+        columns,
+        [
+            [10, 1, "2026-01-03", "2026-01-03T10:00:00Z", "delivered", "GBP", "2026-01-08T09:00:00Z"],
+            # A replayed record (same content, same time) is no change.
+            [11, 1, "2026-01-05", "2026-01-05T10:00:00Z", "placed", "USD", "2026-01-05T10:00:00Z"],
+        ],
+        mode="incremental",
+    )
+
+    assert warehouse.run() == 0
+
+    assert warehouse.rows(
+        "select order_id, order_status, change_type, valid_from, valid_to, is_current"
+        " from conformed.sales_order_history order by order_id, valid_from"
+    ) == [
+        (10, "placed", "insert", utc("2026-01-03T10:00:00Z"), utc("2026-01-04T09:00:00Z"), False),
+        (10, "paid", "update", utc("2026-01-04T09:00:00Z"), utc("2026-01-06T09:00:00Z"), False),
+        (10, "shipped", "update", utc("2026-01-06T09:00:00Z"), utc("2026-01-08T09:00:00Z"), False),
+        (10, "delivered", "update", utc("2026-01-08T09:00:00Z"), None, True),
+        (11, "placed", "insert", utc("2026-01-05T10:00:00Z"), None, True),
+    ]
+    # Incremental entities are not deleted by absence: order 11 was in no later pull.
+    current = warehouse.rows(
+        "select order_id, order_status, currency_code, is_deleted from conformed.sales_order"
+    )
+    assert sorted(current) == [
+        (10, "delivered", "GBP", False),
+        (11, "placed", "USD", False),
+    ]
+    assert warehouse.rows(
+        "select count(*), count(distinct disposition) from conformed.consumed_pulls"
+        " where consumer = 'sales_order_history'"
+    ) == [(4, 1)]
+
+
+def test_snapshot_entity_reads_only_the_newest_pull(warehouse: Warehouse) -> None:
+    columns = ["product_id", "sku", "name", "category", "unit_price", "currency", "is_active", "updated_at"]
+    older = warehouse.pull(
+        "oltp", "products", columns, [[1, "A-1", "Old name", "Toys", "9.99", "EUR", True, T0]]
+    )
+    newer = warehouse.pull(
+        "oltp",
+        "products",
+        columns,
+        [[1, "A-1", "New name", "Toys", "10.50", "eur", "false", "2025-02-01T00:00:00Z"]],
+    )
+
+    assert warehouse.run() == 0
+
+    product = "select product_id, product_name, unit_price, currency_code, is_active from conformed.product"
+    assert warehouse.rows(product) == [(1, "New name", Decimal("10.50"), "EUR", False)]
+    assert sorted(warehouse.rows("select pull_id, disposition from conformed.consumed_pulls")) == sorted(
+        [(older, "superseded"), (newer, "processed")]
+    )
