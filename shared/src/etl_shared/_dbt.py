@@ -147,7 +147,10 @@ class DbtProject:
         full_refresh: bool = False,
         variables: Mapping[str, Any] | None = None,
     ) -> DbtOutcome:
-        args: list[str] = []
+        # dbt unit tests check the models' logic on fixed inputs: they belong to development and CI
+        # (tests/conformed/test_conformed_dbt_unit.py), not to every production run, where an
+        # incremental model's unit test cannot even compile before the model's first build.
+        args: list[str] = ["--exclude-resource-type", "unit_test"]
         if select:
             args += ["--select", *select]
         if full_refresh:

@@ -145,5 +145,5 @@ case when lower({{ raw }}) ~ '^[^@ ]+@[^@ ]+[.][^@ ]+$' then lower({{ raw }}) en
 
 {#- The record's delete flag (is_deleted or deleted), false when the source has none. -#}
 {% macro deleted_flag() -%}
-coalesce({{ safe_cast(field('is_deleted'), 'boolean') }}, {{ safe_cast(field('deleted'), 'boolean') }}, false)
+coalesce({{ try_cast(field('is_deleted'), 'boolean') }}, {{ try_cast(field('deleted'), 'boolean') }}, false)
 {%- endmacro %}

@@ -4,7 +4,7 @@
   The patterns are plain POSIX regular expressions, which PostgreSQL and CockroachDB both support.
 -#}
 
-{% macro safe_cast(expr, type) -%}
+{% macro try_cast(expr, type) -%}
 {%- set patterns = {
     'bigint': '^[+-]?[0-9]{1,18}$',
     'integer': '^[+-]?[0-9]{1,9}$',
@@ -16,7 +16,7 @@
 } -%}
 {%- set base = type.split('(')[0] | trim -%}
 {%- if base not in patterns -%}
-  {{ exceptions.raise_compiler_error("safe_cast: no pattern for type " ~ type) }}
+  {{ exceptions.raise_compiler_error("try_cast: no pattern for type " ~ type) }}
 {%- endif -%}
 {%- if base == 'timestamptz' -%}
 {#- A timestamp without an offset is taken as UTC, whatever the session's time zone. -#}

@@ -14,3 +14,62 @@ where
     and results.rule_id in (select rules.rule_id from {{ ref('dq_rules') }} as rules where rules.entity = '{{ entity }}')
     -- keep a reference to the model so the test runs after it: {{ model }}
 {% endtest %}
+
+{#- Freshness of one source entity: fails when its newest committed pull is older than
+    `max_age_hours` (an entity that never delivered is reported by `etl status`, not here). -#}
+{% test pull_freshness(model, source_name, entity, max_age_hours) %}
+select
+    '{{ source_name }}.{{ entity }}' as source_entity,
+    max(pulls.committed_at) as newest_pull_at
+from {{ model }} as pulls
+where pulls.source = '{{ source_name }}' and pulls.entity = '{{ entity }}' and pulls.status = 'committed'
+having max(pulls.committed_at) < now() - interval '{{ max_age_hours }} hours'
+{% endtest %}
+
+{#- Volume: the newest committed pull of a snapshot entity holds a record count within `band`
+    (a share, 0.5 = +/-50%) of the pull before it. Needs two pulls. -#}
+{% test pull_volume_within_band(model, source_name, entity, band) %}
+with recent as (
+    select
+        pulls.record_count,
+        row_number() over (order by pulls.committed_at desc, pulls.pull_id desc) as recency
+    from {{ model }} as pulls
+    where pulls.source = '{{ source_name }}' and pulls.entity = '{{ entity }}' and pulls.status = 'committed'
+),
+
+compared as (
+    select
+        newest.record_count as newest_records,
+        previous.record_count as previous_records
+    from recent as newest
+    inner join recent as previous on newest.recency = 1 and previous.recency = 2
+)
+
+select *
+from compared
+where
+    previous_records > 0
+    and abs(newest_records::numeric / previous_records::numeric - 1) > {{ band }}
+{% endtest %}
+
+{#- A value range (without the dbt_utils package, which cannot be installed offline): fails for
+    values below min_value or above max_value (exclusive: the bounds themselves fail too). -#}
+{% test value_in_range(model, column_name, min_value=none, max_value=none, exclusive=false) %}
+select {{ column_name }}
+from {{ model }}
+where
+    {{ column_name }} is not null
+    and (
+        false
+        {%- if min_value is not none %} or {{ column_name }} {{ "<=" if exclusive else "<" }} {{ min_value }}{% endif %}
+        {%- if max_value is not none %} or {{ column_name }} {{ ">=" if exclusive else ">" }} {{ max_value }}{% endif %}
+    )
+{% endtest %}
+
+{#- The combination of `columns` is unique (a composite business key). -#}
+{% test unique_combination(model, columns) %}
+select {{ columns | join(', ') }}
+from {{ model }}
+group by {{ columns | join(', ') }}
+having count(*) > 1
+{% endtest %}

@@ -6,7 +6,9 @@
   {% call statement('get_columns_in_relation', fetch_result=True) %}
       select
           column_name,
-          data_type,
+          {#- information_schema says only 'ARRAY' for an array column; name its element type
+              (udt_name '_text' -> 'text[]') so that dbt can cast to it (unit-test fixtures). #}
+          case when data_type = 'ARRAY' then substring(udt_name from 2) || '[]' else data_type end as data_type,
           character_maximum_length,
           numeric_precision,
           numeric_scale

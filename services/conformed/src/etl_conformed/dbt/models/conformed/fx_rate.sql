@@ -15,7 +15,7 @@ with published as (
 ),
 
 last_day as (
-    select greatest(max(rate_date), current_date) as rate_date
+    select greatest(max(rate_date), {{ var('fx_last_day', 'current_date') }}) as rate_date
     from published
 ),
 

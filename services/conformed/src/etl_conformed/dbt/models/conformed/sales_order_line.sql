@@ -53,7 +53,9 @@ select
     amounts.net_amount,
     amounts.currency_code,
     '{{ var("reporting_currency", "USD") }}' as reporting_currency,
-    round(amounts.net_amount * reporting_rate.units_per_eur / order_rate.units_per_eur, 2) as net_amount_reporting,
+    round(
+        amounts.net_amount * reporting_rate.units_per_eur / order_rate.units_per_eur::numeric, 2
+    ) as net_amount_reporting,
     amounts.is_deleted,
     amounts.last_change_type,
     amounts.version_valid_from,
@@ -65,5 +67,6 @@ from amounts
 left join rates as order_rate
     on amounts.currency_code = order_rate.currency_code and amounts.order_date = order_rate.rate_date
 left join rates as reporting_rate
-    on reporting_rate.currency_code = '{{ var("reporting_currency", "USD") }}'
-    and amounts.order_date = reporting_rate.rate_date
+    on
+        amounts.order_date = reporting_rate.rate_date
+        and reporting_rate.currency_code = '{{ var("reporting_currency", "USD") }}'

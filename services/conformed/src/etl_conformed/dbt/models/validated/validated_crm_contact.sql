@@ -15,7 +15,7 @@ typed as (
         {{ field('last_name') }} as last_name,
         {{ field('phone') }} as phone,
         {{ field('title') }} as title,
-        {{ safe_cast(field('updated_at'), 'timestamptz') }} as updated_at,
+        {{ try_cast(field('updated_at'), 'timestamptz') }} as updated_at,
         {{ deleted_flag() }} as is_deleted,
         {{ record_origin() }},
         pull_records.column_names,

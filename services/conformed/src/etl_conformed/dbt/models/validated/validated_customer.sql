@@ -9,14 +9,14 @@ with
 
 typed as (
     select
-        {{ safe_cast(field('customer_id'), 'bigint') }} as customer_id,
+        {{ try_cast(field('customer_id'), 'bigint') }} as customer_id,
         {{ clean_email(field('email')) }} as email,
         {{ field('first_name') }} as first_name,
         {{ field('last_name') }} as last_name,
         {{ field('phone') }} as phone,
         {{ country_code(field('country')) }} as country_code,
-        {{ safe_cast(field('created_at'), 'timestamptz') }} as created_at,
-        {{ safe_cast(field('updated_at'), 'timestamptz') }} as updated_at,
+        {{ try_cast(field('created_at'), 'timestamptz') }} as created_at,
+        {{ try_cast(field('updated_at'), 'timestamptz') }} as updated_at,
         {{ deleted_flag() }} as is_deleted,
         {{ record_origin() }},
         pull_records.column_names,

@@ -51,9 +51,9 @@ quotes as (
 
 typed as (
     select
-        {{ safe_cast('rate_date_raw', 'date') }} as rate_date,
+        {{ try_cast('rate_date_raw', 'date') }} as rate_date,
         {{ currency_code('currency_raw') }} as currency_code,
-        {{ safe_cast('rate_raw', 'numeric(18, 6)') }} as units_per_eur,
+        {{ try_cast('rate_raw', 'numeric(18, 6)') }} as units_per_eur,
         false as is_deleted,
         quotes.*
     from quotes

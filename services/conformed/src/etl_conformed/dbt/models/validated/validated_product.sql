@@ -8,14 +8,14 @@ with
 
 typed as (
     select
-        {{ safe_cast(field('product_id'), 'bigint') }} as product_id,
+        {{ try_cast(field('product_id'), 'bigint') }} as product_id,
         {{ field('sku') }} as sku,
         {{ field('name') }} as product_name,
         {{ field('category') }} as category,
-        {{ safe_cast(field('unit_price'), 'numeric(12, 2)') }} as unit_price,
+        {{ try_cast(field('unit_price'), 'numeric(12, 2)') }} as unit_price,
         {{ currency_code(field('currency')) }} as currency_code,
-        coalesce({{ safe_cast(field('is_active'), 'boolean') }}, true) as is_active,
-        {{ safe_cast(field('updated_at'), 'timestamptz') }} as updated_at,
+        coalesce({{ try_cast(field('is_active'), 'boolean') }}, true) as is_active,
+        {{ try_cast(field('updated_at'), 'timestamptz') }} as updated_at,
         {{ deleted_flag() }} as is_deleted,
         {{ record_origin() }},
         pull_records.column_names,

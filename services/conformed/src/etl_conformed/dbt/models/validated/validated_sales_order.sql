@@ -8,13 +8,13 @@ with
 
 typed as (
     select
-        {{ safe_cast(field('order_id'), 'bigint') }} as order_id,
-        {{ safe_cast(field('customer_id'), 'bigint') }} as customer_id,
-        {{ safe_cast(field('order_date'), 'date') }} as order_date,
-        {{ safe_cast(field('ordered_at'), 'timestamptz') }} as ordered_at,
+        {{ try_cast(field('order_id'), 'bigint') }} as order_id,
+        {{ try_cast(field('customer_id'), 'bigint') }} as customer_id,
+        {{ try_cast(field('order_date'), 'date') }} as order_date,
+        {{ try_cast(field('ordered_at'), 'timestamptz') }} as ordered_at,
         lower({{ field('status') }}) as order_status,
         {{ currency_code(field('currency')) }} as currency_code,
-        {{ safe_cast(field('updated_at'), 'timestamptz') }} as updated_at,
+        {{ try_cast(field('updated_at'), 'timestamptz') }} as updated_at,
         {{ deleted_flag() }} as is_deleted,
         {{ field('currency') }} as currency_raw,
         {{ record_origin() }},

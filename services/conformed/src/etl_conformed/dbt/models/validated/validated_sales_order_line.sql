@@ -8,14 +8,14 @@ with
 
 typed as (
     select
-        {{ safe_cast(field('order_id'), 'bigint') }} as order_id,
-        {{ safe_cast(field('line_number'), 'integer') }} as line_number,
-        {{ safe_cast(field('product_id'), 'bigint') }} as product_id,
-        {{ safe_cast(field('quantity'), 'integer') }} as quantity,
-        {{ safe_cast(field('unit_price'), 'numeric(12, 2)') }} as unit_price,
-        coalesce({{ safe_cast(field('discount_pct'), 'numeric(5, 2)') }}, 0) as discount_pct,
+        {{ try_cast(field('order_id'), 'bigint') }} as order_id,
+        {{ try_cast(field('line_number'), 'integer') }} as line_number,
+        {{ try_cast(field('product_id'), 'bigint') }} as product_id,
+        {{ try_cast(field('quantity'), 'integer') }} as quantity,
+        {{ try_cast(field('unit_price'), 'numeric(12, 2)') }} as unit_price,
+        coalesce({{ try_cast(field('discount_pct'), 'numeric(5, 2)') }}, 0) as discount_pct,
         {{ field('discount_pct') }} as discount_pct_raw,
-        {{ safe_cast(field('updated_at'), 'timestamptz') }} as updated_at,
+        {{ try_cast(field('updated_at'), 'timestamptz') }} as updated_at,
         {{ deleted_flag() }} as is_deleted,
         {{ record_origin() }},
         pull_records.column_names,

@@ -9,11 +9,11 @@ with
 typed as (
     select
         {{ field('event_id') }} as event_id,
-        {{ safe_cast(field('occurred_at'), 'timestamptz') }} as occurred_at,
-        {{ safe_cast(field('customer_id'), 'bigint') }} as customer_id,
+        {{ try_cast(field('occurred_at'), 'timestamptz') }} as occurred_at,
+        {{ try_cast(field('customer_id'), 'bigint') }} as customer_id,
         {{ field('session_id') }} as session_id,
         lower({{ field('event_type') }}) as event_type,
-        {{ safe_cast(field('product_id'), 'bigint') }} as product_id,
+        {{ try_cast(field('product_id'), 'bigint') }} as product_id,
         {{ field('page_url') }} as page_url,
         {{ field('user_agent') }} as user_agent,
         {{ deleted_flag() }} as is_deleted,
