@@ -109,3 +109,12 @@ def db_server(request: pytest.FixtureRequest) -> Iterator[DatabaseServer]:
 def database_url(db_server: DatabaseServer) -> str:
     """A fresh, empty database for one test."""
     return db_server.create_database()
+
+
+@pytest.fixture
+def warehouse(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A fresh warehouse for the conformed tests: write staging pulls, run `etl-conformed`, query."""
+    from conformed_warehouse import Warehouse
+
+    monkeypatch.delenv("ETL_PUSHGATEWAY_URL", raising=False)
+    return Warehouse(database_url, tmp_path / "data", monkeypatch)

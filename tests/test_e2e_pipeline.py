@@ -92,7 +92,9 @@ def test_etl_run_twice_is_idempotent(demo: dict[str, str]) -> None:
         # or an empty incremental one). Every other table is unchanged.
         tables = {t: n for t, n in after_second["zones"][zone]["tables"].items() if ".validated_" not in t}
         assert tables, f"{zone} reported no tables"
-        assert tables == {t: n for t, n in after_first["zones"][zone]["tables"].items() if ".validated_" not in t}
+        assert tables == {
+            t: n for t, n in after_first["zones"][zone]["tables"].items() if ".validated_" not in t
+        }
         assert after_second["zones"][zone]["status"] == "succeeded"
         assert after_second["zones"][zone]["run_id"] != after_first["zones"][zone]["run_id"]
     assert committed_pulls(demo["ETL_DATABASE_URL"]) == dict.fromkeys(ENTITIES, 2)

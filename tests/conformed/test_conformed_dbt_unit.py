@@ -5,7 +5,7 @@ first build, which creates the relations the unit tests take their column types 
 
 from __future__ import annotations
 
-from conftest import Warehouse
+from conformed_warehouse import Warehouse
 
 from etl_conformed.cli import project_dir
 from etl_shared import DbtProject

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from conftest import Warehouse
+from conformed_warehouse import Warehouse
 
 CUSTOMER_COLUMNS = [
     "customer_id",
@@ -247,3 +247,37 @@ def test_snapshot_entity_reads_only_the_newest_pull(warehouse: Warehouse) -> Non
     assert sorted(warehouse.rows("select pull_id, disposition from conformed.consumed_pulls")) == sorted(
         [(older, "superseded"), (newer, "processed")]
     )
+
+
+def test_full_refresh_rebuilds_current_state_and_keeps_the_history(warehouse: Warehouse) -> None:
+    columns = ["product_id", "sku", "name", "category", "unit_price", "currency", "is_active", "updated_at"]
+    warehouse.pull("oltp", "products", columns, [[1, "A-1", "Lamp", "Home", "9.99", "EUR", True, T0]])
+    assert warehouse.run() == 0
+    warehouse.pull(
+        "oltp",
+        "products",
+        columns,
+        [[1, "A-1", "Lamp", "Home", "11.00", "EUR", True, "2025-03-01T00:00:00Z"]],
+    )
+    assert warehouse.run() == 0
+    before = warehouse.snapshot("conformed.product_history", "conformed.product")
+
+    # --full-refresh never rebuilds a history (staging keeps only 3 pulls: it could not be rebuilt).
+    assert warehouse.run("run", "--full-refresh") == 0
+
+    after = warehouse.snapshot("conformed.product_history", "conformed.product")
+    assert after["conformed.product_history"] == before["conformed.product_history"]
+    assert [r[:5] for r in after["conformed.product"]] == [r[:5] for r in before["conformed.product"]]
+    assert warehouse.rows("select count(*), max(unit_price) from conformed.product_history") == [
+        (2, Decimal("11.00"))
+    ]
+
+
+def test_docs_command_writes_the_documentation_site(warehouse: Warehouse) -> None:
+    assert warehouse.run() == 0
+    assert warehouse.run("docs") == 0
+
+    target = warehouse.data_dir / "dbt" / "conformed" / "target"
+    assert (target / "index.html").exists()
+    catalog = (target / "catalog.json").read_text()
+    assert "sales_order_history" in catalog

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Warehouse
+from conformed_warehouse import Warehouse
 
 ORDER_COLUMNS = ["order_id", "customer_id", "order_date", "ordered_at", "status", "currency", "updated_at"]
 

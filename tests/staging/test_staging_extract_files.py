@@ -156,7 +156,9 @@ def test_jsonl_malformed_line_names_the_line(tmp_path: Path) -> None:
 
 def test_jsonl_with_bom_and_crlf_reads_the_first_record(tmp_path: Path) -> None:
     path = tmp_path / "bom.jsonl"
-    path.write_bytes(b'\xef\xbb\xbf{"id": 1, "city": "M\xc3\xbcnchen"}\r\n{"id": 2, "city": "Z\xc3\xbcrich"}\r\n')
+    path.write_bytes(
+        b'\xef\xbb\xbf{"id": 1, "city": "M\xc3\xbcnchen"}\r\n{"id": 2, "city": "Z\xc3\xbcrich"}\r\n'
+    )
 
     found = records(extractor(tmp_path, {"path": "{data_dir}/bom.jsonl", "format": "jsonl"}))
 

