@@ -1,4 +1,4 @@
-"""Run audit: one row per zone job in ``ops.job_runs``, plus dbt node and data-quality results."""
+"""Run audit: one row per zone job in ``ops.job_runs``, plus dbt node, data-quality and export results."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from ._db import Database
 
@@ -33,6 +33,22 @@ class QualityResult:
     status: str  # pass, warn, fail, error
     failures: int
     message: str | None
+
+
+class ExportedFile(Protocol):
+    """What :meth:`JobAudit.record_exports` reads of an exported file (e.g. ``etl_semantic``'s
+    ``ExportFile``)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def path(self) -> Any: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def sha256(self) -> str: ...
 
 
 class JobAudit:
@@ -122,3 +138,23 @@ class JobAudit:
                 )
 
         self.db.transaction(work, name="audit data quality")
+
+    def record_exports(self, files: Iterable[ExportedFile]) -> None:
+        """One ``ops.exports`` row per exported file (kind, path, rows, bytes, sha256)."""
+        rows = [
+            (self.job_id, self.run_id, self.zone, f.kind, str(f.path), f.rows, f.bytes, f.sha256)
+            for f in files
+        ]
+        if not rows:
+            return
+
+        def work(conn: Any) -> None:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "insert into ops.exports (job_id, run_id, zone, kind, path, row_count, byte_count, sha256,"
+                    " exported_at) values (%s, %s, %s, %s, %s, %s, %s, %s, now())"
+                    " on conflict (job_id, kind, path) do nothing",
+                    rows,
+                )
+
+        self.db.transaction(work, name="audit exports")

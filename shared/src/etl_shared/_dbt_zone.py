@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 
@@ -33,10 +34,13 @@ class DbtZoneSettings(Settings):
 
 @dataclass
 class ZoneHooks:
-    """What a zone adds to the shared dbt job: ``on_built`` runs after the dbt build whatever its
-    outcome (a summary for the job's audit row); ``retention`` lists the tables to clean after a
-    successful build."""
+    """What a zone adds to the shared dbt job: ``before_build`` runs first (inside the job);
+    ``variables`` adds dbt vars from the settings; ``on_built`` runs after the dbt build whatever its
+    outcome (a summary for the job's audit row, exports); ``retention`` lists the tables to clean
+    after a successful build."""
 
+    before_build: Callable[[JobContext], None] | None = None
+    variables: Callable[[DbtZoneSettings], dict[str, Any]] | None = None
     on_built: Callable[[JobContext, DbtOutcome], None] | None = None
     retention: Callable[[JobContext], list[RetentionRule]] | None = None
 
@@ -85,7 +89,10 @@ def dbt_zone_main(
     except ConfigurationError as exc:
         sys.stderr.write(f"etl-{zone}: configuration error: {exc}\n")
         return EXIT_CONFIGURATION
-    variables = {"reporting_currency": settings.reporting_currency}
+    hooks = hooks or ZoneHooks()
+    variables: dict[str, Any] = {"reporting_currency": settings.reporting_currency}
+    if hooks.variables is not None:
+        variables.update(hooks.variables(settings))
     if args.command == "docs":
         url = resolve_database_url(settings)
         result = project.invoke(
@@ -96,9 +103,9 @@ def dbt_zone_main(
         )
         return 0 if result.success else 1
 
-    hooks = hooks or ZoneHooks()
-
     def work(context: JobContext) -> None:
+        if hooks.before_build is not None:
+            hooks.before_build(context)
         build_zone(
             context,
             project,

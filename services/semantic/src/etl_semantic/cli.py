@@ -1,25 +1,143 @@
-"""``etl-semantic``: build the semantic zone (star schema, aggregates, exports)."""
+"""``etl-semantic``: build the semantic zone (star schema, aggregates) and write its exports.
+
+``run`` provisions the key that masks personal data, builds the dbt project, then writes the
+Watershed upload (CSV, import template, xAPI JSON) and the Qlik load script into the export folder
+and records every file (path, rows, checksum) in ``ops.exports``; ``docs`` is the shared dbt-zone
+command.
+"""
 
 from __future__ import annotations
 
+import logging
+import secrets
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from etl_shared import DbtZoneSettings, dbt_zone_main
+from pydantic import Field, SecretStr
+
+from etl_shared import (
+    DbtOutcome,
+    DbtZoneSettings,
+    JobContext,
+    RetentionRule,
+    ZoneHooks,
+    dbt_zone_main,
+)
 
 ZONE = "semantic"
+_log = logging.getLogger(__name__)
+
+RETENTION = [
+    RetentionRule("semantic.fct_sales", "sales_order_date", ("sales_key",)),
+    RetentionRule("semantic.fct_orders", "order_date", ("order_key",)),
+]
 
 
 class SemanticSettings(DbtZoneSettings):
     """Settings of the semantic job (see docs/configuration.md)."""
+
+    pii_key: SecretStr | None = Field(
+        default=None,
+        description="Key of the keyed hash that masks personal data (ETL_PII_KEY, or the secret file etl_pii_key)",
+    )
+    export_dir: Path | None = Field(
+        default=None, description="Folder of the export files (default: <data dir>/exports)"
+    )
+    watershed_home_page: str = Field(
+        default="https://shop.example.com",
+        pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
+        description="Home page of the actor accounts and base of the activity IRIs in the Watershed upload",
+    )
+    fiscal_year_start_month: int = Field(default=1, ge=1, le=12, description="First month of the fiscal year")
 
 
 def project_dir() -> Path:
     return Path(str(resources.files("etl_semantic") / "dbt"))
 
 
+def dbt_variables(settings: Any) -> dict[str, Any]:
+    return {
+        "watershed_home_page": settings.watershed_home_page.rstrip("/"),
+        "fiscal_year_start_month": settings.fiscal_year_start_month,
+        "retention_days": settings.retention_days,
+    }
+
+
+def provision_pii_key(context: JobContext) -> None:
+    """Write the masking key into ops.pii_keys before the build: the configured secret, or, when none
+    is configured, a key generated once and kept (tokens must stay the same from run to run)."""
+    settings = context.settings
+    assert isinstance(settings, SemanticSettings)
+    configured = settings.pii_key.get_secret_value() if settings.pii_key is not None else None
+
+    def work(conn: Any) -> str:
+        row = conn.execute(
+            "select key_value from ops.pii_keys where key_name = 'semantic' for update"
+        ).fetchone()
+        if configured is not None:
+            if row is None or row[0] != configured:
+                conn.execute(
+                    "insert into ops.pii_keys (key_name, key_value, updated_at) values ('semantic', %s, now())"
+                    " on conflict (key_name) do update set key_value = excluded.key_value,"
+                    " updated_at = excluded.updated_at",
+                    (configured,),
+                )
+                return "changed" if row is not None else "set"
+            return "unchanged"
+        if row is None:
+            conn.execute(
+                "insert into ops.pii_keys (key_name, key_value, updated_at) values ('semantic', %s, now())",
+                (secrets.token_hex(32),),
+            )
+            return "generated"
+        return "kept"
+
+    outcome = context.db.transaction(work, name="provision the PII key")
+    if outcome == "generated":
+        _log.warning(
+            "no ETL_PII_KEY configured: generated a masking key and kept it in ops.pii_keys;"
+            " set ETL_PII_KEY (or the secret etl_pii_key) in production"
+        )
+    elif outcome == "changed":
+        _log.warning("the PII key changed: every masked value in the semantic zone and the exports changes")
+    context.counts["pii_key"] = outcome
+
+
+def write_exports(context: JobContext, outcome: DbtOutcome) -> None:
+    """After a successful build: the Watershed upload and the Qlik load script, recorded in ops.exports."""
+    from ._qlik import write_load_script
+    from ._watershed import export_watershed
+
+    if not outcome.success:
+        return
+    settings = context.settings
+    assert isinstance(settings, SemanticSettings)
+    folder = settings.export_dir or settings.data_dir / "exports"
+    with context.db.connect(autocommit=True) as conn:
+        files: list[Any] = list(export_watershed(conn, folder, f"watershed_{settings.run_id}"))
+        files.append(write_load_script(conn, folder))
+    context.audit.record_exports(files)
+    context.counts["exports"] = {
+        f.kind: {"path": str(f.path), "rows": f.rows, "sha256": f.sha256} for f in files
+    }
+    for f in files:
+        context.metrics.add_rows("export", f.kind, f.rows)
+        _log.info("exported %s: %s (%d rows, sha256 %s)", f.kind, f.path, f.rows, f.sha256[:12])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     return dbt_zone_main(
-        ZONE, project_dir(), SemanticSettings, argv, description="Semantic zone: star schema for Qlik."
+        ZONE,
+        project_dir(),
+        SemanticSettings,
+        argv,
+        description="Semantic zone: star schema for Qlik, aggregates, Watershed and Qlik exports.",
+        hooks=ZoneHooks(
+            before_build=provision_pii_key,
+            variables=dbt_variables,
+            on_built=write_exports,
+            retention=lambda _context: RETENTION,
+        ),
     )

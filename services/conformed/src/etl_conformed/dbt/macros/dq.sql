@@ -114,27 +114,40 @@ set
 
 {#- Standardisation helpers shared by the validated models. -#}
 
-{#- ISO 3166-1 alpha-2 code of a country given as an alpha-2 or alpha-3 code (any case) or an
-    English name; null when unknown. -#}
-{% macro country_code(raw) -%}
-(
-    select country_names.country_code
-    from {{ ref('country_names') }} as country_names
-    where
-        country_names.country_code = upper({{ raw }})
-        or country_names.country_code_alpha3 = upper({{ raw }})
-        or country_names.country_name_lower = lower({{ raw }})
-    order by country_names.country_code
-    limit 1
-)
-{%- endmacro %}
+{#- Lookup CTEs for the standardisation joins. A validated model computes the raw text first, then
+    joins these on an upper-case key: a join is computed once per record, where a correlated lookup
+    would re-extract the record's JSON for every row of the seed.
+    country_lookup: an ISO 3166-1 alpha-2 or alpha-3 code, or an English name -> alpha-2 code;
+    currency_lookup: an ISO 4217 code (current or historic) -> itself. -#}
+{% macro lookup_ctes() -%}
+country_lookup as (
+    select
+        lookup_key,
+        min(country_code) as country_code
+    from (
+        select
+            upper(country_code) as lookup_key,
+            country_code
+        from {{ ref('country_names') }}
+        union all
+        select
+            upper(country_code_alpha3) as lookup_key,
+            country_code
+        from {{ ref('country_names') }}
+        union all
+        select
+            upper(country_name_lower) as lookup_key,
+            country_code
+        from {{ ref('country_names') }}
+    ) as keys
+    group by lookup_key
+),
 
-{#- ISO 4217 code of a currency given in any case; null when not a code. -#}
-{% macro currency_code(raw) -%}
-(
-    select currency_codes.currency_code
-    from {{ ref('currency_codes') }} as currency_codes
-    where currency_codes.currency_code = upper({{ raw }})
+currency_lookup as (
+    select
+        upper(currency_code) as lookup_key,
+        currency_code
+    from {{ ref('currency_codes') }}
 )
 {%- endmacro %}
 

@@ -95,6 +95,9 @@ existing as (
             select 1 from candidates
             where {% for key in keys %}{{ "and " if not loop.first }}candidates.{{ key }} = history.{{ key }} {% endfor %}
         )
+        {%- else %}
+        -- every current key takes part (an absent one is deleted), but only when a pull was read
+        and exists (select 1 from {{ validated }})
         {%- endif %}
 ),
 {%- if snapshot %}

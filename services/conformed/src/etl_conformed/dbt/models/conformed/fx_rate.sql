@@ -19,15 +19,34 @@ last_day as (
     from published
 ),
 
-currencies as (
+{#- The calendar starts at the first order (or the first published rate when there is none): rates
+    are only ever looked up for order dates, and the ECB history goes back to 1999. The rate carried
+    into the first day is the last one published before it. -#}
+first_day as (
+    select min(order_date) as rate_date
+    from {{ ref('sales_order') }}
+),
+
+start_dates as (
     select
         published.currency_code,
-        min(published.rate_date) as first_date,
-        coalesce(min(codes.withdrawn_on) - 1, min(last_day.rate_date)) as last_date
+        coalesce(
+            max(case when published.rate_date <= first_day.rate_date then published.rate_date end),
+            min(published.rate_date)
+        ) as first_date
     from published
-    cross join last_day
-    left join {{ ref('currency_codes') }} as codes on published.currency_code = codes.currency_code
+    cross join first_day
     group by published.currency_code
+),
+
+currencies as (
+    select
+        start_dates.currency_code,
+        start_dates.first_date,
+        coalesce(codes.withdrawn_on - 1, last_day.rate_date) as last_date
+    from start_dates
+    cross join last_day
+    left join {{ ref('currency_codes') }} as codes on start_dates.currency_code = codes.currency_code
 ),
 
 days as (

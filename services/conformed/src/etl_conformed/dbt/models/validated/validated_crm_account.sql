@@ -6,12 +6,14 @@
 with
 {{ pull_records('crm', 'accounts', 'crm_account_history', snapshot=true) }},
 
+{{ lookup_ctes() }},
+
 typed as (
     select
         {{ field('account_id') }} as account_id,
         {{ field('name') }} as account_name,
         {{ field('industry') }} as industry,
-        {{ country_code(field('country')) }} as country_code,
+        country_lookup.country_code as country_code,
         {{ field('country') }} as country_raw,
         {{ field('website') }} as website,
         {{ clean_email(field('customer_email')) }} as customer_email,
@@ -22,6 +24,7 @@ typed as (
         pull_records.column_names,
         pull_records.record
     from pull_records
+    left join country_lookup on upper({{ field('country') }}) = country_lookup.lookup_key
 ),
 
 checked as (

@@ -6,6 +6,8 @@
 with
 {{ pull_records('crm', 'opportunities', 'crm_opportunity_history', snapshot=true) }},
 
+{{ lookup_ctes() }},
+
 typed as (
     select
         {{ field('opportunity_id') }} as opportunity_id,
@@ -14,7 +16,7 @@ typed as (
         lower({{ field('stage') }}) as stage,
         {{ try_cast(field('amount'), 'numeric(14, 2)') }} as amount,
         {{ field('amount') }} as amount_raw,
-        {{ currency_code(field('currency')) }} as currency_code,
+        currency_lookup.currency_code as currency_code,
         {{ try_cast(field('close_date'), 'date') }} as close_date,
         {{ try_cast(field('updated_at'), 'timestamptz') }} as updated_at,
         {{ deleted_flag() }} as is_deleted,
@@ -22,6 +24,7 @@ typed as (
         pull_records.column_names,
         pull_records.record
     from pull_records
+    left join currency_lookup on upper({{ field('currency') }}) = currency_lookup.lookup_key
 ),
 
 checked as (

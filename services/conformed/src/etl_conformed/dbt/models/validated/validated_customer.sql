@@ -7,6 +7,8 @@
 with
 {{ pull_records('oltp', 'customers', 'customer_history', snapshot=true) }},
 
+{{ lookup_ctes() }},
+
 typed as (
     select
         {{ try_cast(field('customer_id'), 'bigint') }} as customer_id,
@@ -14,7 +16,7 @@ typed as (
         {{ field('first_name') }} as first_name,
         {{ field('last_name') }} as last_name,
         {{ field('phone') }} as phone,
-        {{ country_code(field('country')) }} as country_code,
+        country_lookup.country_code as country_code,
         {{ try_cast(field('created_at'), 'timestamptz') }} as created_at,
         {{ try_cast(field('updated_at'), 'timestamptz') }} as updated_at,
         {{ deleted_flag() }} as is_deleted,
@@ -22,6 +24,7 @@ typed as (
         pull_records.column_names,
         pull_records.record
     from pull_records
+    left join country_lookup on upper({{ field('country') }}) = country_lookup.lookup_key
 ),
 
 checked as (

@@ -9,6 +9,8 @@
 with
 {{ pull_records('fx', 'ecb_rates', 'fx_rate_history', snapshot=true) }},
 
+{{ lookup_ctes() }},
+
 wide_quotes as (
     select
         {{ field('Date') }} as rate_date_raw,
@@ -52,11 +54,12 @@ quotes as (
 typed as (
     select
         {{ try_cast('rate_date_raw', 'date') }} as rate_date,
-        {{ currency_code('currency_raw') }} as currency_code,
+        currency_lookup.currency_code as currency_code,
         {{ try_cast('rate_raw', 'numeric(18, 6)') }} as units_per_eur,
         false as is_deleted,
         quotes.*
     from quotes
+    left join currency_lookup on quotes.currency_raw = currency_lookup.lookup_key
     where quotes.rate_raw is not null
 ),
 

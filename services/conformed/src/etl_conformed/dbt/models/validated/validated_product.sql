@@ -6,6 +6,8 @@
 with
 {{ pull_records('oltp', 'products', 'product_history', snapshot=true) }},
 
+{{ lookup_ctes() }},
+
 typed as (
     select
         {{ try_cast(field('product_id'), 'bigint') }} as product_id,
@@ -13,7 +15,7 @@ typed as (
         {{ field('name') }} as product_name,
         {{ field('category') }} as category,
         {{ try_cast(field('unit_price'), 'numeric(12, 2)') }} as unit_price,
-        {{ currency_code(field('currency')) }} as currency_code,
+        currency_lookup.currency_code as currency_code,
         coalesce({{ try_cast(field('is_active'), 'boolean') }}, true) as is_active,
         {{ try_cast(field('updated_at'), 'timestamptz') }} as updated_at,
         {{ deleted_flag() }} as is_deleted,
@@ -21,6 +23,7 @@ typed as (
         pull_records.column_names,
         pull_records.record
     from pull_records
+    left join currency_lookup on upper({{ field('currency') }}) = currency_lookup.lookup_key
 ),
 
 checked as (

@@ -6,6 +6,8 @@
 with
 {{ pull_records('oltp', 'orders', 'sales_order_history') }},
 
+{{ lookup_ctes() }},
+
 typed as (
     select
         {{ try_cast(field('order_id'), 'bigint') }} as order_id,
@@ -13,7 +15,7 @@ typed as (
         {{ try_cast(field('order_date'), 'date') }} as order_date,
         {{ try_cast(field('ordered_at'), 'timestamptz') }} as ordered_at,
         lower({{ field('status') }}) as order_status,
-        {{ currency_code(field('currency')) }} as currency_code,
+        currency_lookup.currency_code as currency_code,
         {{ try_cast(field('updated_at'), 'timestamptz') }} as updated_at,
         {{ deleted_flag() }} as is_deleted,
         {{ field('currency') }} as currency_raw,
@@ -21,6 +23,7 @@ typed as (
         pull_records.column_names,
         pull_records.record
     from pull_records
+    left join currency_lookup on upper({{ field('currency') }}) = currency_lookup.lookup_key
 ),
 
 checked as (

@@ -1,8 +1,8 @@
--- Product dimension for Qlik; product_key is the only field shared with facts.
+-- Product dimension (current state; deleted products kept, flagged), plus the unknown member.
+{{ config(materialized='table') }}
 
 with products as (
     select * from {{ source('conformed', 'product') }}
-    where not is_deleted  -- conformed keeps deleted rows, flagged
 ),
 
 known as (
@@ -11,10 +11,11 @@ known as (
         product_id,
         sku as product_sku,
         product_name,
-        category as product_category,
-        unit_price as product_list_price,
+        coalesce(category, 'Unknown') as product_category,
+        unit_price as product_unit_price,
         currency_code as product_currency_code,
-        is_active as product_is_active
+        is_active as product_is_active,
+        is_deleted as product_is_deleted
     from products
 ),
 
@@ -25,9 +26,10 @@ unknown as (
         null::text as product_sku,
         'Unknown product' as product_name,
         'Unknown' as product_category,
-        null::numeric(12, 2) as product_list_price,
+        null::numeric(12, 2) as product_unit_price,
         null::text as product_currency_code,
-        false as product_is_active
+        false as product_is_active,
+        false as product_is_deleted
 )
 
 select * from known

@@ -1,22 +1,43 @@
--- Sales at order-line grain. Every customer_key and product_key resolves to a dimension row
--- (the unknown member when the conformed row has no match). Amounts are in the order currency.
+-- Sales at order-line grain, the fact of the Qlik app. Every key resolves to a dimension row (the
+-- unknown member when there is no match); the customer key is the customer version valid when the
+-- order was placed, the geography that version's country. Amounts: net in the order currency and in
+-- the reporting currency (conformed.sales_order_line). Deleted orders and lines are left out.
+--
+-- Incremental by date window with delete+insert: a run recomputes every order date touched by a
+-- conformed order or line loaded since the last run (sales_source_loaded_at), all of that day's lines,
+-- and replaces those days. The pre-hook empties touched days first, so a day whose last order was
+-- deleted is emptied too.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='sales_order_date',
+    on_schema_change='fail',
+    indexes=[{'columns': ['sales_key'], 'unique': true}, {'columns': ['sales_order_date']}, {'columns': ['sales_source_loaded_at']}],
+    pre_hook="{% if is_incremental() %}delete from {{ this }} where sales_order_date in (select touched.order_date from ({{ touched_dates(this) }}) as touched){% endif %}",
+) }}
 
-with order_lines as (
-    select * from {{ source('conformed', 'sales_order_line') }}
-    where not is_deleted  -- conformed keeps deleted rows, flagged
+with
+{% if is_incremental() %}
+touched as (
+    {{ touched_dates(this) }}
 ),
+{% endif %}
 
 orders as (
-    select * from {{ source('conformed', 'sales_order') }}
-    where not is_deleted  -- conformed keeps deleted rows, flagged
+    select *
+    from {{ source('conformed', 'sales_order') }}
+    where
+        not is_deleted
+        {% if is_incremental() %}and order_date in (select touched.order_date from touched){% endif %}
 ),
 
-customers as (
-    select
-        customer_key,
-        customer_id
-    from {{ ref('dim_customer') }}
+lines as (
+    select *
+    from {{ source('conformed', 'sales_order_line') }}
+    where not is_deleted
 ),
+
+{{ customer_versions_cte() }},
 
 products as (
     select
@@ -27,22 +48,31 @@ products as (
 
 joined as (
     select
-        {{ surrogate_key(['order_lines.order_id', 'order_lines.line_number']) }} as sales_key,
-        coalesce(customers.customer_key, {{ unknown_key() }}) as customer_key,
+        {{ surrogate_key(['lines.order_id', 'lines.line_number']) }} as sales_key,
+        coalesce(dates.date_key, {{ unknown_key() }}) as date_key,
+        coalesce({{ matched_customer('customer_key', 'orders') }}, {{ unknown_key() }}) as customer_key,
         coalesce(products.product_key, {{ unknown_key() }}) as product_key,
-        order_lines.order_id as sales_order_id,
-        order_lines.line_number as sales_line_number,
+        coalesce(currencies.currency_key, {{ unknown_key() }}) as currency_key,
+        coalesce(geographies.geography_key, {{ unknown_key() }}) as geography_key,
+        lines.order_id as sales_order_id,
+        lines.line_number as sales_line_number,
         orders.order_date as sales_order_date,
+        orders.ordered_at as sales_ordered_at,
         orders.order_status as sales_order_status,
-        orders.currency_code as sales_currency_code,
-        order_lines.quantity as sales_quantity,
-        order_lines.unit_price as sales_unit_price,
-        order_lines.net_amount as sales_net_amount,
-        '{{ var("run_id") }}' as sales_run_id
-    from order_lines
-    inner join orders on order_lines.order_id = orders.order_id
-    left join customers on orders.customer_id = customers.customer_id
-    left join products on order_lines.product_id = products.product_id
+        lines.quantity as sales_quantity,
+        lines.unit_price as sales_unit_price,
+        lines.net_amount as sales_net_amount,
+        lines.net_amount_reporting as sales_net_amount_reporting,
+        lines.reporting_currency as sales_reporting_currency,
+        greatest(orders.loaded_at, lines.loaded_at) as sales_source_loaded_at
+    from lines
+    inner join orders on lines.order_id = orders.order_id
+    {{ customer_version_joins('orders') }}
+    left join products on lines.product_id = products.product_id
+    left join {{ ref('dim_date') }} as dates on orders.order_date = dates.date_value
+    left join {{ ref('dim_currency') }} as currencies on orders.currency_code = currencies.currency_code
+    left join {{ ref('dim_geography') }} as geographies
+        on {{ matched_customer('customer_country_code', 'orders') }} = geographies.geography_country_code
 )
 
 select * from joined
