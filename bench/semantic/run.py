@@ -1,0 +1,162 @@
+"""Benchmark the semantic job: a full build over a 1,000,000-order history, then an incremental run
+after a 1% delta, then a run with nothing new.
+
+The same set-up as bench/conformed (the demo OLTP database, staging pulls, the same 1% delta), with the
+conformed runs as untimed steps: staging -> conformed -> **semantic full build** (empty semantic
+schema) -> delta -> staging -> conformed -> **semantic incremental run** -> **semantic no-op run**.
+Each semantic run is a subprocess under ``/usr/bin/time -v`` and includes the exports (Watershed
+files, Qlik load script).
+
+Usage (from the repository root)::
+
+    .venv/bin/python bench/semantic/run.py --orders 1000000
+
+Results go to bench/semantic/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+BIN = Path(sys.executable).parent
+SEED = 20261122
+
+_spec = importlib.util.spec_from_file_location("bench_conformed", REPO / "bench" / "conformed" / "run.py")
+assert _spec and _spec.loader
+conformed_bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(conformed_bench)
+log, timed, query, node_times = (
+    conformed_bench.log,
+    conformed_bench.timed,
+    conformed_bench.query,
+    conformed_bench.node_times,
+)
+
+
+def step(command: str, env: dict[str, str], run_id: str, work: Path) -> tuple[float, float | None]:
+    wall, rss, rc = timed([str(BIN / command), "run"], {**env, "ETL_RUN_ID": run_id}, work / f"{run_id}.log")
+    assert rc == 0, f"{command} failed, see {work / f'{run_id}.log'}"
+    return wall, rss
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--orders", type=int, default=1_000_000)
+    parser.add_argument("--work", type=Path, default=REPO / "bench" / "work" / "semantic")
+    parser.add_argument("--output", type=Path, default=HERE / "results.md")
+    args = parser.parse_args()
+
+    from etl_samples._commerce import Commerce
+    from etl_samples._files import ecb_history
+    from etl_samples._oltp import load_oltp
+    from etl_samples._scale import Scale
+    from etl_shared import start_embedded
+
+    if args.work.exists():
+        if (args.work / "postgres" / "postmaster.pid").exists():
+            start_embedded(args.work).stop()
+        shutil.rmtree(args.work)
+    args.work.mkdir(parents=True)
+    server = start_embedded(args.work)
+    warehouse, oltp = server.url("wh"), server.url("oltp")
+
+    started = time.monotonic()
+    log(f"loading the OLTP database with {args.orders:,} orders")
+    counts = load_oltp(oltp, Commerce(SEED, Scale(args.orders)))
+    fx_csv = args.work / "eurofxref-hist.csv"
+    fx_csv.write_bytes(ecb_history())
+    sources = args.work / "sources.yml"
+    conformed_bench.sources_file(sources, fx_csv)
+    env = {
+        "ETL_DATABASE_URL": warehouse,
+        "ETL_OLTP_DATABASE_URL": oltp,
+        "ETL_SOURCES_FILE": str(sources),
+        "ETL_DATA_DIR": str(args.work / "data"),
+        "ETL_PII_KEY": "bench-key",
+    }
+    log("staging and conformed (not measured)")
+    step("etl-staging", env, "bench-staging-1", args.work)
+    step("etl-conformed", env, "bench-conformed-1", args.work)
+    setup_s = time.monotonic() - started
+
+    results = []
+    log("semantic full build")
+    results.append(
+        ("full build", "bench-semantic-full", *step("etl-semantic", env, "bench-semantic-full", args.work))
+    )
+
+    log("delta: 1% of orders, lines, customers and products change; staging and conformed (not measured)")
+    with psycopg.connect(oltp, autocommit=True) as conn:
+        changed = [conn.execute(statement).rowcount for statement in conformed_bench.DELTA]
+    step("etl-staging", env, "bench-staging-2", args.work)
+    step("etl-conformed", env, "bench-conformed-2", args.work)
+
+    for name, run_id in (
+        ("incremental run (1% delta)", "bench-semantic-incremental"),
+        ("no-op run (nothing new)", "bench-semantic-noop"),
+    ):
+        log(name)
+        results.append((name, run_id, *step("etl-semantic", env, run_id, args.work)))
+
+    tables = query(
+        warehouse,
+        "select 'fct_sales', count(*) from semantic.fct_sales union all"
+        " select 'fct_orders', count(*) from semantic.fct_orders union all"
+        " select 'dim_customer', count(*) from semantic.dim_customer union all"
+        " select 'watershed_statements', count(*) from semantic.watershed_statements",
+    )
+    exports = query(
+        warehouse,
+        "select run_id, kind, row_count, sha256 from ops.exports where run_id like 'bench-semantic-%'"
+        " order by run_id, kind",
+    )
+    version = query(warehouse, "select version()")[0][0].split(" on ")[0]
+    rev = subprocess.run(
+        ["git", "-C", str(REPO), "log", "-1", "--format=%h %s"], capture_output=True, text=True
+    ).stdout.strip()
+    full = results[0][2]
+    lines = [
+        f"## Semantic benchmark: {args.orders:,} orders",
+        "",
+        f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- machine: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}",
+        f"- code: {rev}",
+        f"- database: {version} (embedded, default settings)",
+        f"- OLTP data: {', '.join(f'{k} {v:,}' for k, v in counts.items())}; set-up (load, staging and"
+        f" conformed) {setup_s:.0f} s; delta rows {changed} (orders, lines, customers, products)",
+        "",
+        "| run | wall s | share of the full build | peak RSS MB |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, _run_id, wall, rss in results:
+        lines.append(f"| {name} | {wall:.1f} | {wall / full:.1%} | {rss or 0:.0f} |")
+    lines += ["", "Rows after the incremental run:", ""]
+    lines += [f"- {table}: {rows:,}" for table, rows in tables]
+    lines += ["", "Exports (rows, sha256 prefix) per run:", ""]
+    lines += [f"- {run_id} {kind}: {rows:,} rows, {sha[:12]}" for run_id, kind, rows, sha in exports]
+    for name, run_id, _wall, _rss in results:
+        lines += ["", f"Slowest dbt nodes, {name}:", ""]
+        lines += [f"- {node}: {seconds:.1f} s" for node, seconds in node_times(warehouse, run_id)]
+    lines += ["", f"Reproduce: `.venv/bin/python bench/semantic/run.py --orders {args.orders}`"]
+    text = "\n".join(lines) + "\n"
+    args.output.write_text(text)
+    print(text)
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
