@@ -1,4 +1,4 @@
-"""The conformed zone against a real PostgreSQL: staging pulls written with the staging writer, the
+"""The conformed and semantic zones against a real PostgreSQL: staging pulls written with the staging writer, the
 zone run in-process as `etl-conformed run`, and the rows read back."""
 
 from __future__ import annotations
@@ -54,13 +54,23 @@ class Warehouse:
 
     def run(self, *args: str, **settings: str) -> int:
         """``etl-conformed run`` (or another command) in-process; returns the exit code."""
+        self._environment(settings)
+        return conformed_main(list(args or ["run"]))
+
+    def semantic(self, *args: str, **settings: str) -> int:
+        """``etl-semantic run`` (or another command) in-process; returns the exit code."""
+        from etl_semantic.cli import main as semantic_main
+
+        self._environment(settings)
+        return semantic_main(list(args or ["run"]))
+
+    def _environment(self, settings: dict[str, str]) -> None:
         self.runs += 1
         self.monkeypatch.setenv("ETL_DATABASE_URL", self.url)
         self.monkeypatch.setenv("ETL_DATA_DIR", str(self.data_dir))
         self.monkeypatch.setenv("ETL_RUN_ID", f"run-{self.runs}")
         for name, value in settings.items():
             self.monkeypatch.setenv(f"ETL_{name.upper()}", value)
-        return conformed_main(list(args or ["run"]))
 
     def rows(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.url, autocommit=True) as conn:

@@ -11,7 +11,9 @@
 -#}
 
 {% macro pii_opted_in(column) -%}
-{{ return(column in (config.get('meta') or {}).get('pii_opt_in', [])) }}
+{#- (config.get is undefined when sqlfluff renders the models: nothing is opted in then) -#}
+{%- set meta = (config.get('meta') or {}) if config.get is defined else {} -%}
+{{ return(column in meta.get('pii_opt_in', [])) }}
 {%- endmacro %}
 
 {% macro pii_hash(expr, column) -%}

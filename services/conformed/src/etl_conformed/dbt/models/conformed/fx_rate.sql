@@ -19,9 +19,9 @@ last_day as (
     from published
 ),
 
-{#- The calendar starts at the first order (or the first published rate when there is none): rates
+{# The calendar starts at the first order (or the first published rate when there is none): rates
     are only ever looked up for order dates, and the ECB history goes back to 1999. The rate carried
-    into the first day is the last one published before it. -#}
+    into the first day is the last one published before it. #}
 first_day as (
     select min(order_date) as rate_date
     from {{ ref('sales_order') }}

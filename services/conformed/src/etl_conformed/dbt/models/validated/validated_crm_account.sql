@@ -13,7 +13,7 @@ typed as (
         {{ field('account_id') }} as account_id,
         {{ field('name') }} as account_name,
         {{ field('industry') }} as industry,
-        country_lookup.country_code as country_code,
+        country_lookup.country_code,
         {{ field('country') }} as country_raw,
         {{ field('website') }} as website,
         {{ clean_email(field('customer_email')) }} as customer_email,

@@ -16,7 +16,7 @@ typed as (
         lower({{ field('stage') }}) as stage,
         {{ try_cast(field('amount'), 'numeric(14, 2)') }} as amount,
         {{ field('amount') }} as amount_raw,
-        currency_lookup.currency_code as currency_code,
+        currency_lookup.currency_code,
         {{ try_cast(field('close_date'), 'date') }} as close_date,
         {{ try_cast(field('updated_at'), 'timestamptz') }} as updated_at,
         {{ deleted_flag() }} as is_deleted,

@@ -16,7 +16,7 @@ typed as (
         {{ field('first_name') }} as first_name,
         {{ field('last_name') }} as last_name,
         {{ field('phone') }} as phone,
-        country_lookup.country_code as country_code,
+        country_lookup.country_code,
         {{ try_cast(field('created_at'), 'timestamptz') }} as created_at,
         {{ try_cast(field('updated_at'), 'timestamptz') }} as updated_at,
         {{ deleted_flag() }} as is_deleted,

@@ -54,7 +54,7 @@ quotes as (
 typed as (
     select
         {{ try_cast('rate_date_raw', 'date') }} as rate_date,
-        currency_lookup.currency_code as currency_code,
+        currency_lookup.currency_code,
         {{ try_cast('rate_raw', 'numeric(18, 6)') }} as units_per_eur,
         false as is_deleted,
         quotes.*

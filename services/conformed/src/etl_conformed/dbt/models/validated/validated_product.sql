@@ -15,7 +15,7 @@ typed as (
         {{ field('name') }} as product_name,
         {{ field('category') }} as category,
         {{ try_cast(field('unit_price'), 'numeric(12, 2)') }} as unit_price,
-        currency_lookup.currency_code as currency_code,
+        currency_lookup.currency_code,
         coalesce({{ try_cast(field('is_active'), 'boolean') }}, true) as is_active,
         {{ try_cast(field('updated_at'), 'timestamptz') }} as updated_at,
         {{ deleted_flag() }} as is_deleted,

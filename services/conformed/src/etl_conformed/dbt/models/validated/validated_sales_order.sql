@@ -15,7 +15,7 @@ typed as (
         {{ try_cast(field('order_date'), 'date') }} as order_date,
         {{ try_cast(field('ordered_at'), 'timestamptz') }} as ordered_at,
         lower({{ field('status') }}) as order_status,
-        currency_lookup.currency_code as currency_code,
+        currency_lookup.currency_code,
         {{ try_cast(field('updated_at'), 'timestamptz') }} as updated_at,
         {{ deleted_flag() }} as is_deleted,
         {{ field('currency') }} as currency_raw,

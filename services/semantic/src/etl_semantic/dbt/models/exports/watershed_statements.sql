@@ -13,7 +13,7 @@ events as (
     select
         'web_event' as source_name,
         events.event_id as source_id,
-        events.occurred_at as occurred_at,
+        events.occurred_at,
         events.customer_id,
         events.session_id,
         events.event_type,
@@ -27,8 +27,8 @@ events as (
             when events.product_id is not null then 'Product ' || events.product_id::text
             else coalesce(events.page_url, events.event_type)
         end as object_name,
-        cast(null as numeric(14, 2)) as amount,
-        cast(null as text) as currency
+        null::numeric(14, 2) as amount,
+        null::text as currency
     from {{ source('conformed', 'web_event') }} as events
     where not events.is_deleted and events.occurred_at is not null
 ),
@@ -39,7 +39,7 @@ orders as (
         facts.order_id::text as source_id,
         facts.order_ordered_at as occurred_at,
         customers.customer_id,
-        cast(null as text) as session_id,
+        null::text as session_id,
         'order' as event_type,
         '{{ var("watershed_home_page", "https://shop.example.com") }}/orders/' || facts.order_id::text as object_id,
         'Order ' || facts.order_id::text as object_name,
@@ -64,8 +64,9 @@ identified as (
 )
 
 select
-    substr(id_hash, 1, 8) || '-' || substr(id_hash, 9, 4) || '-5' || substr(id_hash, 14, 3) || '-a'
-    || substr(id_hash, 18, 3) || '-' || substr(id_hash, 21, 12) as ws_statement_id,
+    substr(identified.id_hash, 1, 8) || '-' || substr(identified.id_hash, 9, 4) || '-5'
+    || substr(identified.id_hash, 14, 3) || '-a' || substr(identified.id_hash, 18, 3) || '-'
+    || substr(identified.id_hash, 21, 12) as ws_statement_id,
     identified.occurred_at as ws_timestamp,
     '{{ var("watershed_home_page", "https://shop.example.com") }}' as ws_actor_home_page,
     case

@@ -13,9 +13,9 @@
 
 with
 {% if is_incremental() %}
-touched as (
-    {{ touched_orders(this) }}
-),
+    touched as (
+        {{ touched_orders(this) }}
+    ),
 {% endif %}
 
 orders as (

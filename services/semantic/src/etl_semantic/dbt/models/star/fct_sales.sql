@@ -18,9 +18,9 @@
 
 with
 {% if is_incremental() %}
-touched as (
-    {{ touched_dates(this) }}
-),
+    touched as (
+        {{ touched_dates(this) }}
+    ),
 {% endif %}
 
 orders as (

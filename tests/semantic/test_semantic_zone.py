@@ -1,0 +1,325 @@
+"""The semantic zone end to end on known pulls: reconciliation with conformed, history-aware customer
+keys, reruns that change nothing (byte-identical exports), personal data masked everywhere, Qlik
+naming, exports audited."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from decimal import Decimal
+from pathlib import Path
+
+from conformed_warehouse import Warehouse
+
+from etl_semantic._qlik import association_problems, naming_problems, qlik_app_tables, semantic_tables
+from etl_semantic._watershed import validate_statement
+
+CUSTOMERS = [
+    "customer_id",
+    "email",
+    "first_name",
+    "last_name",
+    "phone",
+    "country",
+    "created_at",
+    "updated_at",
+]
+PRODUCTS = ["product_id", "sku", "name", "category", "unit_price", "currency", "is_active", "updated_at"]
+ORDERS = ["order_id", "customer_id", "order_date", "ordered_at", "status", "currency", "updated_at"]
+LINES = ["order_id", "line_number", "product_id", "quantity", "unit_price", "discount_pct", "updated_at"]
+T0 = "2025-06-01T00:00:00Z"
+MOVED = "2026-02-01T00:00:00Z"  # customer 1 moves from Germany to France
+
+SEMANTIC_TABLES = (
+    "dim_date",
+    "dim_customer",
+    "dim_product",
+    "dim_currency",
+    "dim_geography",
+    "fct_sales",
+    "fct_orders",
+    "agg_daily_revenue",
+    "customer_360",
+    "monthly_kpis",
+    "watershed_statements",
+)
+
+
+def load(warehouse: Warehouse) -> None:
+    warehouse.pull(
+        "fx",
+        "ecb_rates",
+        ["date", "currency", "rate"],
+        [["2026-01-02", "USD", "1.1000"], ["2026-01-02", "GBP", "0.8500"], ["2026-02-02", "USD", "1.2000"]],
+    )
+    warehouse.pull(
+        "oltp",
+        "customers",
+        CUSTOMERS,
+        [
+            [1, "Anna.Schmidt@Example.com", "Anna", "Schmidt", "+49 30 1234567", "DE", T0, T0],
+            [2, "liwen.weissmann@example.com", "Liwen", "Weissmann", "+44 20 7946 0000", "GB", T0, T0],
+        ],
+    )
+    warehouse.pull(
+        "oltp",
+        "products",
+        PRODUCTS,
+        [
+            [5, "LAMP-1", "Desk lamp", "Home", "20.00", "EUR", True, T0],
+            [6, "MUG-1", "Mug", "Kitchen", "5.00", "EUR", True, T0],
+        ],
+    )
+    warehouse.pull(
+        "oltp",
+        "orders",
+        ORDERS,
+        [
+            [10, 1, "2026-01-15", "2026-01-15T10:00:00Z", "delivered", "EUR", "2026-01-15T10:00:00Z"],
+            [11, 1, "2026-02-15", "2026-02-15T10:00:00Z", "paid", "USD", "2026-02-15T10:00:00Z"],
+            [12, 2, "2026-02-15", "2026-02-15T11:00:00Z", "placed", "GBP", "2026-02-15T11:00:00Z"],
+            [
+                13,
+                99,
+                "2026-02-16",
+                "2026-02-16T11:00:00Z",
+                "placed",
+                "EUR",
+                "2026-02-16T11:00:00Z",
+            ],  # unknown customer
+        ],
+        mode="incremental",
+    )
+    warehouse.pull(
+        "oltp",
+        "order_lines",
+        LINES,
+        [
+            [10, 1, 5, 2, "20.00", "0", "2026-01-15T10:00:00Z"],
+            [10, 2, 6, 1, "5.00", "0", "2026-01-15T10:00:00Z"],
+            [11, 1, 5, 1, "22.00", "10", "2026-02-15T10:00:00Z"],
+            [12, 1, 6, 4, "4.00", "0", "2026-02-15T11:00:00Z"],
+            [13, 1, 77, 1, "9.00", "0", "2026-02-16T11:00:00Z"],  # unknown product
+        ],
+        mode="incremental",
+    )
+    # Customer 1 moved to France on 1 February (the second full pull of customers).
+    warehouse.pull(
+        "oltp",
+        "customers",
+        CUSTOMERS,
+        [
+            [1, "Anna.Schmidt@Example.com", "Anna", "Schmidt", "+49 30 1234567", "France", T0, MOVED],
+            [2, "liwen.weissmann@example.com", "Liwen", "Weissmann", "+44 20 7946 0000", "GB", T0, T0],
+        ],
+    )
+
+
+def build(warehouse: Warehouse) -> None:
+    assert warehouse.run() == 0
+    assert warehouse.semantic() == 0
+
+
+def test_semantic_reconciles_with_conformed_and_resolves_every_key(warehouse: Warehouse) -> None:
+    # The first customer pull is read by a first conformed run, the move by a second one.
+    load(warehouse)
+    rows = warehouse.rows(
+        "select pull_id from staging.pulls where entity = 'customers' order by committed_at"
+    )
+    newest = rows[-1][0]
+    # Hold the newest customer pull back for the first run: mark it committed later.
+    warehouse.rows(
+        "update staging.pulls set committed_at = now() + interval '1 hour' where pull_id = %s returning 1",
+        (newest,),
+    )
+    assert warehouse.run() == 0
+    warehouse.rows("update staging.pulls set committed_at = now() where pull_id = %s returning 1", (newest,))
+    build(warehouse)
+
+    # Totals: revenue, order and line counts equal the conformed ones.
+    conformed = warehouse.rows(
+        "select count(*), count(distinct l.order_id), sum(l.net_amount), sum(l.net_amount_reporting)"
+        " from conformed.sales_order_line as l join conformed.sales_order as o using (order_id)"
+        " where not l.is_deleted and not o.is_deleted"
+    )[0]
+    semantic = warehouse.rows(
+        "select count(*), count(distinct sales_order_id), sum(sales_net_amount), sum(sales_net_amount_reporting)"
+        " from semantic.fct_sales"
+    )[0]
+    assert semantic == conformed
+    assert warehouse.rows("select count(*), sum(order_line_count) from semantic.fct_orders") == [(4, 5)]
+
+    # Every fact key resolves to a dimension row (the unknown member for customer 99 and product 77).
+    for fact, keys in (
+        ("fct_sales", ("date", "customer", "product", "currency", "geography")),
+        ("fct_orders", ("date", "customer", "currency", "geography")),
+    ):
+        for key in keys:
+            assert warehouse.rows(
+                f"select count(*) from semantic.{fact} as f left join semantic.dim_{key} as d"
+                f" on f.{key}_key = d.{key}_key where d.{key}_key is null"
+            ) == [(0,)], f"{fact}.{key}_key"
+    assert warehouse.rows(
+        "select c.customer_id, p.product_id from semantic.fct_sales as f"
+        " join semantic.dim_customer as c using (customer_key) join semantic.dim_product as p using (product_key)"
+        " where f.sales_order_id = 13"
+    ) == [(-1, -1)]
+
+    # The customer who moved is reported under Germany before the move and France after it.
+    assert warehouse.rows(
+        "select f.sales_order_id, g.geography_country_code, c.customer_country_code"
+        " from semantic.fct_sales as f join semantic.dim_geography as g using (geography_key)"
+        " join semantic.dim_customer as c using (customer_key) where f.sales_order_id in (10, 11)"
+        " group by 1, 2, 3 order by 1"
+    ) == [(10, "DE", "DE"), (11, "FR", "FR")]
+    assert warehouse.rows(
+        "select daily_date::text, daily_country_code, daily_product_category, daily_revenue"
+        " from semantic.agg_daily_revenue where daily_country_code in ('DE', 'FR') order by 1, 2, 3"
+    ) == [
+        ("2026-01-15", "DE", "Home", Decimal("44.00")),  # 40.00 EUR x 1.10 (2 January rate)
+        ("2026-01-15", "DE", "Kitchen", Decimal("5.50")),
+        ("2026-02-15", "FR", "Home", Decimal("19.80")),  # 22.00 USD less 10%
+    ]
+    # customer_360 and monthly KPIs are there for the current customers and months.
+    assert warehouse.rows(
+        "select c360_customer_id, c360_orders, c360_country_code from semantic.customer_360 order by 1"
+    ) == [(1, 2, "FR"), (2, 1, "GB")]
+    assert warehouse.rows("select kpi_month::text, kpi_orders from semantic.monthly_kpis order by 1") == [
+        ("2026-01-01", 1),
+        ("2026-02-01", 3),
+    ]
+
+
+def test_rerun_changes_nothing_and_exports_are_byte_identical(warehouse: Warehouse) -> None:
+    load(warehouse)
+    build(warehouse)
+    before = warehouse.snapshot(*(f"semantic.{t}" for t in SEMANTIC_TABLES))
+    first_exports = exports_of(warehouse, "run-2")
+
+    assert warehouse.run() == 0
+    assert warehouse.semantic() == 0
+
+    assert warehouse.snapshot(*(f"semantic.{t}" for t in SEMANTIC_TABLES)) == before
+    second_exports = exports_of(warehouse, "run-4")
+    assert {k: v[1:] for k, v in first_exports.items()} == {k: v[1:] for k, v in second_exports.items()}
+    for kind, (path, rows, sha256) in second_exports.items():
+        assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == sha256, kind
+        assert rows >= 0
+    assert set(second_exports) == {
+        "watershed_csv",
+        "watershed_template",
+        "watershed_xapi",
+        "qlik_load_script",
+    }
+
+    statements = json.loads(Path(second_exports["watershed_xapi"][0]).read_text())
+    assert len(statements) == second_exports["watershed_csv"][1] > 0
+    assert [p for s in statements for p in validate_statement(s)] == []
+    verbs = {s["verb"]["display"]["en-US"] for s in statements}
+    assert verbs == {"purchased"}  # no web events in this test: orders only
+
+
+def exports_of(warehouse: Warehouse, run_id: str) -> dict[str, tuple[str, int, str]]:
+    return {
+        kind: (path, rows, sha256)
+        for kind, path, rows, sha256 in warehouse.rows(
+            "select kind, path, row_count, sha256 from ops.exports where run_id = %s", (run_id,)
+        )
+    }
+
+
+def test_personal_data_is_masked_in_every_semantic_table(warehouse: Warehouse) -> None:
+    load(warehouse)
+    build(warehouse)
+    personal = {
+        value.lower()
+        for row in warehouse.rows("select email, first_name, last_name, phone from conformed.customer")
+        for value in row
+        if value
+    }
+    assert "anna.schmidt@example.com" in personal
+
+    leaks = []
+    with_text = warehouse.rows(
+        "select table_name, column_name from information_schema.columns where table_schema = 'semantic'"
+        " and data_type = 'text' order by 1, 2"
+    )
+    assert {t for t, _ in with_text} >= {"dim_customer", "watershed_statements"}
+    for table, column in with_text:
+        found = warehouse.rows(
+            f'select count(*) from semantic."{table}" where lower("{column}") = any(%s)', (sorted(personal),)
+        )[0][0]
+        if found:
+            leaks.append(f"{table}.{column}: {found} rows")
+    assert leaks == []
+    # Masked, not dropped: the same email gives the same token, and it is not the email.
+    tokens = warehouse.rows("select distinct customer_email from semantic.dim_customer where customer_id = 1")
+    assert len(tokens) == 1 and tokens[0][0].startswith("pii_")
+    # The export files carry no personal data either.
+    for (path,) in warehouse.rows("select path from ops.exports"):
+        text = Path(path).read_text().lower()
+        assert not [value for value in personal if value in text], path
+
+
+def test_pii_key_from_the_secret_changes_the_tokens(warehouse: Warehouse) -> None:
+    load(warehouse)
+    build(warehouse)
+    generated = warehouse.rows("select customer_email from semantic.dim_customer where customer_id = 2")
+
+    assert warehouse.semantic(pii_key="a-secret-from-the-vault") == 0
+
+    configured = warehouse.rows("select customer_email from semantic.dim_customer where customer_id = 2")
+    assert configured != generated and configured[0][0].startswith("pii_")
+    assert warehouse.rows("select key_value from ops.pii_keys") == [("a-secret-from-the-vault",)]
+
+
+def test_semantic_tables_follow_the_qlik_naming(warehouse: Warehouse) -> None:
+    load(warehouse)
+    build(warehouse)
+    import psycopg
+
+    with psycopg.connect(warehouse.url) as conn:
+        tables = semantic_tables(conn)
+    assert set(SEMANTIC_TABLES) <= set(tables)
+    assert naming_problems(tables) == []
+    app = qlik_app_tables(tables)
+    assert sorted(app) == [
+        "dim_currency",
+        "dim_customer",
+        "dim_date",
+        "dim_geography",
+        "dim_product",
+        "fct_sales",
+    ]
+    assert association_problems(app) == []
+
+
+def test_fact_follows_updates_and_deletes(warehouse: Warehouse) -> None:
+    load(warehouse)
+    build(warehouse)
+
+    # Order 12 is cancelled; order 10 is deleted at the source (delete flag).
+    warehouse.pull(
+        "oltp",
+        "orders",
+        [*ORDERS, "is_deleted"],
+        [
+            [12, 2, "2026-02-15", "2026-02-15T11:00:00Z", "cancelled", "GBP", "2026-02-20T11:00:00Z", False],
+            [10, 1, "2026-01-15", "2026-01-15T10:00:00Z", "delivered", "EUR", "2026-02-21T10:00:00Z", True],
+        ],
+        mode="incremental",
+    )
+    build(warehouse)
+
+    assert warehouse.rows(
+        "select sales_order_id, sales_order_status from semantic.fct_sales order by 1, 2"
+    ) == [
+        (11, "paid"),
+        (12, "cancelled"),
+        (13, "placed"),
+    ]
+    assert warehouse.rows("select order_id from semantic.fct_orders order by 1") == [(11,), (12,), (13,)]
+    # The day of order 10 had no other order: it is empty now.
+    assert warehouse.rows(
+        "select count(*) from semantic.agg_daily_revenue where daily_date = '2026-01-15'"
+    ) == [(0,)]
