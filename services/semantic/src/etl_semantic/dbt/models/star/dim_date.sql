@@ -30,7 +30,7 @@ select
     {{ surrogate_key(['date_value']) }} as date_key,
     date_value,
     calendar_year as date_year,
-    (calendar_month - 1) / 3 + 1 as date_quarter,
+    extract(quarter from date_value)::integer as date_quarter,
     calendar_month as date_month,
     trim(to_char(date_value, 'Month')) as date_month_name,
     to_char(date_value, 'YYYY-MM') as date_year_month,
@@ -44,7 +44,7 @@ select
         when calendar_month >= {{ var("fiscal_year_start_month", 1) }} then calendar_year + 1
         else calendar_year
     end as date_fiscal_year,
-    fiscal_month_index / 3 + 1 as date_fiscal_quarter,
+    floor(fiscal_month_index::numeric / 3::numeric)::integer + 1 as date_fiscal_quarter,
     fiscal_month_index + 1 as date_fiscal_month
 from parts
 union all
