@@ -32,12 +32,12 @@ select
     calendar_year as date_year,
     extract(quarter from date_value)::integer as date_quarter,
     calendar_month as date_month,
-    trim(to_char(date_value, 'Month')) as date_month_name,
-    to_char(date_value, 'YYYY-MM') as date_year_month,
+    (array['January', 'February', 'March', 'April', 'May', 'June', 'July', 'August', 'September', 'October', 'November', 'December'])[calendar_month] as date_month_name,
+    calendar_year::text || '-' || lpad(calendar_month::text, 2, '0') as date_year_month,
     iso_year as date_iso_year,
     iso_week as date_iso_week,
     iso_day_of_week as date_day_of_week,
-    trim(to_char(date_value, 'Day')) as date_day_name,
+    (array['Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday', 'Sunday'])[iso_day_of_week] as date_day_name,
     iso_day_of_week >= 6 as date_is_weekend,
     case
         when {{ var("fiscal_year_start_month", 1) }} = 1 then calendar_year
