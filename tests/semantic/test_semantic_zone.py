@@ -323,3 +323,27 @@ def test_fact_follows_updates_and_deletes(warehouse: Warehouse) -> None:
     assert warehouse.rows(
         "select count(*) from semantic.agg_daily_revenue where daily_date = '2026-01-15'"
     ) == [(0,)]
+
+
+def test_retention_deletes_old_facts_in_batches(warehouse: Warehouse) -> None:
+    load(warehouse)
+    build(warehouse)
+    assert warehouse.rows("select count(*) from semantic.fct_sales") == [(5,)]
+    # Keep only orders of the last N days: every order before 2026-02-15 goes.
+    import datetime as dt
+
+    days = (dt.datetime.now(dt.UTC).date() - dt.date(2026, 2, 15)).days + 1
+
+    assert warehouse.semantic(retention_days=str(days), retention_batch_rows="1") == 0
+
+    assert warehouse.rows("select distinct sales_order_date::text from semantic.fct_sales order by 1") == [
+        ("2026-02-15",),
+        ("2026-02-16",),
+    ]
+    assert warehouse.rows("select count(*) from semantic.fct_orders where order_date < '2026-02-15'") == [
+        (0,)
+    ]
+    (counts,) = warehouse.rows(
+        "select counts from ops.job_runs where zone = 'semantic' order by started_at desc limit 1"
+    )[0]
+    assert counts["retention"]["deleted"] == {"semantic.fct_sales": 2, "semantic.fct_orders": 1}

@@ -110,12 +110,13 @@ class DbtProject:
     def invoke(
         self, command: str, url: str, *, args: Sequence[str] = (), variables: Mapping[str, Any] | None = None
     ) -> Any:
-        """Invoke ``dbt <command>`` in process and return dbt's result object."""
+        """Invoke ``dbt <command>`` in process and return dbt's result object; ``command`` may hold a
+        subcommand ("docs generate"): dbt wants the options after it."""
         from dbt.cli.main import dbtRunner
 
         profiles_dir = self._write_profile(url)
         argv = [
-            command,
+            *command.split(),
             "--project-dir",
             str(self.project_dir),
             "--profiles-dir",

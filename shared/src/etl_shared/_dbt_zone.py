@@ -95,12 +95,12 @@ def dbt_zone_main(
         variables.update(hooks.variables(settings))
     if args.command == "docs":
         url = resolve_database_url(settings)
-        result = project.invoke(
-            "docs", url, args=["generate"], variables={"run_id": settings.run_id, **variables}
-        )
-        sys.stdout.write(
-            f"dbt docs written to {project.target_path}\n" if result.success else "dbt docs failed\n"
-        )
+        result = project.invoke("docs generate", url, variables={"run_id": settings.run_id, **variables})
+        if result.success:
+            sys.stdout.write(f"dbt docs written to {project.target_path}\n")
+        else:
+            reason = str(result.exception).strip() if result.exception is not None else "see the dbt log"
+            sys.stderr.write(f"dbt docs failed: {reason} (log: {project.work_dir / 'logs'})\n")
         return 0 if result.success else 1
 
     def work(context: JobContext) -> None:
