@@ -103,6 +103,43 @@ def load(warehouse: Warehouse) -> None:
         ],
         mode="incremental",
     )
+    warehouse.pull(
+        "web",
+        "web_events",
+        [
+            "event_id",
+            "occurred_at",
+            "customer_id",
+            "session_id",
+            "event_type",
+            "product_id",
+            "page_url",
+            "user_agent",
+        ],
+        [
+            [
+                "e-1",
+                "2026-02-14T09:00:00Z",
+                1,
+                "s-1",
+                "product_view",
+                5,
+                "https://shop.example.com/products/5",
+                "UA",
+            ],
+            [
+                "e-2",
+                "2026-02-14T09:05:00Z",
+                None,
+                "s-2",
+                "page_view",
+                None,
+                "https://shop.example.com/c/home",
+                "UA",
+            ],
+        ],
+        mode="incremental",
+    )
     # Customer 1 moved to France on 1 February (the second full pull of customers).
     warehouse.pull(
         "oltp",
@@ -215,8 +252,18 @@ def test_rerun_changes_nothing_and_exports_are_byte_identical(warehouse: Warehou
     statements = json.loads(Path(second_exports["watershed_xapi"][0]).read_text())
     assert len(statements) == second_exports["watershed_csv"][1] > 0
     assert [p for s in statements for p in validate_statement(s)] == []
-    verbs = {s["verb"]["display"]["en-US"] for s in statements}
-    assert verbs == {"purchased"}  # no web events in this test: orders only
+    by_source = {(s["object"]["id"], s["verb"]["display"]["en-US"]) for s in statements}
+    assert by_source == {
+        ("https://shop.example.com/orders/10", "purchased"),
+        ("https://shop.example.com/orders/11", "purchased"),
+        ("https://shop.example.com/orders/12", "purchased"),
+        ("https://shop.example.com/orders/13", "purchased"),
+        ("https://shop.example.com/products/5", "viewed"),
+        ("https://shop.example.com/c/home", "viewed"),
+    }
+    # A customer is a pseudonymous account; a visitor not logged in (or an unknown customer), a session.
+    actors = {s["actor"]["account"]["name"] for s in statements}
+    assert all(a.startswith("pii_") for a in actors) and len(actors) == 4  # customers 1, 2; order 13; s-2
 
 
 def exports_of(warehouse: Warehouse, run_id: str) -> dict[str, tuple[str, int, str]]:
