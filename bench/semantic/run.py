@@ -21,7 +21,6 @@ import datetime as dt
 import importlib.util
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -59,34 +58,9 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=HERE / "results.md")
     args = parser.parse_args()
 
-    from etl_samples._commerce import Commerce
-    from etl_samples._files import ecb_history
-    from etl_samples._oltp import load_oltp
-    from etl_samples._scale import Scale
-    from etl_shared import start_embedded
-
-    if args.work.exists():
-        if (args.work / "postgres" / "postmaster.pid").exists():
-            start_embedded(args.work).stop()
-        shutil.rmtree(args.work)
-    args.work.mkdir(parents=True)
-    server = start_embedded(args.work)
-    warehouse, oltp = server.url("wh"), server.url("oltp")
-
     started = time.monotonic()
-    log(f"loading the OLTP database with {args.orders:,} orders")
-    counts = load_oltp(oltp, Commerce(SEED, Scale(args.orders)))
-    fx_csv = args.work / "eurofxref-hist.csv"
-    fx_csv.write_bytes(ecb_history())
-    sources = args.work / "sources.yml"
-    conformed_bench.sources_file(sources, fx_csv)
-    env = {
-        "ETL_DATABASE_URL": warehouse,
-        "ETL_OLTP_DATABASE_URL": oltp,
-        "ETL_SOURCES_FILE": str(sources),
-        "ETL_DATA_DIR": str(args.work / "data"),
-        "ETL_PII_KEY": "bench-key",
-    }
+    server, warehouse, oltp, counts, env = conformed_bench.prepare(args.work, args.orders)
+    env["ETL_PII_KEY"] = "bench-key"
     log("staging and conformed (not measured)")
     step("etl-staging", env, "bench-staging-1", args.work)
     step("etl-conformed", env, "bench-conformed-1", args.work)
