@@ -21,10 +21,15 @@ array_remove(array[
     ]::text[], null)
 {%- endmacro %}
 
-{#- The columns a validated model adds after its typed columns; `checked` is the CTE holding
-    dq_failed and the record as fetched (column_names, record). -#}
+{#- The columns every validated model ends with: where the record came from, the rules it failed,
+    whether it is held, and the record as fetched for the quarantine. `checked` is the CTE holding
+    them (dq_failed, column_names, record and the origin columns). -#}
 {% macro dq_columns(checked) -%}
-{{ checked }}.dq_failed,
+{{ checked }}.pull_id,
+    {{ checked }}.pull_committed_at,
+    {{ checked }}.batch_no,
+    {{ checked }}.row_no,
+    {{ checked }}.dq_failed,
     cardinality({{ checked }}.dq_failed) > 0 and exists (
         select 1
         from {{ ref('dq_rules') }} as rules

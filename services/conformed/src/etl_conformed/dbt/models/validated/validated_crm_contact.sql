@@ -43,9 +43,5 @@ select
     title,
     updated_at,
     is_deleted,
-    pull_id,
-    pull_committed_at,
-    batch_no,
-    row_no,
     {{ dq_columns('checked') }}
 from checked

@@ -50,9 +50,5 @@ select
     close_date,
     updated_at,
     is_deleted,
-    pull_id,
-    pull_committed_at,
-    batch_no,
-    row_no,
     {{ dq_columns('checked') }}
 from checked

@@ -49,9 +49,5 @@ select
     created_at,
     updated_at,
     is_deleted,
-    pull_id,
-    pull_committed_at,
-    batch_no,
-    row_no,
     {{ dq_columns('checked') }}
 from checked

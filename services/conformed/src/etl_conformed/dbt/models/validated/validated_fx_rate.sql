@@ -79,9 +79,5 @@ select
     currency_code,
     units_per_eur,
     is_deleted,
-    pull_id,
-    pull_committed_at,
-    batch_no,
-    row_no,
     {{ dq_columns('checked') }}
 from checked

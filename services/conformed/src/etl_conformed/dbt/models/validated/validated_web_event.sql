@@ -45,9 +45,5 @@ select
     page_url,
     user_agent,
     is_deleted,
-    pull_id,
-    pull_committed_at,
-    batch_no,
-    row_no,
     {{ dq_columns('checked') }}
 from checked
