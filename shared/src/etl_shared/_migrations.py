@@ -93,10 +93,41 @@ def _bootstrap(db: Database) -> None:
                 raise
 
 
+def _already_applied(db: Database, migrations: list[Migration]) -> bool:
+    """True when every migration is recorded with its checksum: nothing to do, so no DDL is sent.
+
+    This is what lets the zone jobs run under their least-privilege roles: the database setup
+    (``python -m etl_shared.dbsetup``) applies the migrations as the owner, and a job that finds
+    them all applied never needs CREATE on the ``ops`` schema.
+    """
+    try:
+        with db.connect(autocommit=True) as conn:
+            found = conn.execute(
+                "select count(*) from information_schema.tables"
+                " where table_schema = 'ops' and table_name = 'schema_migrations'"
+            ).fetchone()
+            if not found or found[0] == 0:
+                return False
+            applied = dict(conn.execute("select version, checksum from ops.schema_migrations").fetchall())
+    except psycopg.errors.InsufficientPrivilege:
+        return False
+    return all(applied.get(m.version) == m.checksum for m in migrations)
+
+
 def apply_migrations(db: Database, migrations: list[Migration] | None = None) -> list[int]:
     """Apply what is missing; return the versions applied by this call."""
     migrations = bundled_migrations() if migrations is None else migrations
-    _bootstrap(db)
+    if _already_applied(db, migrations):
+        return []
+    try:
+        _bootstrap(db)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        newest = f"V{migrations[-1].version:03d}" if migrations else "none"
+        raise ConfigurationError(
+            f"the database schema is not up to date (newest migration {newest}) and this job's role"
+            f" may not change it ({str(exc).strip()}); run the database setup as the owner:"
+            " python -m etl_shared.dbsetup (docs/database-setup.md)"
+        ) from exc
     applied_now: list[int] = []
     with LeaseLock(db, "schema_migrations", lease_s=600):
         with db.connect() as conn:

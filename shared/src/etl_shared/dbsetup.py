@@ -1,0 +1,264 @@
+"""Database setup: schemas, migrations, one role per zone with least privilege, a read-only Qlik role.
+
+Run it as the database owner (an admin of the CockroachDB cluster, or a PostgreSQL superuser) before
+the first run and after every release; it is idempotent::
+
+    python -m etl_shared.dbsetup --admin-url postgresql://root@db:26257/etl?sslmode=verify-full
+
+It works on CockroachDB and PostgreSQL alike (the embedded database of the tests), and prints every
+statement it runs, so the DBA sees exactly what was granted. What each role may do:
+
+==============  ===================================================================================
+role            privileges
+==============  ===================================================================================
+etl_staging     writes ``staging``; writes the audit tables in ``ops`` (not ``ops.pii_keys``)
+etl_conformed   reads ``staging``; writes ``conformed``; writes the audit tables in ``ops``
+etl_semantic    reads ``conformed``; writes ``semantic``; writes ``ops`` including ``ops.pii_keys``
+etl_qlik        reads ``semantic``; nothing else
+==============  ===================================================================================
+
+"Writes" a zone schema means CREATE on the schema (dbt creates and replaces its own tables there) and
+SELECT, INSERT, UPDATE, DELETE on its tables. Tables that dbt creates later are covered by default
+privileges: what ``etl_conformed`` creates in ``conformed`` is readable by ``etl_semantic``, and what
+``etl_semantic`` creates in ``semantic`` by ``etl_qlik``. Tables that a later migration creates are
+covered by the owner's default privileges, and by rerunning this setup (the release does).
+
+On CockroachDB the zone roles also get the session settings the jobs need:
+``experimental_enable_temp_tables = on`` (dbt's incremental models use temp tables) and
+``autocommit_before_ddl = on`` (DDL is never mixed into an open transaction).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from ._db import Database, is_cockroachdb, redact_url
+from ._errors import EXIT_CONFIGURATION, EXIT_DATABASE, EXIT_OK, ConfigurationError
+from ._migrations import apply_migrations
+
+_log = logging.getLogger(__name__)
+
+ZONE_SCHEMAS = ("staging", "conformed", "semantic")
+SCHEMAS = ("ops", *ZONE_SCHEMAS)
+DML = ("SELECT", "INSERT", "UPDATE", "DELETE")
+# Audit tables that only the semantic zone may read: the key that pseudonymises personal data.
+SEMANTIC_ONLY_OPS_TABLES = frozenset({"pii_keys"})
+COCKROACH_ROLE_SETTINGS = {"experimental_enable_temp_tables": "on", "autocommit_before_ddl": "on"}
+
+
+@dataclass(frozen=True)
+class RolePlan:
+    """What one role may do."""
+
+    name: str
+    writes: tuple[str, ...] = ()  # schemas it creates tables in and writes
+    reads: tuple[str, ...] = ()  # schemas it reads
+    ops: bool = True  # writes the audit tables in ops
+    ops_excluded: frozenset[str] = field(default=SEMANTIC_ONLY_OPS_TABLES)
+    session_settings: bool = True  # a job role (dbt, temp tables), not a reader
+
+
+def role_plans(prefix: str = "etl_") -> list[RolePlan]:
+    return [
+        RolePlan(f"{prefix}staging", writes=("staging",)),
+        RolePlan(f"{prefix}conformed", writes=("conformed",), reads=("staging",)),
+        RolePlan(f"{prefix}semantic", writes=("semantic",), reads=("conformed",), ops_excluded=frozenset()),
+        RolePlan(f"{prefix}qlik", reads=("semantic",), ops=False, session_settings=False),
+    ]
+
+
+def role_url(admin_url: str, role: str, password: str | None = None) -> str:
+    """The admin URL with the role as the user (and its password, when it has one)."""
+    parts = urlsplit(admin_url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = quote(role, safe="")
+    if password:
+        netloc += ":" + quote(password, safe="")
+    netloc += "@" + host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class DatabaseSetup:
+    """Applies the plan through one admin connection, printing each statement."""
+
+    def __init__(self, admin_url: str, *, prefix: str = "etl_", out: Any = None) -> None:
+        self.admin_url = admin_url
+        self.prefix = prefix
+        self.out = out if out is not None else sys.stdout
+        self.plans = role_plans(prefix)
+
+    def run(self, passwords: dict[str, str] | None = None) -> None:
+        db = Database(self.admin_url, application_name="etl-dbsetup")
+        with db.connect(autocommit=True) as conn:
+            self.cockroach = is_cockroachdb(conn)
+            database = conn.execute("select current_database()").fetchone()[0]  # type: ignore[index]
+            owner = conn.execute("select current_user").fetchone()[0]  # type: ignore[index]
+            self._say(
+                f"-- database {database} ({'CockroachDB' if self.cockroach else 'PostgreSQL'}), owner {owner}"
+            )
+            for schema in SCHEMAS:
+                self._exec(conn, sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
+        applied = apply_migrations(db)
+        self._say(
+            f"-- migrations applied now: {', '.join(f'V{v:03d}' for v in applied) or 'none (up to date)'}"
+        )
+        with db.connect(autocommit=True) as conn:
+            for plan in self.plans:
+                self._role(conn, plan, (passwords or {}).get(plan.name))
+            for plan in self.plans:
+                self._grants(conn, plan, database, owner)
+        self._say("-- database setup complete")
+
+    # ------------------------------------------------------------------ steps
+
+    def _role(self, conn: psycopg.Connection[Any], plan: RolePlan, password: str | None) -> None:
+        role = sql.Identifier(plan.name)
+        exists = conn.execute("select 1 from pg_catalog.pg_roles where rolname = %s", (plan.name,)).fetchone()
+        if not exists:
+            self._exec(conn, sql.SQL("create role {} with login").format(role))
+        if password:
+            # Never printed: the statement is shown with the password replaced.
+            self._say(f"alter role {plan.name} with login password '********'")
+            conn.execute(sql.SQL("alter role {} with login password {}").format(role, sql.Literal(password)))
+        if self.cockroach and plan.session_settings:
+            for name, value in COCKROACH_ROLE_SETTINGS.items():
+                self._exec(
+                    conn,
+                    sql.SQL("alter role {} set {} = {}").format(
+                        role, sql.Identifier(name), sql.Literal(value)
+                    ),
+                )
+
+    def _tables(self, conn: psycopg.Connection[Any], schema: str) -> list[str]:
+        rows = conn.execute(
+            "select table_name from information_schema.tables"
+            " where table_schema = %s and table_type = 'BASE TABLE' order by table_name",
+            (schema,),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def _grants(self, conn: psycopg.Connection[Any], plan: RolePlan, database: str, owner: str) -> None:
+        role = sql.Identifier(plan.name)
+        self._exec(conn, sql.SQL("grant connect on database {} to {}").format(sql.Identifier(database), role))
+        for schema in plan.writes:
+            self._schema_privileges(conn, plan, schema, ("USAGE", "CREATE"), DML, owner)
+        for schema in plan.reads:
+            self._schema_privileges(conn, plan, schema, ("USAGE",), ("SELECT",), owner)
+            # Tables the writing zone's job creates later (dbt) are readable too.
+            writer = next((p.name for p in self.plans if schema in p.writes), None)
+            if writer is not None:
+                self._exec(
+                    conn,
+                    sql.SQL(
+                        "alter default privileges for role {} in schema {} grant select on tables to {}"
+                    ).format(sql.Identifier(writer), sql.Identifier(schema), role),
+                )
+        if plan.ops:
+            self._exec(conn, sql.SQL("grant usage on schema ops to {}").format(role))
+            for table in self._tables(conn, "ops"):
+                target = sql.SQL("table {}.{}").format(sql.Identifier("ops"), sql.Identifier(table))
+                if table in plan.ops_excluded:
+                    self._exec(conn, sql.SQL("revoke all on {} from {}").format(target, role))
+                else:
+                    self._exec(
+                        conn, sql.SQL("grant select, insert, update, delete on {} to {}").format(target, role)
+                    )
+
+    def _schema_privileges(
+        self,
+        conn: psycopg.Connection[Any],
+        plan: RolePlan,
+        schema: str,
+        on_schema: tuple[str, ...],
+        on_tables: tuple[str, ...],
+        owner: str,
+    ) -> None:
+        role = sql.Identifier(plan.name)
+        ident = sql.Identifier(schema)
+        schema_privs = sql.SQL(", ").join(sql.SQL(p) for p in on_schema)
+        table_privs = sql.SQL(", ").join(sql.SQL(p) for p in on_tables)
+        self._exec(conn, sql.SQL("grant {} on schema {} to {}").format(schema_privs, ident, role))
+        for table in self._tables(conn, schema):
+            self._exec(
+                conn,
+                sql.SQL("grant {} on table {}.{} to {}").format(
+                    table_privs, ident, sql.Identifier(table), role
+                ),
+            )
+        # Tables a later migration creates (as the owner) get the same privileges.
+        self._exec(
+            conn,
+            sql.SQL("alter default privileges for role {} in schema {} grant {} on tables to {}").format(
+                sql.Identifier(owner), ident, table_privs, role
+            ),
+        )
+
+    def _exec(self, conn: psycopg.Connection[Any], statement: sql.Composed) -> None:
+        text = statement.as_string(conn)
+        self._say(text)
+        conn.execute(statement)
+
+    def _say(self, text: str) -> None:
+        self.out.write(text.rstrip(";") + ";\n" if not text.startswith("--") else text + "\n")
+        self.out.flush()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m etl_shared.dbsetup",
+        description="Create the schemas, apply the migrations and grant one least-privilege role per zone.",
+    )
+    parser.add_argument(
+        "--admin-url",
+        default=os.environ.get("ETL_ADMIN_DATABASE_URL"),
+        help="URL of the database as its owner (default: ETL_ADMIN_DATABASE_URL)",
+    )
+    parser.add_argument("--role-prefix", default="etl_", help="prefix of the role names (default etl_)")
+    parser.add_argument(
+        "--password-from-env",
+        action="store_true",
+        help="set each role's password from ETL_<ROLE>_PASSWORD (e.g. ETL_ETL_STAGING_PASSWORD) when set;"
+        " CockroachDB accepts passwords only on a secure cluster",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ._logging import configure_logging
+
+    configure_logging("WARNING", stream=sys.stderr)
+    args = _parser().parse_args(argv)
+    if not args.admin_url:
+        sys.stderr.write("etl dbsetup: configuration error: give --admin-url or set ETL_ADMIN_DATABASE_URL\n")
+        return EXIT_CONFIGURATION
+    passwords = {}
+    if args.password_from_env:
+        for plan in role_plans(args.role_prefix):
+            value = os.environ.get(f"ETL_{plan.name.upper()}_PASSWORD")
+            if value:
+                passwords[plan.name] = value
+    try:
+        DatabaseSetup(args.admin_url, prefix=args.role_prefix).run(passwords)
+    except ConfigurationError as exc:
+        sys.stderr.write(f"etl dbsetup: configuration error: {exc}\n")
+        return EXIT_CONFIGURATION
+    except psycopg.Error as exc:
+        sys.stderr.write(f"etl dbsetup: database error on {redact_url(args.admin_url)}: {exc}\n")
+        return EXIT_DATABASE
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
