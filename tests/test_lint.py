@@ -28,3 +28,22 @@ def test_sqlfluff_is_clean() -> None:
         [_tool("sqlfluff"), "lint", *SQL_FOLDERS], cwd=ROOT, capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stdout[-5000:]
+
+
+def test_dockerfiles_are_hadolint_clean_and_follow_the_image_rules() -> None:
+    dockerfiles = sorted(ROOT.glob("services/*/Dockerfile"))
+    assert {p.parent.name for p in dockerfiles} >= {"staging", "conformed", "semantic"}
+    result = subprocess.run(
+        [_tool("hadolint"), *map(str, dockerfiles)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for path in dockerfiles:
+        text = path.read_text()
+        zone = path.parent.name
+        assert text.count("FROM ${BASE_IMAGE}") == 2, f"{path}: multi-stage, both from the base argument"
+        assert "ARG BASE_IMAGE=python:3.11-slim" in text, path
+        # dependencies are installed before any source is copied
+        assert text.index("-r requirements.txt") < text.index("COPY shared/ shared/"), path
+        assert "USER 10001" in text, f"{path}: runs as a non-root user"
+        assert f'ENTRYPOINT ["etl-{zone}"]' in text, path
+        assert "requirements-dev" not in text and "pytest" not in text, f"{path}: no development tools"

@@ -4,6 +4,7 @@
 #
 #   tests/containers/build_base_image.sh [IMAGE]      (default localhost/zone-etl-base:<codename>)
 #
+# Prints the image name on stdout (progress goes to stderr).
 # Needs root, debootstrap and podman. The Debian mirror is the one apt already uses on this machine
 # (read from its sources), so no host name is written here. The machine's own extra CA certificates
 # (/usr/local/share/ca-certificates) are trusted inside the image so that pip reaches the package
@@ -16,7 +17,8 @@ image="${1:-localhost/zone-etl-base:${codename}}"
 runtime="${CONTAINER_RUNTIME:-podman}"
 
 if "$runtime" image exists "$image" 2>/dev/null; then
-    echo "base image $image already exists"
+    echo "base image $image already exists" >&2
+    echo "$image"
     exit 0
 fi
 
@@ -35,7 +37,7 @@ fi
 work=$(mktemp -d /tmp/zone-etl-base.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 rootfs="$work/rootfs"
-echo "debootstrap $codename from $mirror into $rootfs"
+echo "debootstrap $codename from $mirror into $rootfs" >&2
 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
     "$codename" "$rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 || {
     tail -40 "$work/debootstrap.log" >&2
@@ -54,4 +56,5 @@ tar -C "$rootfs" -c . | "$runtime" import \
     --change 'ENV LANG=C.UTF-8' \
     --change 'CMD ["python"]' \
     - "$image" >/dev/null
-echo "built base image $image"
+echo "built base image $image" >&2
+echo "$image"

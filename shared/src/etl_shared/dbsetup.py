@@ -43,7 +43,7 @@ import psycopg
 from psycopg import sql
 
 from ._db import Database, is_cockroachdb, redact_url
-from ._errors import EXIT_CONFIGURATION, EXIT_DATABASE, EXIT_OK, ConfigurationError
+from ._errors import EXIT_CONFIGURATION, EXIT_DATABASE, EXIT_OK, ConfigurationError, DatabaseError
 from ._migrations import apply_migrations
 
 _log = logging.getLogger(__name__)
@@ -254,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         sys.stderr.write(f"etl dbsetup: configuration error: {exc}\n")
         return EXIT_CONFIGURATION
-    except psycopg.Error as exc:
+    except (psycopg.Error, DatabaseError) as exc:
         sys.stderr.write(f"etl dbsetup: database error on {redact_url(args.admin_url)}: {exc}\n")
         return EXIT_DATABASE
     return EXIT_OK
