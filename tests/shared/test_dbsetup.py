@@ -101,7 +101,10 @@ def test_a_zone_role_runs_with_the_migrations_applied_and_says_what_to_do_when_o
 def test_role_url_keeps_host_port_database_and_options() -> None:
     url = "postgresql://root:secret@db.internal:26257/etl?sslmode=verify-full"
     assert role_url(url, "etl_qlik") == "postgresql://etl_qlik@db.internal:26257/etl?sslmode=verify-full"
-    assert role_url(url, "etl_qlik", "p@ss") == "postgresql://etl_qlik:p%40ss@db.internal:26257/etl?sslmode=verify-full"
+    assert (
+        role_url(url, "etl_qlik", "p@ss")
+        == "postgresql://etl_qlik:p%40ss@db.internal:26257/etl?sslmode=verify-full"
+    )
 
 
 def test_main_needs_an_admin_url(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -154,9 +154,7 @@ def test_unreachable_database_returns_5_without_leaking_the_password(
 def test_metrics_are_pushed_with_the_exit_code(
     database_url: str, tmp_path: Path, httpserver: HTTPServer
 ) -> None:
-    httpserver.expect_oneshot_request(
-        "/metrics/job/etl_extract/zone/staging", method="PUT"
-    ).respond_with_data("")
+    httpserver.expect_request("/metrics/job/etl_extract/zone/staging", method="POST").respond_with_data("")
     settings = _settings(
         database_url, tmp_path, pushgateway_url=f"http://{httpserver.host}:{httpserver.port}"
     )
@@ -168,8 +166,15 @@ def test_metrics_are_pushed_with_the_exit_code(
     assert _run(settings, work) == 4
 
     httpserver.check_assertions()
-    body = httpserver.log[0][0].get_data(as_text=True)
+    (start, _), (end, _) = httpserver.log  # pushed once at the start, once at the end
+    started = start.get_data(as_text=True)
+    assert 'etl_job_status{status="running",zone="staging"} 1.0' in started
+    assert "etl_job_exit_code{" not in started  # the previous run's exit code stays until the end
+    body = end.get_data(as_text=True)
     assert 'etl_job_exit_code{zone="staging"} 4.0' in body
+    assert 'etl_job_status{status="failed",zone="staging"} 1.0' in body
+    assert 'etl_job_status{status="running",zone="staging"} 0.0' in body
+    assert 'etl_job_duration_sla_seconds{zone="staging"} 3600.0' in body
     assert 'etl_rows_total{entity="rates",source="fx",zone="staging"} 7.0' in body
     assert "etl_job_last_success_timestamp_seconds{" not in body
 

@@ -16,7 +16,7 @@ def _gateway(httpserver: HTTPServer) -> str:
 
 def test_push_puts_the_registry_grouped_by_job_and_zone(httpserver: HTTPServer) -> None:
     httpserver.expect_oneshot_request(
-        "/metrics/job/etl_extract/zone/staging", method="PUT"
+        "/metrics/job/etl_extract/zone/staging", method="POST"
     ).respond_with_data("", status=200)
     metrics = JobMetrics("staging", "extract")
     metrics.add_rows("fx", "rates", 120, byte_count=4096)
@@ -38,9 +38,9 @@ def test_push_puts_the_registry_grouped_by_job_and_zone(httpserver: HTTPServer) 
 
 
 def test_push_accepts_a_trailing_slash(httpserver: HTTPServer) -> None:
-    httpserver.expect_oneshot_request("/metrics/job/etl_build/zone/semantic", method="PUT").respond_with_data(
-        ""
-    )
+    httpserver.expect_oneshot_request(
+        "/metrics/job/etl_build/zone/semantic", method="POST"
+    ).respond_with_data("")
     metrics = JobMetrics("semantic", "build")
     metrics.finish(0)
     assert metrics.push(_gateway(httpserver) + "/") is True
@@ -58,7 +58,7 @@ def test_push_without_a_gateway_does_nothing(httpserver: HTTPServer, url: str | 
 def test_failing_gateway_is_logged_not_raised(
     httpserver: HTTPServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    httpserver.expect_request("/metrics/job/etl_extract/zone/staging", method="PUT").respond_with_data(
+    httpserver.expect_request("/metrics/job/etl_extract/zone/staging", method="POST").respond_with_data(
         "broken", status=500
     )
     metrics = JobMetrics("staging", "extract")

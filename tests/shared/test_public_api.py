@@ -71,6 +71,13 @@ EXPECTED = {
     "resolve_database_url",
     "run_job",
     "run_retention",
+    # lineage
+    "Dataset",
+    "OpenLineageEmitter",
+    "database_namespace",
+    "file_namespace",
+    "record_lineage_edges",
+    "url_namespace",
 }
 
 

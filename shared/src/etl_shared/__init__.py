@@ -24,6 +24,14 @@ from ._errors import (
     is_transient_database_error,
 )
 from ._job import JobContext, JobTerminated, count_rows, resolve_database_url, run_job
+from ._lineage import (
+    Dataset,
+    OpenLineageEmitter,
+    database_namespace,
+    file_namespace,
+    record_lineage_edges,
+    url_namespace,
+)
 from ._locks import LeaseLock
 from ._logging import JsonFormatter, bind_context, configure_logging, log_context, redact
 from ._metrics import JobMetrics
@@ -44,6 +52,7 @@ __all__ = [
     "DataQualityError",
     "Database",
     "DatabaseError",
+    "Dataset",
     "DbtOutcome",
     "DbtProject",
     "DbtZoneSettings",
@@ -57,6 +66,7 @@ __all__ = [
     "LeaseLock",
     "Migration",
     "NodeResult",
+    "OpenLineageEmitter",
     "QualityResult",
     "RetentionRule",
     "Settings",
@@ -72,9 +82,11 @@ __all__ = [
     "bundled_migrations",
     "configure_logging",
     "count_rows",
+    "database_namespace",
     "dbt_zone_main",
     "detect_cockroachdb",
     "exit_code_for",
+    "file_namespace",
     "history_retention_rules",
     "is_transient_database_error",
     "load_migrations",
@@ -83,6 +95,7 @@ __all__ = [
     "new_run_id",
     "profile_from_url",
     "raise_for_outcome",
+    "record_lineage_edges",
     "redact",
     "redact_url",
     "resolve_database_url",
@@ -90,4 +103,5 @@ __all__ = [
     "run_retention",
     "run_transaction",
     "start_embedded",
+    "url_namespace",
 ]

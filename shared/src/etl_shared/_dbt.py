@@ -298,9 +298,10 @@ def build_zone(
     outcome = project.build(url, select=select, full_refresh=full_refresh, variables=all_vars)
     context.audit.record_nodes(outcome.nodes)
     context.audit.record_quality(outcome.quality)
+    record_dbt_lineage(context, project, outcome)
     for result in outcome.quality:
-        context.metrics.dq_failures.labels(context.audit.zone, result.rule_id, result.severity).set(
-            result.failures
+        context.metrics.observe_dq(
+            result.rule_id, result.severity, failures=result.failures, status=result.status
         )
     context.counts["dq_status"] = outcome.quality_status
     context.counts["dq_failed_rules"] = [q.rule_id for q in outcome.quality if q.status in {"fail", "error"}]
@@ -319,6 +320,28 @@ def build_zone(
         on_built(context, outcome)
     raise_for_outcome(outcome)
     return outcome
+
+
+def record_dbt_lineage(context: Any, project: DbtProject, outcome: DbtOutcome) -> None:
+    """Each model built and its parents (dbt's manifest) into ops.lineage_edges; best effort: lineage
+    that cannot be recorded is a warning, never a failed job."""
+    from ._lineage import database_namespace, dbt_edges, record_lineage_edges
+
+    if not outcome.models:
+        return
+    try:
+        edges = dbt_edges(
+            project.target_path / "manifest.json", outcome.models, database_namespace(context.db.url)
+        )
+        record_lineage_edges(
+            context.db,
+            job_id=context.audit.job_id,
+            run_id=context.settings.run_id,
+            zone=context.audit.zone,
+            edges=edges,
+        )
+    except Exception as exc:
+        _log.warning("the lineage of the dbt models was not recorded: %s", exc)
 
 
 def _database_now(db: Any) -> str:

@@ -21,6 +21,7 @@ from ._audit import JobAudit
 from ._db import Database, redact_url
 from ._embedded import start_embedded
 from ._errors import EXIT_OK, EtlError, exit_code_for
+from ._lineage import OpenLineageEmitter
 from ._logging import bind_context, configure_logging, redact
 from ._metrics import JobMetrics
 from ._migrations import apply_migrations
@@ -78,8 +79,11 @@ def run_job(zone: str, job_name: str, settings: Settings, work: Callable[[JobCon
     configure_logging(settings.log_level)
     bind_context(run_id=settings.run_id, zone=zone)
     previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
-    metrics = JobMetrics(zone, job_name)
+    metrics = JobMetrics(zone, job_name, duration_sla_s=settings.duration_sla_s)
+    metrics.start(settings.pushgateway_url)
     audit: JobAudit | None = None
+    db: Database | None = None
+    lineage = OpenLineageEmitter.from_settings(settings, zone=zone, job_name=job_name)
     exit_code = 1
     try:
         url = resolve_database_url(settings)
@@ -88,11 +92,13 @@ def run_job(zone: str, job_name: str, settings: Settings, work: Callable[[JobCon
         apply_migrations(db)
         audit = JobAudit(db, run_id=settings.run_id, zone=zone, job_name=job_name)
         audit.start()
+        lineage.start(audit.job_id)
         context = JobContext(settings=settings, db=db, audit=audit, metrics=metrics)
         work(context)
         audit.finish(status="succeeded", exit_code=EXIT_OK, counts=context.counts)
         exit_code = EXIT_OK
         _log.info("job %s succeeded", job_name, extra={"counts": context.counts})
+        lineage.finish(db, failed=False)
     except BaseException as exc:
         exit_code = exit_code_for(exc)
         message = redact(f"{type(exc).__name__}: {exc}")
@@ -105,6 +111,7 @@ def run_job(zone: str, job_name: str, settings: Settings, work: Callable[[JobCon
                 audit.finish(status="failed", exit_code=exit_code, error=message[:4000])
             except Exception as audit_exc:
                 _log.error("could not record the failure in ops.job_runs: %s", redact(str(audit_exc)))
+            lineage.finish(db, failed=True, error=message, exit_code=exit_code)
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
         metrics.finish(exit_code)

@@ -42,6 +42,23 @@ class Settings(BaseSettings):
     )
     statement_timeout_s: int = Field(default=0, ge=0, description="Server-side statement timeout, 0 = none")
     transaction_attempts: int = Field(default=10, ge=1, le=50, description="Attempts on SQLSTATE 40001")
+    duration_sla_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="Longest acceptable run of the job in seconds (metric etl_job_duration_sla_seconds);"
+        " unset: the zone's default (staging 3600, conformed and semantic 7200), 0: none",
+    )
+    openlineage_url: str | None = Field(
+        default=None,
+        description="OpenLineage endpoint the jobs POST their run events to, e.g. http://marquez:5000/api/v1/lineage",
+    )
+    openlineage_file: Path | None = Field(
+        default=None, description="File the jobs append their OpenLineage run events to (one JSON a line)"
+    )
+    openlineage_api_key: SecretStr | None = Field(
+        default=None, description="Bearer token for the OpenLineage endpoint (or the secret file)"
+    )
+    openlineage_namespace: str = Field(default="etl", description="OpenLineage namespace of the zone jobs")
 
     @field_validator("run_id")
     @classmethod

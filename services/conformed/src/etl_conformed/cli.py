@@ -79,7 +79,7 @@ def summarise_record_rules(context: JobContext, outcome: DbtOutcome) -> None:
     found = {}
     crossed = []
     for rule_id, severity, status, failures, checked, threshold in rules:
-        context.metrics.dq_failures.labels(ZONE, rule_id, severity).set(failures)
+        context.metrics.observe_dq(rule_id, severity, failures=failures, status=status)
         if failures:
             share = failures / checked if checked else 0.0
             found[rule_id] = {
@@ -108,6 +108,8 @@ def summarise_record_rules(context: JobContext, outcome: DbtOutcome) -> None:
     context.counts["quarantined"] = {
         f"{entity} ({severity})": count for entity, severity, count in quarantined
     }
+    for entity, severity, count in quarantined:
+        context.metrics.observe_quarantine(entity, severity, count)
     model_errors = [n for n in outcome.nodes if n.resource_type != "test" and n.status == "error"]
     if crossed and not model_errors:
         raise DataQualityError(
@@ -122,13 +124,17 @@ def retention_rules(context: JobContext) -> list[RetentionRule]:
     return [*history_retention_rules(context.db, ZONE), QUARANTINE_RETENTION]
 
 
-def skip_pull(argv: Sequence[str]) -> int:
-    """``etl-conformed skip-pull PULL_ID --reason TEXT``: mark a staging pull consumed without
-    processing it (audited in conformed.consumed_pulls with disposition 'skipped')."""
+def skip_pull_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="etl-conformed skip-pull", description=skip_pull.__doc__)
     parser.add_argument("pull_id", help="the staging pull to skip (staging.pulls.pull_id)")
     parser.add_argument("--reason", required=True, help="why; kept with the record")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def skip_pull(argv: Sequence[str]) -> int:
+    """``etl-conformed skip-pull PULL_ID --reason TEXT``: mark a staging pull consumed without
+    processing it (audited in conformed.consumed_pulls with disposition 'skipped')."""
+    args = skip_pull_parser().parse_args(argv)
     try:
         pull_id = uuid.UUID(args.pull_id)
         settings = load_settings(ConformedSettings)

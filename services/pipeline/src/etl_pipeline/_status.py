@@ -1,14 +1,35 @@
-"""What the audit tables say about runs: the summary after ``etl run`` and ``etl status``."""
+"""What the audit tables say about runs: the summary after ``etl run``, ``etl status`` (the operator's
+view: zones, data quality, source freshness) and ``etl history``."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from etl_shared import Database
 
 ZONES = ("staging", "conformed", "semantic")
+
+
+@dataclass
+class DqSummary:
+    """The data-quality results of one job (``ops.dq_results``)."""
+
+    passed: int = 0
+    warned: int = 0
+    failed: int = 0
+    failed_rules: list[dict[str, Any]] = field(default_factory=list)
+    warned_rules: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.passed + self.warned + self.failed
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "total": self.total}
 
 
 @dataclass
@@ -22,6 +43,8 @@ class ZoneRun:
     exit_code: int | None
     counts: dict[str, Any]
     error: str | None
+    job_id: Any = None
+    dq: DqSummary | None = None
 
     @property
     def seconds(self) -> float | None:
@@ -31,14 +54,21 @@ class ZoneRun:
     def rows(self) -> int:
         return int(self.counts.get("rows", 0))
 
+    @property
+    def error_line(self) -> str | None:
+        return self.error.strip().splitlines()[0][:300] if self.error and self.error.strip() else None
+
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
+        data["job_id"] = str(self.job_id) if self.job_id else None
         data["started_at"] = self.started_at.isoformat()
         data["ended_at"] = self.ended_at.isoformat() if self.ended_at else None
         data["seconds"] = self.seconds
         data["tables"] = self.counts.get("tables", {})
         data["rows"] = self.rows
         data["dq_status"] = self.counts.get("dq_status")
+        data["error_line"] = self.error_line
+        data["dq"] = self.dq.as_json() if self.dq else None
         return data
 
 
@@ -46,14 +76,40 @@ class ZoneRun:
 class SourceEntityStatus:
     source: str
     entity: str
-    committed_pulls: int
-    last_committed_at: datetime | None
-    last_records: int | None
-    watermark: str | None
+    committed_pulls: int = 0
+    last_committed_at: datetime | None = None  # the last regular (not backfill) committed pull
+    last_records: int | None = None
+    watermark: str | None = None
+    last_pull_id: str | None = None
+    age_hours: float | None = None
+    sla_hours: float | None = None
+    configured: bool = True
+    last_pull_status: str | None = None  # of the newest pull, whatever its status
+    last_pull_error: str | None = None
+    last_backfill_at: datetime | None = None
+
+    @property
+    def stale(self) -> bool:
+        """Older than its freshness SLA (or never pulled while it has one)."""
+        if self.sla_hours is None:
+            return False
+        return self.age_hours is None or self.age_hours > self.sla_hours
+
+    @property
+    def freshness(self) -> str:
+        if self.sla_hours is None:
+            return "no SLA"
+        if self.stale:
+            return "STALE"
+        return "fresh"
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["last_committed_at"] = self.last_committed_at.isoformat() if self.last_committed_at else None
+        for key in ("last_committed_at", "last_backfill_at"):
+            value = getattr(self, key)
+            data[key] = value.isoformat() if value else None
+        data["stale"] = self.stale
+        data["freshness"] = self.freshness
         return data
 
 
@@ -61,15 +117,34 @@ class SourceEntityStatus:
 class Status:
     zones: dict[str, ZoneRun | None] = field(default_factory=dict)
     sources: list[SourceEntityStatus] = field(default_factory=list)
+    sources_file: str | None = None
+    sources_error: str | None = None
+
+    @property
+    def stale(self) -> list[SourceEntityStatus]:
+        return [s for s in self.sources if s.stale]
+
+    @property
+    def failed_zones(self) -> list[str]:
+        return [zone for zone, run in self.zones.items() if run is not None and run.status == "failed"]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.stale and not self.failed_zones
 
     def as_json(self) -> dict[str, Any]:
         return {
+            "healthy": self.healthy,
+            "failed_zones": self.failed_zones,
+            "stale": [f"{s.source}.{s.entity}" for s in self.stale],
             "zones": {zone: (run.as_json() if run else None) for zone, run in self.zones.items()},
             "staging_pulls": [s.as_json() for s in self.sources],
+            "sources_file": self.sources_file,
+            "sources_error": self.sources_error,
         }
 
 
-_RUN_COLUMNS = "zone, job_name, run_id, status, started_at, ended_at, exit_code, counts, error"
+_RUN_COLUMNS = "zone, job_name, run_id, status, started_at, ended_at, exit_code, counts, error, job_id"
 
 
 def runs_of(db: Database, run_id: str) -> list[ZoneRun]:
@@ -81,23 +156,129 @@ def runs_of(db: Database, run_id: str) -> list[ZoneRun]:
     return [ZoneRun(*row) for row in rows]
 
 
-def current_status(db: Database) -> Status:
+def history(db: Database, *, limit: int = 20, zone: str | None = None) -> list[ZoneRun]:
+    """The most recent jobs, newest first (``etl history``)."""
+    query = f"select {_RUN_COLUMNS} from ops.job_runs"
+    params: list[Any] = []
+    if zone:
+        query += " where zone = %s"
+        params.append(zone)
+    query += " order by started_at desc, job_id limit %s"
+    params.append(limit)
+    with db.connect(autocommit=True) as conn:
+        return [ZoneRun(*row) for row in conn.execute(query, params).fetchall()]
+
+
+def _dq_summary(conn: Any, job_id: Any) -> DqSummary | None:
+    rows = conn.execute(
+        "select rule_id, severity, status, failures, checked, threshold, message from ops.dq_results"
+        " where job_id = %s order by rule_id",
+        (job_id,),
+    ).fetchall()
+    if not rows:
+        return None
+    summary = DqSummary()
+    for rule_id, severity, status, failures, checked, threshold, message in rows:
+        rule = {
+            "rule_id": rule_id,
+            "severity": severity,
+            "status": status,
+            "failures": int(failures or 0),
+            "checked": checked,
+            "threshold": threshold,
+            "message": (message or "").strip().splitlines()[0][:300] if message else None,
+        }
+        if status in {"fail", "error"}:
+            summary.failed += 1
+            summary.failed_rules.append(rule)
+        elif status == "warn":
+            summary.warned += 1
+            summary.warned_rules.append(rule)
+        else:
+            summary.passed += 1
+    return summary
+
+
+def configured_entities(sources_file: Path | None = None) -> tuple[str, list[tuple[str, str, float | None]]]:
+    """(file, [(source, entity, freshness SLA hours or None)]) of the sources file: the argument,
+    ETL_SOURCES_FILE, or the bundled demo file."""
+    from etl_staging import load_sources
+    from etl_staging.cli import bundled_sources_file
+
+    path = sources_file or (
+        Path(os.environ["ETL_SOURCES_FILE"]) if os.environ.get("ETL_SOURCES_FILE") else bundled_sources_file()
+    )
+    sources = load_sources(path)
+    found: list[tuple[str, str, float | None]] = []
+    for source in sources.sources:
+        for entity in source.entities:
+            sla = getattr(entity, "freshness_sla_hours", None)
+            if sla is None:
+                sla = getattr(source, "freshness_sla_hours", None)
+            found.append((source.name, entity.name, float(sla) if sla is not None else None))
+    return str(path), found
+
+
+_PULLS_QUERY = """
+select
+    p.source,
+    p.entity,
+    count(*) filter (where p.status = 'committed'),
+    max(p.committed_at) filter (where p.status = 'committed' and p.backfill_from is null),
+    extract(epoch from now() - max(p.committed_at) filter (where p.status = 'committed' and p.backfill_from is null)),
+    (array_agg(p.record_count order by p.committed_at desc)
+        filter (where p.status = 'committed' and p.backfill_from is null))[1],
+    (array_agg(p.pull_id::text order by p.committed_at desc)
+        filter (where p.status = 'committed' and p.backfill_from is null))[1],
+    (array_agg(p.status order by p.started_at desc))[1],
+    (array_agg(p.error order by p.started_at desc))[1],
+    max(p.committed_at) filter (where p.status = 'committed' and p.backfill_from is not null)
+from staging.pulls as p
+group by p.source, p.entity
+"""
+
+
+def current_status(db: Database, *, sources_file: Path | None = None) -> Status:
     status = Status()
+    try:
+        status.sources_file, configured = configured_entities(sources_file)
+    except Exception as exc:  # the status must show even with a broken sources file
+        status.sources_error = str(exc)
+        configured = []
     with db.connect(autocommit=True) as conn:
         for zone in ZONES:
             row = conn.execute(
                 f"select {_RUN_COLUMNS} from ops.job_runs where zone = %s order by started_at desc limit 1",
                 (zone,),
             ).fetchone()
-            status.zones[zone] = ZoneRun(*row) if row else None
-        rows = conn.execute(
-            "select p.source, p.entity, count(*) filter (where p.status = 'committed'),"
-            " max(p.committed_at),"
-            " (array_agg(p.record_count order by p.committed_at desc) filter (where p.status = 'committed'))[1],"
-            " max(w.value)"
-            " from staging.pulls as p"
-            " left join staging.watermarks as w on w.source = p.source and w.entity = p.entity"
-            " group by p.source, p.entity order by p.source, p.entity"
-        ).fetchall()
-    status.sources = [SourceEntityStatus(*row) for row in rows]
+            run = ZoneRun(*row) if row else None
+            if run is not None:
+                run.dq = _dq_summary(conn, run.job_id)
+            status.zones[zone] = run
+        pulls = {(r[0], r[1]): r[2:] for r in conn.execute(_PULLS_QUERY).fetchall()}
+        watermarks = {
+            (source, entity): value
+            for source, entity, value in conn.execute("select source, entity, value from staging.watermarks")
+        }
+    entities: dict[tuple[str, str], SourceEntityStatus] = {}
+    for source, entity, sla in configured:
+        entities[(source, entity)] = SourceEntityStatus(source, entity, sla_hours=sla)
+    for key in sorted(set(pulls) | set(watermarks)):
+        if key not in entities:
+            entities[key] = SourceEntityStatus(key[0], key[1], configured=False)
+    for key, item in entities.items():
+        item.watermark = watermarks.get(key)
+        found = pulls.get(key)
+        if found is None:
+            continue
+        committed, last_at, age_s, records, pull_id, last_status, last_error, backfill_at = found
+        item.committed_pulls = int(committed or 0)
+        item.last_committed_at = last_at
+        item.age_hours = float(age_s) / 3600 if age_s is not None else None
+        item.last_records = int(records) if records is not None else None
+        item.last_pull_id = pull_id
+        item.last_pull_status = last_status
+        item.last_pull_error = last_error.strip().splitlines()[0][:300] if last_error else None
+        item.last_backfill_at = backfill_at
+    status.sources = list(entities.values())
     return status

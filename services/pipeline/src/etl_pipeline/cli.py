@@ -14,9 +14,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from datetime import UTC
+from pathlib import Path
 
 from etl_shared import (
     EXIT_CONFIGURATION,
+    EXIT_DATABASE,
     ConfigurationError,
     Database,
     Settings,
@@ -25,7 +28,11 @@ from etl_shared import (
     start_embedded,
 )
 
-from ._status import ZONES, Status, ZoneRun, current_status, runs_of
+from ._lineage import format_lineage, lineage_of
+from ._status import ZONES, Status, ZoneRun, current_status, history, runs_of
+
+#: ``etl status --check``: a zone's last run failed or a source entity is stale (docs/exit-codes.md).
+STATUS_UNHEALTHY = 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,8 +49,32 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the sample CRM/FX APIs during the run (default: only with the bundled demo sources)",
     )
     apis.add_argument("--no-sample-apis", dest="sample_apis", action="store_const", const=False)
-    status = sub.add_parser("status", help="last run of each zone and the staging pulls")
+    status = sub.add_parser(
+        "status",
+        help="last run of each zone with its data quality, and each source entity's freshness",
+        description="The operator's view. Exit 0; with --check, exit 1 when a zone's last run failed or"
+        " a source entity is older than its freshness SLA (see docs/exit-codes.md).",
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when a zone's last run failed or a source entity is stale",
+    )
+    status.add_argument(
+        "--sources-file",
+        type=Path,
+        help="sources YAML with the freshness SLAs (default: ETL_SOURCES_FILE or the demo)",
+    )
+    hist = sub.add_parser("history", help="recent jobs with their outcome, newest first")
+    hist.add_argument("--limit", type=int, default=20, help="how many jobs (default 20)")
+    hist.add_argument("--zone", choices=ZONES, help="only this zone")
+    hist.add_argument("--json", action="store_true", help="machine-readable output")
+    lineage = sub.add_parser(
+        "lineage", help="which pulls fed which conformed and semantic tables and export files in a run"
+    )
+    lineage.add_argument("lineage_run_id", metavar="RUN_ID", help="the run id (see `etl history`)")
+    lineage.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -127,21 +158,68 @@ def _format_status(status: Status) -> str:
         if run is None:
             lines.append(f"  {zone:<10} never run")
             continue
+        code = f" (exit {run.exit_code})" if run.exit_code not in (None, 0) else ""
         lines.append(
-            f"  {zone:<10} {run.status:<10} run {run.run_id}  started {run.started_at:%Y-%m-%d %H:%M:%S}"
+            f"  {zone:<10} {run.status.upper() if run.status == 'failed' else run.status:<10}{code}"
+            f" {run.job_name}  run {run.run_id}  started {run.started_at:%Y-%m-%d %H:%M:%S}"
             f"  {run.seconds or 0:.1f}s  {run.rows} rows"
         )
+        if run.error_line:
+            lines.append(f"      error: {run.error_line}")
+        if run.dq is not None:
+            dq = run.dq
+            lines.append(
+                f"      data quality: {dq.total} rules, {dq.passed} passed, {dq.warned} warned, {dq.failed} failed"
+            )
+            for rule in dq.failed_rules:
+                lines.append(
+                    f"        FAILED {rule['rule_id']} ({rule['severity']}): {rule['failures']} failing"
+                )
+            for rule in dq.warned_rules:
+                lines.append(f"        warned {rule['rule_id']}: {rule['failures']} failing")
         for table, rows in sorted(run.counts.get("tables", {}).items()):
             lines.append(f"      {table:<40} {rows:>10}")
-        if run.error:
-            lines.append(f"      error: {run.error.splitlines()[0][:200]}")
-    lines.append("Staging pulls:")
+    lines.append("Source entities (last committed pull, age against the freshness SLA):")
+    if status.sources_error:
+        lines.append(f"  (sources file not read, no SLAs: {status.sources_error})")
     for src in status.sources:
         when = f"{src.last_committed_at:%Y-%m-%d %H:%M:%S}" if src.last_committed_at else "never"
+        age = f"{src.age_hours:.1f}h" if src.age_hours is not None else "-"
+        sla = f"SLA {src.sla_hours:g}h" if src.sla_hours is not None else "no SLA"
+        mark = "  STALE" if src.stale else ""
         lines.append(
-            f"  {src.source}.{src.entity:<24} {src.committed_pulls} committed, last {when},"
-            f" {src.last_records if src.last_records is not None else '-'} records"
+            f"  {src.source + '.' + src.entity:<28} last {when}  age {age} ({sla}){mark}"
+            f"  watermark {src.watermark or '-'}"
+            f"  {src.last_records if src.last_records is not None else '-'} rows"
+            f"  {src.committed_pulls} committed" + ("" if src.configured else "  (not in the sources file)")
         )
+        if src.last_pull_status == "failed":
+            lines.append(f"      last pull FAILED: {src.last_pull_error or '(no error recorded)'}")
+    if status.failed_zones or status.stale:
+        lines.append(
+            "Attention: "
+            + "; ".join(
+                [f"{zone} failed" for zone in status.failed_zones]
+                + [f"{s.source}.{s.entity} stale" for s in status.stale]
+            )
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _format_history(runs: list[ZoneRun]) -> str:
+    header = (
+        f"{'started (UTC)':<19}  {'zone':<9} {'job':<28} {'status':<9} {'exit':>4} {'secs':>7} {'rows':>9}"
+    )
+    lines = [header + "  run id"]
+    for run in runs:
+        code = "-" if run.exit_code is None else str(run.exit_code)
+        seconds = f"{run.seconds:.1f}" if run.seconds is not None else "-"
+        lines.append(
+            f"{run.started_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}  {run.zone:<9} {run.job_name:<28}"
+            f" {run.status:<9} {code:>4} {seconds:>7} {run.rows:>9}  {run.run_id}"
+        )
+        if run.error_line:
+            lines.append(f"    error: {run.error_line}")
     return "\n".join(lines) + "\n"
 
 
@@ -165,15 +243,42 @@ def main(argv: Sequence[str] | None = None) -> int:
             return code or 5
         sys.stdout.write(_format_summary(settings, settings.run_id, runs))
         return code
+    if args.command == "history":
+        if args.limit < 1:
+            sys.stderr.write("etl history: --limit must be at least 1\n")
+            return EXIT_CONFIGURATION
+        try:
+            runs = history(db, limit=args.limit, zone=args.zone)
+        except Exception as exc:
+            sys.stderr.write(f"etl history: cannot read the audit tables (has a job run yet?): {exc}\n")
+            return EXIT_DATABASE
+        if args.json:
+            sys.stdout.write(json.dumps([r.as_json() for r in runs], indent=2, default=str) + "\n")
+        else:
+            sys.stdout.write(_format_history(runs))
+        return 0
+    if args.command == "lineage":
+        try:
+            data = lineage_of(db, args.lineage_run_id)
+        except Exception as exc:
+            sys.stderr.write(f"etl lineage: cannot read the audit tables (has a job run yet?): {exc}\n")
+            return EXIT_DATABASE
+        if args.json:
+            sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        else:
+            sys.stdout.write(format_lineage(data))
+        return 0
     try:
-        status = current_status(db)
+        status = current_status(db, sources_file=args.sources_file)
     except Exception as exc:
         sys.stderr.write(f"etl status: cannot read the audit tables (has a job run yet?): {exc}\n")
-        return 5
+        return EXIT_DATABASE
     if args.json:
         sys.stdout.write(json.dumps(status.as_json(), indent=2, default=str) + "\n")
     else:
         sys.stdout.write(_format_status(status))
+    if args.check and not status.healthy:
+        return STATUS_UNHEALTHY
     return 0
 
 

@@ -123,7 +123,7 @@ def write_exports(context: JobContext, outcome: DbtOutcome) -> None:
         f.kind: {"path": str(f.path), "rows": f.rows, "sha256": f.sha256} for f in files
     }
     for f in files:
-        context.metrics.add_rows("export", f.kind, f.rows)
+        context.metrics.observe_export(f.kind, rows=f.rows, byte_count=f.bytes)
         _log.info("exported %s: %s (%d rows, sha256 %s)", f.kind, f.path, f.rows, f.sha256[:12])
 
 

@@ -22,6 +22,16 @@ from ._rest import AsyncRestEntity, NoAuth, RestAuth, RestConnection, RestEntity
 _NAME = r"^[a-z][a-z0-9_]{0,62}$"
 
 
+def freshness_sla_field() -> Any:
+    """``freshness_sla_hours``: the longest acceptable age of the last committed pull (alert, status)."""
+    return Field(
+        default=None,
+        gt=0,
+        description="Hours after which an entity without a newer committed pull is stale; on the source,"
+        " overridable per entity",
+    )
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -48,6 +58,7 @@ class DatabaseEntity(_Strict):
     table: str = Field(pattern=r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$", description="schema.table")
     key: list[str] = Field(default_factory=list, description="Columns ordering a full pull (deterministic)")
     cursor: str | None = Field(default=None, description="Watermark column: incremental pulls when set")
+    freshness_sla_hours: float | None = freshness_sla_field()
 
 
 class FileGroup(_Strict):
@@ -70,11 +81,21 @@ class FileEntity(_Strict):
         default=False,
         description="Drop folders: skip a file whose checksum a committed pull of this entity already loaded",
     )
+    freshness_sla_hours: float | None = freshness_sla_field()
 
 
 class _SourceBase(_Strict):
     name: str = Field(pattern=_NAME)
     batch_size: int = Field(default=5000, ge=1, le=1_000_000)
+    freshness_sla_hours: float | None = freshness_sla_field()
+
+    def effective_freshness_sla_hours(self, entity: str) -> float | None:
+        """The entity's ``freshness_sla_hours`` if it sets one, else the source's (None: no SLA)."""
+        for candidate in getattr(self, "entities", ()):
+            if candidate.name == entity:
+                own: float | None = candidate.freshness_sla_hours
+                return own if own is not None else self.freshness_sla_hours
+        raise ConfigurationError(f"source {self.name}: no entity {entity!r}")
 
 
 class DatabaseSource(_SourceBase):

@@ -25,7 +25,7 @@ import psycopg
 from defusedxml import ElementTree as SafeElementTree
 from psycopg import sql
 
-from etl_shared import SourceFatalError, SourceTransientError
+from etl_shared import ConfigurationError, SourceFatalError, SourceTransientError
 
 from ._config import DatabaseEntity, FileEntity, FileGroup
 
@@ -357,13 +357,22 @@ class DatabaseExtractor:
         self.batch_size = batch_size
         self.state = ExtractState()
 
-    def query(self, watermark: str | None) -> tuple[sql.Composable, tuple[Any, ...]]:
+    def query(
+        self, watermark: str | None, window: tuple[Any, Any] | None = None
+    ) -> tuple[sql.Composable, tuple[Any, ...]]:
+        """The extraction query: rows past the watermark, or with ``window`` (a backfill) the rows
+        whose cursor is in [from, to), whatever the watermark."""
         schema, table = self.entity.table.split(".")
         query: sql.Composable = sql.SQL("select * from {}").format(sql.Identifier(schema, table))
         params: tuple[Any, ...] = ()
         order = [self.entity.cursor] if self.entity.cursor else []
         order += [k for k in self.entity.key if k not in order]
-        if self.entity.cursor and watermark is not None:
+        if self.entity.cursor and window is not None:
+            query = sql.SQL("{} where {} >= %s and {} < %s").format(
+                query, sql.Identifier(self.entity.cursor), sql.Identifier(self.entity.cursor)
+            )
+            params = (window[0], window[1])
+        elif self.entity.cursor and watermark is not None:
             query = sql.SQL("{} where {} > %s").format(query, sql.Identifier(self.entity.cursor))
             params = (watermark,)
         if order:
@@ -372,8 +381,10 @@ class DatabaseExtractor:
             )
         return query, params
 
-    def extract(self, watermark: str | None) -> Iterator[Batch | Payload]:
-        query, params = self.query(watermark)
+    def extract(
+        self, watermark: str | None, window: tuple[Any, Any] | None = None
+    ) -> Iterator[Batch | Payload]:
+        query, params = self.query(watermark, window)
         self.state.watermark_after = watermark
         where = f"source {self.source}, table {self.entity.table}"
         try:
@@ -404,6 +415,13 @@ class DatabaseExtractor:
             raise SourceFatalError(f"{where}: table does not exist") from None
         except psycopg.errors.UndefinedColumn as exc:
             raise SourceFatalError(f"{where}: {str(exc).strip().splitlines()[0]}") from None
+        except psycopg.errors.UndefinedFunction as exc:
+            if window is None:
+                raise
+            raise ConfigurationError(
+                f"{where}: a backfill compares the cursor column {self.entity.cursor!r} with dates, and it is"
+                f" not a date or timestamp column ({str(exc).strip().splitlines()[0]})"
+            ) from None
 
     def _advance(self, rows: list[list[Any]], index: int) -> None:
         values = [r[index] for r in rows if r[index] is not None]

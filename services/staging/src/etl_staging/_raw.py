@@ -14,7 +14,9 @@ import hashlib
 import ipaddress
 import json
 import logging
+import os
 import queue
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -61,6 +63,7 @@ class PullSummary:
     deleted_pulls: list[str] = field(default_factory=list)
     pages: int = 0  # pages fetched (REST) or files read (files)
     retries: int = 0  # HTTP requests retried
+    requests: int = 0  # HTTP requests sent (REST), retries included
 
 
 def _as_is(data: bytes) -> bytes:
@@ -160,8 +163,12 @@ class RawPullWriter:
         watermark_before: str | None,
         lock: LeaseLock | None = None,
         write_behind: bool = True,
+        backfill: tuple[Any, Any] | None = None,
     ) -> None:
         self.db = db
+        # A backfill pull re-extracts the cursor range [from, to): it is recorded with its range and
+        # never moves the stored watermark.
+        self.backfill = backfill
         self.write_behind = write_behind
         self.run_id = run_id
         self.job_id = job_id
@@ -224,7 +231,8 @@ class RawPullWriter:
         self.db.transaction(
             lambda conn: conn.execute(
                 "insert into staging.pulls (pull_id, run_id, job_id, source, entity, status, mode, started_at,"
-                " heartbeat_at, watermark_before) values (%s, %s, %s, %s, %s, 'running', %s, now(), now(), %s)",
+                " heartbeat_at, watermark_before, backfill_from, backfill_to)"
+                " values (%s, %s, %s, %s, %s, 'running', %s, now(), now(), %s, %s, %s)",
                 (
                     self.pull_id,
                     self.run_id,
@@ -233,6 +241,8 @@ class RawPullWriter:
                     self.entity,
                     self.mode,
                     self.watermark_before,
+                    self.backfill[0] if self.backfill else None,
+                    self.backfill[1] if self.backfill else None,
                 ),
             ),
             name="open pull",
@@ -307,12 +317,13 @@ class RawPullWriter:
                 raise RuntimeError(
                     f"pull {self.pull_id} is no longer running; it was cleaned up by another job"
                 )
-            conn.execute(
-                "insert into staging.watermarks (source, entity, value, pull_id, updated_at)"
-                " values (%s, %s, %s, %s, now()) on conflict (source, entity) do update"
-                " set value = excluded.value, pull_id = excluded.pull_id, updated_at = excluded.updated_at",
-                (self.source, self.entity, watermark_after, self.pull_id),
-            )
+            if self.backfill is None:
+                conn.execute(
+                    "insert into staging.watermarks (source, entity, value, pull_id, updated_at)"
+                    " values (%s, %s, %s, %s, now()) on conflict (source, entity) do update"
+                    " set value = excluded.value, pull_id = excluded.pull_id, updated_at = excluded.updated_at",
+                    (self.source, self.entity, watermark_after, self.pull_id),
+                )
             if loaded_files:
                 with conn.cursor() as cur:
                     cur.executemany(
@@ -324,6 +335,21 @@ class RawPullWriter:
                             for f in loaded_files
                         ],
                     )
+            if self.backfill is not None:
+                record_operator_action(
+                    conn,
+                    "backfill",
+                    source=self.source,
+                    entity=self.entity,
+                    run_id=self.run_id,
+                    details={
+                        "pull_id": str(self.pull_id),
+                        "from": str(self.backfill[0]),
+                        "to": str(self.backfill[1]),
+                        "records": self.records,
+                        "watermark_kept": self.watermark_before,
+                    },
+                )
 
         self._finish_writes()
         self.db.transaction(work, name=f"commit pull {self.pull_id}")
@@ -356,6 +382,7 @@ class RawPullWriter:
             deleted_pulls=deleted,
             pages=int((metadata or {}).get("pages", len((metadata or {}).get("files", [])))),
             retries=int((metadata or {}).get("retries", 0)),
+            requests=int((metadata or {}).get("requests", 0)),
         )
 
     def fail(self, error: str) -> None:
@@ -376,6 +403,47 @@ class RawPullWriter:
             delete_pull_data(self.db, self.pull_id)
         except Exception as exc:
             _log.warning("could not clean up failed pull %s now (the next run will): %s", self.pull_id, exc)
+
+
+def operator_name() -> str:
+    """Who runs an operator action: ETL_OPERATOR, else the login name."""
+    import getpass
+
+    name = os.environ.get("ETL_OPERATOR")
+    if name:
+        return name
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "unknown"
+
+
+def record_operator_action(
+    conn: psycopg.Connection[Any],
+    action: str,
+    *,
+    source: str | None,
+    entity: str | None,
+    run_id: str | None,
+    details: dict[str, Any],
+) -> uuid.UUID:
+    """One row of ``ops.operator_actions`` (in the caller's transaction)."""
+    action_id = uuid.uuid4()
+    conn.execute(
+        "insert into ops.operator_actions (action_id, action, source, entity, actor, host, run_id,"
+        " performed_at, details) values (%s, %s, %s, %s, %s, %s, %s, now(), %s::jsonb)",
+        (
+            action_id,
+            action,
+            source,
+            entity,
+            operator_name(),
+            socket.gethostname(),
+            run_id,
+            json.dumps(details),
+        ),
+    )
+    return action_id
 
 
 def file_already_loaded(db: Database, source: str, entity: str, checksum: str) -> bool:

@@ -7,10 +7,24 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from etl_shared import EtlError, JobContext, LeaseLock, SourceError, log_context
+from etl_shared import (
+    ConfigurationError,
+    Dataset,
+    EtlError,
+    JobContext,
+    LeaseLock,
+    SourceError,
+    database_namespace,
+    file_namespace,
+    log_context,
+    record_lineage_edges,
+    url_namespace,
+)
 
 from ._config import (
     AsyncRestSource,
@@ -36,9 +50,18 @@ class Cancelled(EtlError):
 
 class StagingJob:
     def __init__(
-        self, context: JobContext, sources: SourcesFile, *, data_dir: Path, parallelism: int
+        self,
+        context: JobContext,
+        sources: SourcesFile,
+        *,
+        data_dir: Path,
+        parallelism: int,
+        backfill: tuple[datetime, datetime] | None = None,
     ) -> None:
         self.context = context
+        # With a backfill window [from, to), each pull re-extracts that cursor range and leaves the
+        # stored watermark alone; only incremental entities can be backfilled.
+        self.backfill = backfill
         self.sources = sources
         self.data_dir = data_dir
         self.parallelism = max(1, parallelism)
@@ -48,6 +71,12 @@ class StagingJob:
 
     def run(self, source: str | None = None, entity: str | None = None) -> list[PullSummary]:
         pairs = list(self.sources.select(source, entity))
+        if self.backfill is not None:
+            check_backfill(pairs)
+            self.context.counts["backfill"] = {
+                "from": self.backfill[0].isoformat(),
+                "to": self.backfill[1].isoformat(),
+            }
         _log.info("staging %d source entities with parallelism %d", len(pairs), self.parallelism)
         summaries: list[PullSummary] = []
         errors: list[tuple[str, BaseException]] = []
@@ -77,6 +106,7 @@ class StagingJob:
             for s in summaries
         }
         self.context.counts["rows"] = sum(s.records for s in summaries)
+        self.observe_freshness()
         if errors:
             for name, exc in errors:
                 _log.error("source entity %s failed: %s", name, exc)
@@ -89,9 +119,39 @@ class StagingJob:
             raise first
         return summaries
 
+    def observe_freshness(self) -> None:
+        """Every configured source entity's last committed pull and freshness SLA, into the metrics
+        (from the database: a failed pull keeps the age of the last good one)."""
+        try:
+            with self.context.db.connect(autocommit=True) as conn:
+                found = conn.execute(
+                    "select source, entity, extract(epoch from max(committed_at)) from staging.pulls"
+                    " where status = 'committed' and backfill_from is null group by source, entity"
+                ).fetchall()
+        except Exception as exc:
+            _log.warning("could not read the last committed pulls for the freshness metrics: %s", exc)
+            return
+        last = {(src, ent): float(epoch) for src, ent, epoch in found if epoch is not None}
+        for src in self.sources.sources:
+            for ent in src.entities:
+                hours = src.effective_freshness_sla_hours(ent.name)
+                self.context.metrics.observe_freshness(
+                    src.name,
+                    ent.name,
+                    last_pull=last.get((src.name, ent.name)),
+                    sla_s=hours * 3600 if hours else None,
+                )
+
     def pull(self, source: SourceConfig, entity: str) -> PullSummary:
-        db = self.context.db
         started = time.monotonic()
+        try:
+            return self._pull(source, entity, started)
+        except BaseException:
+            self.context.metrics.observe_pull_failed(source.name, entity, seconds=time.monotonic() - started)
+            raise
+
+    def _pull(self, source: SourceConfig, entity: str, started: float) -> PullSummary:
+        db = self.context.db
         with log_context(source=source.name, entity=entity):
             with LeaseLock(db, f"pull:{source.name}:{entity}", lease_s=300, wait_s=900) as lock:
                 clean_abandoned_pulls(db, source.name, entity)
@@ -103,6 +163,8 @@ class StagingJob:
                     summary = self._extract_into(writer, source, config, watermark)
                 except SourceError as exc:  # the pull is already failed and cleaned by _extract_into
                     fallback = source.fallback.get(entity) if isinstance(source, RestSource) else None
+                    if self.backfill is not None:
+                        fallback = None  # a backfill asks the API for its range, or fails
                     if not fallback:
                         raise
                     _log.warning(
@@ -128,8 +190,10 @@ class StagingJob:
             byte_count=summary.bytes,
             pages=summary.pages,
             retries=summary.retries,
+            requests=summary.requests,
             seconds=time.monotonic() - started,
         )
+        self._record_lineage(source, entity, summary)
         _log.info(
             "pulled %s.%s: %d records in %.1fs",
             source.name,
@@ -139,6 +203,47 @@ class StagingJob:
             extra={"source": source.name, "entity": entity, "records": summary.records},
         )
         return summary
+
+    def _record_lineage(self, source: SourceConfig, entity: str, summary: PullSummary) -> None:
+        """The source entity -> the staging tables, in ops.lineage_edges (best effort)."""
+        try:
+            warehouse = database_namespace(self.context.db.url)
+            outputs = [Dataset(warehouse, "staging.pulls"), Dataset(warehouse, "staging.pull_batches")]
+            if summary.payloads:
+                outputs.append(Dataset(warehouse, "staging.pull_payloads"))
+            inputs = self._source_datasets(source, entity_config(source, entity))
+            record_lineage_edges(
+                self.context.db,
+                job_id=self.context.audit.job_id,
+                run_id=self.context.settings.run_id,
+                zone="staging",
+                edges=[(i, o) for i in inputs for o in outputs],
+            )
+        except Exception as exc:
+            _log.warning("the lineage of %s.%s was not recorded: %s", source.name, entity, exc)
+
+    def _source_datasets(
+        self, source: SourceConfig, config: DatabaseEntity | FileEntity | RestEntity | AsyncRestEntity
+    ) -> list[Dataset]:
+        """The source entity as OpenLineage datasets: the source table, API path or file patterns."""
+        if isinstance(config, DatabaseEntity):
+            assert isinstance(source, DatabaseSource)
+            url = resolve_source_url(
+                source.connection,
+                warehouse_url=self.context.db.url,
+                embedded=self.context.settings.uses_embedded_database,
+            )
+            return [Dataset(database_namespace(url), config.table)]
+        if isinstance(config, FileEntity):
+            return [
+                Dataset(file_namespace(), group.path.replace("{data_dir}", str(self.data_dir.resolve())))
+                for group in config.files
+            ]
+        assert isinstance(source, RestSource | AsyncRestSource)
+        base = source.connection.resolve_base_url()
+        path = getattr(config, "path", "") or ""
+        prefix = urlsplit(base).path.rstrip("/")
+        return [Dataset(url_namespace(base), (prefix + "/" + path.lstrip("/")) if path else prefix or "/")]
 
     def _rate_budget(self, source: RestSource | AsyncRestSource) -> RateBudget | None:
         """One rate budget per source, shared by its entities pulled in parallel."""
@@ -159,6 +264,7 @@ class StagingJob:
             mode="incremental" if incremental else "full",
             watermark_before=watermark,
             lock=lock,
+            backfill=self.backfill if incremental else None,
         )
         writer.open()
         return writer
@@ -195,7 +301,7 @@ class StagingJob:
                 embedded=self.context.settings.uses_embedded_database,
             )
             extractor = DatabaseExtractor(source.name, config, url=url, batch_size=source.batch_size)
-            items = extractor.extract(watermark)
+            items = extractor.extract(watermark, self.backfill)
         elif isinstance(config, RestEntity):
             assert isinstance(source, RestSource)
             extractor = RestExtractor(
@@ -206,7 +312,7 @@ class StagingJob:
                 batch_size=source.batch_size,
                 budget=self._rate_budget(source),
             )
-            items = extractor.extract(watermark)
+            items = extractor.extract(watermark, self.backfill)
         elif isinstance(config, AsyncRestEntity):
             assert isinstance(source, AsyncRestSource)
             extractor = AsyncRestExtractor(
@@ -244,6 +350,17 @@ class StagingJob:
             watermark_after=extractor.state.watermark_after or watermark,
             metadata={**extractor.state.metadata, **extra},
             loaded_files=getattr(extractor, "loaded", ()),
+        )
+
+
+def check_backfill(pairs: list[tuple[SourceConfig, str]]) -> None:
+    """A backfill re-extracts a cursor range: refuse (exit 2) entities pulled whole, whose pulls the
+    conformed zone reads as complete snapshots (a partial one would look like mass deletions)."""
+    whole = [f"{src.name}.{ent}" for src, ent in pairs if not _is_incremental(entity_config(src, ent))]
+    if whole:
+        raise ConfigurationError(
+            f"cannot backfill {', '.join(whole)}: pulled whole (no cursor column or incremental parameter),"
+            " so every pull is already complete; run it without --backfill-from/--backfill-to instead"
         )
 
 

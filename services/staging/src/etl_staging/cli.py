@@ -1,4 +1,4 @@
-"""``etl-staging``: the staging zone's entrypoint (``run``, ``list``, ``validate``)."""
+"""``etl-staging``: the staging zone's entrypoint (``run``, ``list``, ``validate``, ``reset``)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
@@ -37,6 +38,29 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--source", help="only this source (one Control-M job per source)")
     run.add_argument("--entity", help="only this entity of the source")
     run.add_argument("--sources-file", type=Path, help="sources YAML (default: ETL_SOURCES_FILE or the demo)")
+    run.add_argument(
+        "--backfill-from",
+        metavar="DATE",
+        help="backfill: re-extract the records whose cursor is on or after DATE (YYYY-MM-DD or an ISO"
+        " timestamp) without moving the stored watermark; needs --source and --backfill-to",
+    )
+    run.add_argument(
+        "--backfill-to",
+        metavar="DATE",
+        help="end of the backfill: a date is included whole, a timestamp is excluded",
+    )
+    reset = sub.add_parser(
+        "reset",
+        help="clear a source entity's watermark and pulls (its next pull starts from scratch)",
+        description="Delete the watermark, the pulls and the loaded-file records of a source entity in one"
+        " transaction, recorded in ops.operator_actions. Asks for confirmation; --yes when not interactive.",
+    )
+    reset.add_argument("--source", required=True, help="the source to reset")
+    reset.add_argument("--entity", help="only this entity (default: every entity of the source)")
+    reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    reset.add_argument(
+        "--sources-file", type=Path, help="sources YAML (default: ETL_SOURCES_FILE or the demo)"
+    )
     for name, text in (("list", "list sources and entities"), ("validate", "validate the sources file")):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--sources-file", type=Path)
@@ -50,6 +74,88 @@ def _sources(settings: StagingSettings, override: Path | None) -> tuple[Path, So
     return path, load_sources(path)
 
 
+def _moment(text: str, *, end: bool) -> datetime:
+    """A date (the start of that day in UTC; for the end, the start of the next day) or an ISO timestamp
+    (naive ones in UTC)."""
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            return start + timedelta(days=1) if end else start
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigurationError(f"{text!r} is not a date (YYYY-MM-DD) or an ISO 8601 timestamp") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def backfill_window(args: argparse.Namespace) -> tuple[datetime, datetime] | None:
+    """[from, to) of ``--backfill-from``/``--backfill-to``, or None without them."""
+    if args.backfill_from is None and args.backfill_to is None:
+        return None
+    if args.backfill_from is None or args.backfill_to is None:
+        raise ConfigurationError("a backfill needs both --backfill-from and --backfill-to")
+    if not args.source:
+        raise ConfigurationError("a backfill needs --source (and optionally --entity)")
+    window = (_moment(args.backfill_from, end=False), _moment(args.backfill_to, end=True))
+    if window[0] >= window[1]:
+        raise ConfigurationError(
+            f"--backfill-from {args.backfill_from} is not before --backfill-to {args.backfill_to}"
+        )
+    return window
+
+
+def reset_command(
+    settings: StagingSettings, sources: SourcesFile, source: str, entity: str | None, *, yes: bool
+) -> int:
+    """``etl-staging reset``: exit 0 done, 2 refused or unknown names, 5 database failure."""
+    from etl_shared import EXIT_DATABASE, EXIT_OK, Database, EtlError, apply_migrations, resolve_database_url
+
+    from ._reset import known_entities, preview_reset, reset_entity
+
+    try:
+        db = Database(resolve_database_url(settings, announce=False), application_name="etl-staging-reset")
+        apply_migrations(db)
+        configured = [e.name for s in sources.sources if s.name == source for e in s.entities]
+        stored = known_entities(db, source)
+        candidates = sorted(set(configured) | set(stored))
+        if not candidates:
+            raise ConfigurationError(f"no source named {source!r} in the sources file or in staging")
+        if entity is not None and entity not in candidates:
+            raise ConfigurationError(
+                f"no entity {entity!r} of source {source!r}; known: {', '.join(candidates)}"
+            )
+        entities = [entity] if entity else candidates
+        previews = [preview_reset(db, source, name) for name in entities]
+        sys.stderr.write("etl-staging reset will delete:\n")
+        for preview in previews:
+            sys.stderr.write(f"  {preview.describe()}\n")
+        if not yes:
+            if not (sys.stdin is not None and sys.stdin.isatty()):
+                raise ConfigurationError(
+                    "refusing to reset without --yes: not an interactive terminal (nothing was changed)"
+                )
+            answer = input(f"Type the source name ({source}) to confirm: ").strip()
+            if answer != source:
+                raise ConfigurationError("reset not confirmed: nothing was changed")
+        for name in entities:
+            counts = reset_entity(db, source, name, run_id=settings.run_id)
+            sys.stdout.write(f"reset {counts.describe()}\n")
+    except ConfigurationError as exc:
+        sys.stderr.write(f"etl-staging reset: {exc}\n")
+        return EXIT_CONFIGURATION
+    except EtlError as exc:
+        sys.stderr.write(f"etl-staging reset: {exc}\n")
+        return exc.exit_code
+    except Exception as exc:
+        import psycopg
+
+        if isinstance(exc, psycopg.Error):
+            sys.stderr.write(f"etl-staging reset: database failure: {exc}\n")
+            return EXIT_DATABASE
+        raise
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -57,6 +163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         path, sources = _sources(settings, args.sources_file)
     except ConfigurationError as exc:
         sys.stderr.write(f"etl-staging: configuration error: {exc}\n")
+        return EXIT_CONFIGURATION
+    if args.command == "reset":
+        return reset_command(settings, sources, args.source, args.entity, yes=args.yes)
+    try:
+        backfill = backfill_window(args) if args.command == "run" else None
+    except ConfigurationError as exc:
+        sys.stderr.write(f"etl-staging: usage error: {exc}\n")
         return EXIT_CONFIGURATION
     if args.command == "validate":
         count = sum(len(s.entities) for s in sources.sources)
@@ -74,10 +187,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     def work(context: JobContext) -> None:
-        job = StagingJob(context, sources, data_dir=settings.data_dir, parallelism=settings.parallelism)
+        job = StagingJob(
+            context, sources, data_dir=settings.data_dir, parallelism=settings.parallelism, backfill=backfill
+        )
         job.run(args.source, args.entity)
 
     job_name = (
-        "staging" + (f":{args.source}" if args.source else "") + (f":{args.entity}" if args.entity else "")
+        "staging"
+        + (f":{args.source}" if args.source else "")
+        + (f":{args.entity}" if args.entity else "")
+        + (":backfill" if backfill else "")
     )
     return run_job("staging", job_name, settings, work)

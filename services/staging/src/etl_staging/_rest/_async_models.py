@@ -134,6 +134,9 @@ class AsyncRestEntity(_Strict):
     records_path: str = Field(default="", description="Dotted path to the record list; '' = the body is it")
     fan_out: FanOut
     keep_payload: bool = Field(default=True, description="Store every response body as fetched")
+    freshness_sla_hours: float | None = Field(
+        default=None, gt=0, description="Overrides the source's freshness SLA (hours)"
+    )
 
     @field_validator("records_path")
     @classmethod

@@ -54,9 +54,15 @@ class RestExtractor:
             connection, build_authenticator(auth, clock=clock), budget=budget, sleep=sleep
         )
 
-    def extract(self, watermark: str | None = None) -> Iterator[Batch | Payload]:
+    def extract(
+        self, watermark: str | None = None, window: tuple[datetime, datetime] | None = None
+    ) -> Iterator[Batch | Payload]:
+        """Pages from the watermark on; with ``window`` (a backfill) from its start instead, sending its
+        end too when the API takes one (``until_param``), and keeping only the records whose cursor is
+        in [start, end) (a record without a cursor value is kept)."""
         entity = self.entity
-        request = self._first_request(watermark)
+        request = self._first_request(watermark, window)
+        inside = _window_filter(entity.incremental, window)
         paginator = make_paginator(entity.pagination)
         tracker = _WatermarkTracker(entity.incremental, watermark)
         self.state.watermark_after = watermark
@@ -68,6 +74,8 @@ class RestExtractor:
                 if entity.keep_payload:
                     yield Payload(f"page-{page.number:06d}", page.content_type, page.body)
                 for record in page.records:
+                    if not inside(record):
+                        continue
                     tracker.observe(record)
                     chunk.append(record)
                     if len(chunk) >= self.batch_size:
@@ -89,19 +97,34 @@ class RestExtractor:
             }
             self.client.close()
 
-    def _first_request(self, watermark: str | None) -> requests.Request:
+    def _first_request(
+        self, watermark: str | None, window: tuple[datetime, datetime] | None = None
+    ) -> requests.Request:
         entity = self.entity
         params: dict[str, Any] = dict(entity.params)
         body = copy.deepcopy(entity.body) if entity.method == "POST" else None
         if entity.method == "POST" and body is None:
             body = {}
         if entity.incremental is not None:
-            start = incremental_start(entity.incremental, watermark)
-            if start is not None:
+            bounds: dict[str, Any] = {}
+            if window is not None:
+                bounds[entity.incremental.param] = format_moment(entity.incremental, window[0])
+                if entity.incremental.until_param:
+                    last = (
+                        window[1] - timedelta(microseconds=1)
+                        if entity.incremental.format == "date"
+                        else window[1]
+                    )
+                    bounds[entity.incremental.until_param] = format_moment(entity.incremental, last)
+            else:
+                start = incremental_start(entity.incremental, watermark)
+                if start is not None:
+                    bounds[entity.incremental.param] = start
+            for name, value in bounds.items():
                 if entity.method == "POST":
-                    body = assign(body or {}, entity.incremental.param, start)
+                    body = assign(body or {}, name, value)
                 else:
-                    params[entity.incremental.param] = start
+                    params[name] = value
         return requests.Request(entity.method, self.url, params=params, json=body)
 
 
@@ -133,6 +156,41 @@ def incremental_start(config: Incremental, watermark: str | None) -> str | int |
     if watermark.endswith(("Z", "z")) and text.endswith("+00:00"):
         text = text[:-6] + "Z"
     return text
+
+
+def format_moment(config: Incremental, moment: datetime) -> str | int | float:
+    """A point in time as the API's incremental parameter takes it (``config.format``)."""
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if config.format == "epoch":
+        value = moment.timestamp()
+        return int(value) if value.is_integer() else value
+    if config.format == "date":
+        return moment.date().isoformat()
+    text = moment.astimezone(UTC).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def _window_filter(
+    config: Incremental | None, window: tuple[datetime, datetime] | None
+) -> Callable[[dict[str, Any]], bool]:
+    """A test keeping the records whose cursor is in the backfill window (all records without one)."""
+    if config is None or window is None:
+        return lambda record: True
+    tracker = _WatermarkTracker(config, None)
+    if config.format == "epoch":
+        low: Any = window[0].timestamp()
+        high: Any = window[1].timestamp()
+    else:
+        low, high = window
+
+    def inside(record: dict[str, Any]) -> bool:
+        value = lookup(record, config.cursor_field)
+        if value is MISSING or value is None:
+            return True
+        key = tracker._key(value, what=f"cursor field {config.cursor_field!r} value")
+        return bool(low <= key < high)
+
+    return inside
 
 
 def _moment(value: Any, *, what: str) -> datetime:

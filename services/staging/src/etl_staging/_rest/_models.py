@@ -290,6 +290,10 @@ class Incremental(_Strict):
     lookback_s: int = Field(default=0, ge=0, description="Ask again for this much before the watermark")
     initial: str | None = Field(default=None, description="Start value of the first pull (else no parameter)")
     format: Literal["iso", "epoch", "date"] = "iso"
+    until_param: str | None = Field(
+        default=None,
+        description="Query parameter (GET) or body field (POST) of the end of a backfill range, when the API has one",
+    )
 
 
 def check_records_path(value: str) -> str:
@@ -314,6 +318,9 @@ class RestEntity(_Strict):
     pagination: Pagination = Field(default_factory=lambda: NoPagination(type="none"))
     incremental: Incremental | None = None
     keep_payload: bool = Field(default=True, description="Store every page body as fetched")
+    freshness_sla_hours: float | None = Field(
+        default=None, gt=0, description="Overrides the source's freshness SLA (hours)"
+    )
 
     @field_validator("records_path")
     @classmethod

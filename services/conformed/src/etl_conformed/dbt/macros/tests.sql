@@ -16,13 +16,16 @@ where
 {% endtest %}
 
 {#- Freshness of one source entity: fails when its newest committed pull is older than
-    `max_age_hours` (an entity that never delivered is reported by `etl status`, not here). -#}
+    `max_age_hours` (an entity that never delivered is reported by `etl status`, not here).
+    Backfill pulls do not count. -#}
 {% test pull_freshness(model, source_name, entity, max_age_hours) %}
 select
     '{{ source_name }}.{{ entity }}' as source_entity,
     max(pulls.committed_at) as newest_pull_at
 from {{ model }} as pulls
-where pulls.source = '{{ source_name }}' and pulls.entity = '{{ entity }}' and pulls.status = 'committed'
+where
+    pulls.source = '{{ source_name }}' and pulls.entity = '{{ entity }}' and pulls.status = 'committed'
+    and pulls.backfill_from is null  -- a backfill re-extracts the past: it says nothing of freshness
 having max(pulls.committed_at) < now() - interval '{{ max_age_hours }} hours'
 {% endtest %}
 
