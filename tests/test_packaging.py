@@ -29,3 +29,11 @@ def test_package_data_covers_every_non_python_file(pyproject: Path) -> None:
             if not any(fnmatch.fnmatch(relative, pattern.replace("**/", "*")) for pattern in patterns):
                 missing.append(f"{package_dir.name}/{relative}")
     assert not missing, f"{pyproject}: not in package-data: {missing}"
+
+
+def test_the_cockroachdb_macro_overrides_are_the_same_in_both_dbt_projects() -> None:
+    # Each image ships only its own package, so each dbt project carries its own copy of the
+    # overrides (hidden columns, no merge); this keeps the two copies from drifting apart.
+    copies = sorted(ROOT.glob("services/*/src/*/dbt/macros/cockroach_compat.sql"))
+    assert len(copies) == 2, copies
+    assert copies[0].read_text() == copies[1].read_text(), f"{copies[0]} and {copies[1]} differ"
