@@ -372,6 +372,33 @@ def test_fact_follows_updates_and_deletes(warehouse: Warehouse) -> None:
     ) == [(0,)]
 
 
+def test_an_order_moved_to_another_day_leaves_nothing_on_its_old_day(warehouse: Warehouse) -> None:
+    load(warehouse)
+    build(warehouse)
+    before = warehouse.rows("select count(*), sum(sales_net_amount) from semantic.fct_sales")
+
+    # Order 12 was keyed in on the wrong day: the source corrects it from 15 to 17 February.
+    warehouse.pull(
+        "oltp",
+        "orders",
+        ORDERS,
+        [[12, 2, "2026-02-17", "2026-02-17T11:00:00Z", "placed", "GBP", "2026-02-22T11:00:00Z"]],
+        mode="incremental",
+    )
+    build(warehouse)
+
+    assert warehouse.rows(
+        "select sales_order_date::text, count(*) from semantic.fct_sales where sales_order_id = 12 group by 1"
+    ) == [("2026-02-17", 1)]
+    assert warehouse.rows("select count(*), sum(sales_net_amount) from semantic.fct_sales") == before
+    assert warehouse.rows(
+        "select count(*) from semantic.fct_sales where sales_order_date = '2026-02-15'"
+    ) == [(1,)]  # order 11 only
+    assert warehouse.rows("select order_date::text from semantic.fct_orders where order_id = 12") == [
+        ("2026-02-17",)
+    ]
+
+
 def test_retention_deletes_old_facts_in_batches(warehouse: Warehouse) -> None:
     load(warehouse)
     build(warehouse)

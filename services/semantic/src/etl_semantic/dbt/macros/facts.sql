@@ -40,27 +40,14 @@ coalesce(
 )
 {%- endmacro %}
 
-{#- Order dates touched since the fact table `fact` was last built: orders or lines loaded into
-    conformed after the newest sales_source_loaded_at it holds (deleted ones included: their day must
-    be rebuilt without them). -#}
-{% macro touched_dates(fact) -%}
-select changed_orders.order_date
-from {{ source('conformed', 'sales_order') }} as changed_orders
-where changed_orders.loaded_at > (select coalesce(max(facts.sales_source_loaded_at), '1900-01-01'::timestamptz) from {{ fact }} as facts)
-union
-select line_orders.order_date
-from {{ source('conformed', 'sales_order_line') }} as changed_lines
-inner join {{ source('conformed', 'sales_order') }} as line_orders on changed_lines.order_id = line_orders.order_id
-where changed_lines.loaded_at > (select coalesce(max(facts.sales_source_loaded_at), '1900-01-01'::timestamptz) from {{ fact }} as facts)
-{%- endmacro %}
-
-{#- Orders touched since the order fact `fact` was last built (see touched_dates). -#}
-{% macro touched_orders(fact) -%}
+{#- Orders touched since the fact table `fact` was last built: orders or lines loaded into conformed
+    after the newest `loaded_at_column` it holds (deleted ones included: their rows must go). -#}
+{% macro touched_orders(fact, loaded_at_column='order_source_loaded_at') -%}
 select changed_orders.order_id
 from {{ source('conformed', 'sales_order') }} as changed_orders
-where changed_orders.loaded_at > (select coalesce(max(facts.order_source_loaded_at), '1900-01-01'::timestamptz) from {{ fact }} as facts)
+where changed_orders.loaded_at > (select coalesce(max(facts.{{ loaded_at_column }}), '1900-01-01'::timestamptz) from {{ fact }} as facts)
 union
 select changed_lines.order_id
 from {{ source('conformed', 'sales_order_line') }} as changed_lines
-where changed_lines.loaded_at > (select coalesce(max(facts.order_source_loaded_at), '1900-01-01'::timestamptz) from {{ fact }} as facts)
+where changed_lines.loaded_at > (select coalesce(max(facts.{{ loaded_at_column }}), '1900-01-01'::timestamptz) from {{ fact }} as facts)
 {%- endmacro %}

@@ -3,26 +3,30 @@
 -- order was placed, the geography that version's country. Amounts: net in the order currency and in
 -- the reporting currency (conformed.sales_order_line). Deleted orders and lines are left out.
 --
--- Incremental by date window with delete+insert: a run recomputes every order date touched by a
--- conformed order or line loaded since the last run (sales_source_loaded_at), all of that day's lines,
--- and replaces those days. The pre-hook empties touched days first, so a day whose last order was
--- deleted is emptied too.
+-- Incremental, delete+insert by order window: a run replaces the lines of every order touched since
+-- the last run (the order or one of its lines loaded into conformed after the newest
+-- sales_source_loaded_at the fact holds), whatever their order date. The pre-hook removes those
+-- orders' lines first, so a deleted order or line disappears and an order whose date moved leaves
+-- nothing behind on its old day. It used to be a window of order dates: a 1% delta of changes spread
+-- over two years of order dates touched every day, so each run rewrote the whole table (118 s against
+-- 36 s for a full build at 1,000,000 orders, bench/semantic), and an order moved to another day kept
+-- its old lines.
 -- The post-hook refreshes the statistics after many rows were replaced: without them the planner
 -- chose a nested loop for a relationship test, which ran for minutes at 1,000,000 orders.
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
-    unique_key='sales_order_date',
+    unique_key='sales_key',
     on_schema_change='fail',
-    indexes=[{'columns': ['sales_key'], 'unique': true}, {'columns': ['sales_order_date']}, {'columns': ['sales_source_loaded_at']}],
+    indexes=[{'columns': ['sales_key'], 'unique': true}, {'columns': ['sales_order_id']}, {'columns': ['sales_order_date']}, {'columns': ['sales_source_loaded_at']}],
     post_hook="analyze {{ this }}",
-    pre_hook="{% if is_incremental() %}delete from {{ this }} where sales_order_date in (select touched.order_date from ({{ touched_dates(this) }}) as touched){% endif %}",
+    pre_hook="{% if is_incremental() %}delete from {{ this }} where sales_order_id in (select touched.order_id from ({{ touched_orders(this, 'sales_source_loaded_at') }}) as touched){% endif %}",
 ) }}
 
 with
 {% if is_incremental() %}
     touched as (
-        {{ touched_dates(this) }}
+        {{ touched_orders(this, 'sales_source_loaded_at') }}
     ),
 {% endif %}
 
@@ -31,7 +35,7 @@ orders as (
     from {{ source('conformed', 'sales_order') }}
     where
         not is_deleted
-        {% if is_incremental() %}and order_date in (select touched.order_date from touched){% endif %}
+        {% if is_incremental() %}and order_id in (select touched.order_id from touched){% endif %}
 ),
 
 lines as (
