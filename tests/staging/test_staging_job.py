@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from ops_support import create_shop
 
 from etl_shared import Database
 from etl_staging import RawPullWriter
@@ -40,18 +41,7 @@ EVENTS = 'event_id,kind,note\n1,click,plain\n2,view,"with, comma"\n3,click,x\n4,
 @pytest.fixture
 def source_url(db_server: Any) -> str:
     url: str = db_server.create_database("src")
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("create schema shop")
-        conn.execute("create table shop.customers (customer_id integer primary key, name text not null)")
-        conn.execute("insert into shop.customers values (1, 'Ann'), (2, 'Bob'), (3, 'Cy')")
-        conn.execute(
-            "create table shop.orders (order_id integer primary key, amount numeric(12, 2),"
-            " updated_at timestamptz not null)"
-        )
-        conn.execute(
-            "insert into shop.orders select i, i * 10.5,"
-            " timestamptz '2024-01-01 00:00+00' + i * interval '1 day' from generate_series(1, 5) as i"
-        )
+    create_shop(url)
     return url
 
 
