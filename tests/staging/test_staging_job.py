@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from ops_support import create_shop
+from ops_support import create_shop, rows
 
 from etl_shared import Database
 from etl_staging import RawPullWriter
@@ -76,11 +76,6 @@ def env(
     monkeypatch.setenv("ETL_SECRETS_DIR", str(tmp_path))
     monkeypatch.setenv("STAGING_TEST_SHOP_URL", source_url)
     return database_url
-
-
-def rows(url: str, statement: str, params: Any = ()) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(statement, params).fetchall()
 
 
 def committed(url: str) -> dict[str, list[tuple[Any, ...]]]:

@@ -222,17 +222,20 @@ class StagingJob:
         except Exception as exc:
             _log.warning("the lineage of %s.%s was not recorded: %s", source.name, entity, exc)
 
+    def _database_source_url(self, source: DatabaseSource) -> str:
+        return resolve_source_url(
+            source.connection,
+            warehouse_url=self.context.db.url,
+            embedded=self.context.settings.uses_embedded_database,
+        )
+
     def _source_datasets(
         self, source: SourceConfig, config: DatabaseEntity | FileEntity | RestEntity | AsyncRestEntity
     ) -> list[Dataset]:
         """The source entity as OpenLineage datasets: the source table, API path or file patterns."""
         if isinstance(config, DatabaseEntity):
             assert isinstance(source, DatabaseSource)
-            url = resolve_source_url(
-                source.connection,
-                warehouse_url=self.context.db.url,
-                embedded=self.context.settings.uses_embedded_database,
-            )
+            url = self._database_source_url(source)
             return [Dataset(database_namespace(url), config.table)]
         if isinstance(config, FileEntity):
             return [
@@ -295,11 +298,7 @@ class StagingJob:
         extractor: Any
         if isinstance(config, DatabaseEntity):
             assert isinstance(source, DatabaseSource)
-            url = resolve_source_url(
-                source.connection,
-                warehouse_url=self.context.db.url,
-                embedded=self.context.settings.uses_embedded_database,
-            )
+            url = self._database_source_url(source)
             extractor = DatabaseExtractor(source.name, config, url=url, batch_size=source.batch_size)
             items = extractor.extract(watermark, self.backfill)
         elif isinstance(config, RestEntity):
