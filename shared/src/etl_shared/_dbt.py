@@ -108,10 +108,21 @@ class DbtProject:
         return profiles_dir
 
     def invoke(
-        self, command: str, url: str, *, args: Sequence[str] = (), variables: Mapping[str, Any] | None = None
+        self,
+        command: str,
+        url: str,
+        *,
+        args: Sequence[str] = (),
+        variables: Mapping[str, Any] | None = None,
+        run_values: Mapping[str, Any] | None = None,
     ) -> Any:
         """Invoke ``dbt <command>`` in process and return dbt's result object; ``command`` may hold a
-        subcommand ("docs generate"): dbt wants the options after it."""
+        subcommand ("docs generate"): dbt wants the options after it.
+
+        ``variables`` are dbt vars: they must stay the same from run to run, because dbt parses the
+        whole project again whenever its command-line vars change. Values that change with every run
+        (run id, job id, pull cutoff) go in ``run_values``: environment variables that the projects'
+        ``run_value`` macro reads only while dbt executes, so dbt's partial parsing keeps working."""
         from dbt.cli.main import dbtRunner
 
         profiles_dir = self._write_profile(url)
@@ -137,7 +148,11 @@ class DbtProject:
             *args,
         ]
         _log.info("dbt %s in %s", " ".join([command, *args]), self.project_dir.name)
-        with _password_in_environment(urlsplit(url).password):
+        environment = {
+            _PASSWORD_ENV: unquote(urlsplit(url).password or ""),
+            **run_value_environment(run_values or {}),
+        }
+        with _environment(environment):
             return dbtRunner().invoke(argv)
 
     def build(
@@ -147,6 +162,7 @@ class DbtProject:
         select: Sequence[str] = (),
         full_refresh: bool = False,
         variables: Mapping[str, Any] | None = None,
+        run_values: Mapping[str, Any] | None = None,
     ) -> DbtOutcome:
         # dbt unit tests check the models' logic on fixed inputs: they belong to development and CI
         # (tests/conformed/test_conformed_dbt_unit.py), not to every production run, where an
@@ -156,7 +172,7 @@ class DbtProject:
             args += ["--select", *select]
         if full_refresh:
             args.append("--full-refresh")
-        result = self.invoke("build", url, args=args, variables=variables)
+        result = self.invoke("build", url, args=args, variables=variables, run_values=run_values)
         outcome = _outcome_from(result)
         for node in outcome.nodes:
             level = logging.INFO if node.status in {"success", "pass"} else logging.WARNING
@@ -248,16 +264,24 @@ def _completed_at(item: Any) -> datetime:
 
 
 @contextmanager
-def _password_in_environment(password: str | None) -> Iterator[None]:
-    previous = os.environ.get(_PASSWORD_ENV)
-    os.environ[_PASSWORD_ENV] = unquote(password or "")
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of a dbt invocation, then restore them."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop(_PASSWORD_ENV, None)
-        else:
-            os.environ[_PASSWORD_ENV] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def run_value_environment(run_values: Mapping[str, Any]) -> dict[str, str]:
+    """The environment variables that carry per-run values to the dbt projects' ``run_value`` macro
+    (``run_id`` -> ``ETL_DBT_RUN_ID``)."""
+    return {f"ETL_DBT_{name.upper()}": str(value) for name, value in run_values.items()}
 
 
 def detect_cockroachdb(url: str) -> bool:
@@ -282,20 +306,25 @@ def build_zone(
     audit tables, count the rows of the models built, call ``on_built`` (whatever the outcome: a
     zone adds its own summary there), then raise for failures (exit codes 4/5/1).
 
-    The project gets the vars run_id, job_id (for rows its hooks write into the audit tables),
-    pull_cutoff (the database's clock now: what committed later waits for the next run) and
-    is_cockroachdb."""
+    The project gets the run values run_id, job_id (for rows its hooks write into the audit tables)
+    and pull_cutoff (the database's clock now: what committed later waits for the next run), and the
+    var is_cockroachdb."""
     from ._job import count_rows
 
     url = context.db.url
-    all_vars = {
+    all_vars = {"is_cockroachdb": detect_cockroachdb(url), **(variables or {})}
+    run_values = {
         "run_id": context.settings.run_id,
         "job_id": str(context.audit.job_id),
         "pull_cutoff": _database_now(context.db),
-        "is_cockroachdb": detect_cockroachdb(url),
-        **(variables or {}),
     }
-    outcome = project.build(url, select=select, full_refresh=full_refresh, variables=all_vars)
+    outcome = project.build(
+        url,
+        select=select,
+        full_refresh=full_refresh,
+        variables=all_vars,
+        run_values=run_values,
+    )
     context.audit.record_nodes(outcome.nodes)
     context.audit.record_quality(outcome.quality)
     record_dbt_lineage(context, project, outcome)

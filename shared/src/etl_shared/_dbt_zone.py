@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +21,8 @@ from ._job import JobContext, resolve_database_url, run_job
 from ._retention import RetentionRule, apply_retention_rules
 from ._settings import Settings, load_settings
 
+_log = logging.getLogger(__name__)
+
 
 class DbtZoneSettings(Settings):
     dbt_threads: int = Field(default=2, ge=1, le=32, description="dbt threads")
@@ -32,17 +37,64 @@ class DbtZoneSettings(Settings):
     )
 
 
+@dataclass(frozen=True)
+class Selection:
+    """The part of a zone's project a run builds when it need not build everything: dbt selection
+    arguments, and why (for the log and the job's summary)."""
+
+    select: list[str]
+    reason: str
+
+
 @dataclass
 class ZoneHooks:
     """What a zone adds to the shared dbt job: ``before_build`` runs first (inside the job);
-    ``variables`` adds dbt vars from the settings; ``on_built`` runs after the dbt build whatever its
-    outcome (a summary for the job's audit row, exports); ``retention`` lists the tables to clean
-    after a successful build."""
+    ``variables`` adds dbt vars from the settings; ``select`` may narrow the build to what has new
+    input (used only when the previous run of the zone succeeded with the same project, see
+    :func:`selection_blocked_by`); ``on_built`` runs after the dbt build whatever its outcome (a
+    summary for the job's audit row, exports); ``retention`` lists the tables to clean after a
+    successful build."""
 
     before_build: Callable[[JobContext], None] | None = None
     variables: Callable[[DbtZoneSettings], dict[str, Any]] | None = None
+    select: Callable[[JobContext], Selection] | None = None
     on_built: Callable[[JobContext, DbtOutcome], None] | None = None
     retention: Callable[[JobContext], list[RetentionRule]] | None = None
+
+
+def project_checksum(project_dir: Path, variables: dict[str, Any]) -> str:
+    """A checksum of a dbt project's files and the vars it runs with: a release or a configuration
+    change gives another checksum."""
+    digest = hashlib.sha256(json.dumps(variables, sort_keys=True, default=str).encode())
+    for path in sorted(p for p in project_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(b"\0" + str(path.relative_to(project_dir)).encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def selection_blocked_by(context: JobContext, zone: str, checksum: str) -> str | None:
+    """Why this run must build the whole project, or None when it may build only part of it.
+
+    A partial build is safe only on top of a complete, successful one: the zone's previous job (other
+    than this one) must have succeeded, built everything it needed (``dbt_project.complete``) and
+    run the same project with the same vars. After a failed or killed run, a release or a change of
+    vars, everything is built again."""
+    with context.db.connect(autocommit=True) as conn:
+        row = conn.execute(
+            "select status, counts -> 'dbt_project' from ops.job_runs"
+            " where zone = %s and job_id <> %s order by started_at desc limit 1",
+            (zone, context.audit.job_id),
+        ).fetchone()
+    if row is None:
+        return "first run of the zone"
+    status, previous = row
+    if status != "succeeded":
+        return f"the previous {zone} job {'is still marked running (killed?)' if status == 'running' else status}"
+    if not isinstance(previous, dict) or not previous.get("complete"):
+        return f"the previous {zone} job did not build everything it needed (a manual --select, or older release)"
+    if previous.get("checksum") != checksum:
+        return "the dbt project or its vars changed since the previous run"
+    return None
 
 
 def run_retention(context: JobContext, rules: list[RetentionRule]) -> dict[str, int]:
@@ -60,8 +112,13 @@ def _parser(zone: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"etl-{zone}", description=description)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="dbt build (models and tests), recorded in the audit tables")
-    run.add_argument("--select", nargs="+", default=[], help="dbt selection (default: everything)")
+    run.add_argument("--select", nargs="+", default=[], help="dbt selection (default: what has new input)")
     run.add_argument("--full-refresh", action="store_true", help="rebuild incremental models from scratch")
+    run.add_argument(
+        "--all",
+        action="store_true",
+        help="build every model and test, even those with no new input since the previous run",
+    )
     sub.add_parser("docs", help="generate the dbt documentation site under the data folder")
     return parser
 
@@ -95,7 +152,9 @@ def dbt_zone_main(
         variables.update(hooks.variables(settings))
     if args.command == "docs":
         url = resolve_database_url(settings)
-        result = project.invoke("docs generate", url, variables={"run_id": settings.run_id, **variables})
+        result = project.invoke(
+            "docs generate", url, variables=variables, run_values={"run_id": settings.run_id}
+        )
         if result.success:
             sys.stdout.write(f"dbt docs written to {project.target_path}\n")
         else:
@@ -106,10 +165,11 @@ def dbt_zone_main(
     def work(context: JobContext) -> None:
         if hooks.before_build is not None:
             hooks.before_build(context)
+        select = _plan(context, zone, project, variables, hooks, args)
         build_zone(
             context,
             project,
-            select=args.select,
+            select=select,
             full_refresh=args.full_refresh,
             variables=variables,
             on_built=hooks.on_built,
@@ -118,3 +178,38 @@ def dbt_zone_main(
             run_retention(context, hooks.retention(context))
 
     return run_job(zone, zone, settings, work)
+
+
+def _plan(
+    context: JobContext,
+    zone: str,
+    project: DbtProject,
+    variables: dict[str, Any],
+    hooks: ZoneHooks,
+    args: argparse.Namespace,
+) -> list[str]:
+    """What this run builds: the operator's --select; everything (--all, --full-refresh, or when a
+    partial build is not safe); or what the zone's ``select`` hook says has new input. Recorded in the
+    job's summary as ``dbt_project``: the project checksum, whether the run built everything it
+    needed (``complete``), and how it was chosen."""
+    checksum = project_checksum(project.project_dir, variables)
+    summary: dict[str, Any] = {"checksum": checksum, "complete": True}
+    context.counts["dbt_project"] = summary
+    if args.select:
+        summary.update(complete=False, built="the models selected with --select")
+        return list(args.select)
+    if hooks.select is None:
+        summary["built"] = "everything"
+        return []
+    if args.all or args.full_refresh:
+        reason = "--all" if args.all else "--full-refresh"
+    else:
+        reason = selection_blocked_by(context, zone, checksum) or ""
+    if reason:
+        summary["built"] = f"everything: {reason}"
+        _log.info("building every model: %s", reason)
+        return []
+    selection = hooks.select(context)
+    summary.update(built=selection.reason, select=selection.select)
+    _log.info("building what has new input: %s", selection.reason, extra={"select": selection.select})
+    return selection.select

@@ -25,6 +25,7 @@ from etl_shared import (
     DbtZoneSettings,
     JobContext,
     RetentionRule,
+    Selection,
     ZoneHooks,
     dbt_zone_main,
     history_retention_rules,
@@ -47,6 +48,10 @@ CONSUMERS: dict[tuple[str, str], str] = {
     ("crm", "opportunities"): "crm_opportunity_history",
     ("fx", "ecb_rates"): "fx_rate_history",
 }
+
+#: What every run builds, new pulls or not: the freshness and volume tests of the staging pulls, and
+#: the daily FX rates (they carry the last published rate forward to today).
+EVERY_RUN = ["source:staging_monitor+", "fx_rate"]
 
 QUARANTINE_RETENTION = RetentionRule(
     "conformed.quarantine", "quarantined_at", ("run_id", "rule_id", "pull_id", "batch_no", "row_no")
@@ -120,6 +125,33 @@ def summarise_record_rules(context: JobContext, outcome: DbtOutcome) -> None:
         )
 
 
+def select_new_pulls(context: JobContext) -> Selection:
+    """Build only the entities with committed staging pulls not consumed yet: for each, its validated
+    model and everything downstream of it (history, conformed models, their tests), plus
+    :data:`EVERY_RUN`. An entity with nothing new is left as it is, and the seeds are not reloaded:
+    they change only with a release, and a release makes the run build everything."""
+    with context.db.connect(autocommit=True) as conn:
+        rows = conn.execute(
+            "select distinct pulls.source, pulls.entity from staging.pulls as pulls"
+            " where pulls.status = 'committed' and not exists ("
+            "  select 1 from conformed.consumed_pulls as consumed where consumed.pull_id = pulls.pull_id)"
+            " order by 1, 2"
+        ).fetchall()
+    pending = [(source, entity) for source, entity in rows if (source, entity) in CONSUMERS]
+    idle = sorted(set(CONSUMERS) - set(pending))
+    names = ", ".join(f"{source}.{entity}" for source, entity in pending)
+    idle_names = ", ".join(f"{source}.{entity}" for source, entity in idle) or "-"
+    return Selection(
+        select=[*(f"{validated_model(CONSUMERS[key])}+" for key in pending), *EVERY_RUN],
+        reason=f"new pulls of {names}; nothing new for {idle_names}" if pending else "no new pulls",
+    )
+
+
+def validated_model(consumer: str) -> str:
+    """The validated model feeding a history model: ``customer_history`` -> ``validated_customer``."""
+    return "validated_" + consumer.removesuffix("_history")
+
+
 def retention_rules(context: JobContext) -> list[RetentionRule]:
     return [*history_retention_rules(context.db, ZONE), QUARANTINE_RETENTION]
 
@@ -187,5 +219,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv,
         description="Conformed zone: dbt build with data quality and change history"
         " (commands: run, docs, skip-pull).",
-        hooks=ZoneHooks(on_built=summarise_record_rules, retention=retention_rules),
+        hooks=ZoneHooks(select=select_new_pulls, on_built=summarise_record_rules, retention=retention_rules),
     )

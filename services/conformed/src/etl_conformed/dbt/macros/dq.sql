@@ -52,7 +52,7 @@ array_remove(array[
 insert into {{ source('conformed_ops', 'quarantine') }}
     (run_id, rule_id, severity, entity, pull_id, batch_no, row_no, record, reason, job_id, quarantined_at)
 select
-    '{{ var("run_id") }}',
+    {{ run_id_literal() }},
     rules.rule_id,
     rules.severity,
     '{{ entity }}',
@@ -75,7 +75,7 @@ insert into ops.dq_results
 select
     {{ job_id_value() }},
     rules.rule_id,
-    '{{ var("run_id") }}',
+    {{ run_id_literal() }},
     'conformed',
     rules.severity,
     case
@@ -112,9 +112,9 @@ set
 {{ return([quarantine, results]) }}
 {%- endmacro %}
 
-{#- The job's id (var job_id, set by the runner), or a fixed id for a manual dbt run. -#}
+{#- The job's id (set by the runner, see run_values.sql), or a fixed id for a manual dbt run. -#}
 {% macro job_id_value() -%}
-'{{ var("job_id", "00000000-0000-0000-0000-000000000000") }}'::uuid
+{{ run_value_literal('job_id', '00000000-0000-0000-0000-000000000000') }}::uuid
 {%- endmacro %}
 
 {#- Standardisation helpers shared by the validated models. -#}

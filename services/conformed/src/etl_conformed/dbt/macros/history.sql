@@ -195,7 +195,7 @@ select
     coalesce(existing_version_id, md5(concat_ws('|', {{ key_text(keys) }}, valid_from::text, pull_id::text))) as version_id,
     pull_id,
     pull_committed_at as recorded_at,
-    coalesce(existing_run_id, '{{ var("run_id") }}') as run_id,
+    coalesce(existing_run_id, {{ run_id_literal() }}) as run_id,
     now() as loaded_at
 from versions
 where not is_existing or next_valid_from is not null

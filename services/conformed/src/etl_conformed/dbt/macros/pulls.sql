@@ -3,7 +3,7 @@
 
   Staging stores each pull as batches of JSON list-of-arrays: {"columns": [...], "rows": [[...]]}.
   A run reads the committed pulls that the consuming history model has not consumed yet
-  (conformed.consumed_pulls) and that committed before the run's cutoff (var pull_cutoff, the
+  (conformed.consumed_pulls) and that committed before the run's cutoff (pull_cutoff, the
   database time when the job started), so that a pull committing while the job runs waits for the
   next run instead of being half seen:
     - snapshot entities (every pull is a full extract): only the newest such pull; older unconsumed
@@ -14,7 +14,7 @@
 -#}
 
 {% macro pull_cutoff() -%}
-'{{ var("pull_cutoff", "2999-12-31T00:00:00+00:00") }}'::timestamptz
+{{ run_value_literal('pull_cutoff', '2999-12-31T00:00:00+00:00') }}::timestamptz
 {%- endmacro %}
 
 {% macro unconsumed_pulls(source_name, entity, consumer) -%}
@@ -129,7 +129,7 @@ select
         ) then 'processed'
         else 'superseded'
     end,
-    '{{ var("run_id") }}',
+    {{ run_id_literal() }},
     now()
 from ({{ unconsumed_pulls(source_name, entity, this.identifier) }}) as unconsumed
 on conflict (consumer, pull_id) do nothing

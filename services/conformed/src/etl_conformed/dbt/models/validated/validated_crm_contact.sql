@@ -6,7 +6,9 @@
 with
 {{ pull_records('crm', 'contacts', 'crm_contact_history', snapshot=true) }},
 
-typed as (
+-- MATERIALIZED: each typed value is computed once per record; inlined, every rule and output column
+-- repeating it would parse the record again (2.7x slower, bench/README.md).
+typed as materialized (
     select
         {{ field('contact_id') }} as contact_id,
         {{ field('account_id') }} as account_id,

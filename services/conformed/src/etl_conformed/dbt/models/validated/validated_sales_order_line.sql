@@ -6,7 +6,9 @@
 with
 {{ pull_records('oltp', 'order_lines', 'sales_order_line_history') }},
 
-typed as (
+-- MATERIALIZED: each typed value is computed once per record; inlined, every rule and output column
+-- repeating it would parse the record again (2.7x slower, bench/README.md).
+typed as materialized (
     select
         {{ try_cast(field('order_id'), 'bigint') }} as order_id,
         {{ try_cast(field('line_number'), 'integer') }} as line_number,

@@ -1,0 +1,48 @@
+{#-
+  The values that change with every run: run_id, job_id and pull_cutoff (the database time when the
+  job started; see pulls.sql).
+
+  The runner passes them as the environment variables ETL_DBT_RUN_ID, ETL_DBT_JOB_ID and
+  ETL_DBT_PULL_CUTOFF, read here only while dbt executes. Passed as --vars they would change dbt's
+  vars checksum every run and force a full parse of the project (8 s of every run); read at parse
+  time, every file reading them would be parsed again. A var of the same name still wins: unit tests
+  and manual runs (`dbt build --vars '{run_id: x}'`) set them that way.
+-#}
+{% macro run_value(name, default) -%}
+{%- set given = var(name, none) -%}
+{%- if given is not none -%}
+    {{ return(given | string) }}
+{%- elif execute -%}
+    {{ return(env_var('ETL_DBT_' ~ (name | upper), default)) }}
+{%- else -%}
+    {{ return(default) }}
+{%- endif -%}
+{%- endmacro %}
+
+{#- A run value as a quoted SQL string literal. -#}
+{% macro run_value_literal(name, default) -%}
+'{{ run_value(name, default) | replace("'", "''") }}'
+{%- endmacro %}
+
+{#- This run's id as a SQL string literal. -#}
+{% macro run_id_literal() -%}
+{{ run_value_literal('run_id', 'manual') }}
+{%- endmacro %}
+
+{#-
+  A test's `where` config is rendered when dbt parses the YAML, before any run value is known: there
+  it writes the placeholder {run_id}, replaced here, when the test runs, by this run's id. This is
+  dbt's own get_where_subquery with that one replacement.
+-#}
+{% macro get_where_subquery(relation) -%}
+    {%- set where = config.get('where', '') -%}
+    {%- if where -%}
+        {%- set where = where | replace('{run_id}', run_id_literal()) -%}
+        {%- set filtered -%}
+            (select * from {{ relation }} where {{ where }}) dbt_subquery
+        {%- endset -%}
+        {%- do return(filtered) -%}
+    {%- else -%}
+        {%- do return(relation) -%}
+    {%- endif -%}
+{%- endmacro %}

@@ -1,0 +1,160 @@
+"""Which part of the conformed project a run builds: everything on a first run, after a failure, a release
+or --all; otherwise only the entities with new staging pulls (and what every run needs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from conformed_warehouse import Warehouse
+
+CUSTOMER_COLUMNS = [
+    "customer_id",
+    "email",
+    "first_name",
+    "last_name",
+    "phone",
+    "country",
+    "created_at",
+    "updated_at",
+]
+PRODUCT_COLUMNS = [
+    "product_id",
+    "sku",
+    "name",
+    "category",
+    "unit_price",
+    "currency",
+    "is_active",
+    "updated_at",
+]
+T0 = "2025-01-01T08:00:00Z"
+
+
+def customers(warehouse: Warehouse, *phones: str | None) -> None:
+    warehouse.pull(
+        "oltp",
+        "customers",
+        CUSTOMER_COLUMNS,
+        [[i + 1, f"c{i + 1}@example.com", "A", "B", phone, "DE", T0, T0] for i, phone in enumerate(phones)],
+    )
+
+
+def products(warehouse: Warehouse, price: str, updated_at: str) -> None:
+    warehouse.pull(
+        "oltp", "products", PRODUCT_COLUMNS, [[7, "SKU-7", "Lamp", "home", price, "EUR", True, updated_at]]
+    )
+
+
+def execute(warehouse: Warehouse, statement: str) -> None:
+    with psycopg.connect(warehouse.url, autocommit=True) as conn:
+        conn.execute(statement)  # type: ignore[arg-type]
+
+
+def last_job(warehouse: Warehouse) -> dict[str, Any]:
+    ((counts,),) = warehouse.rows(
+        "select counts -> 'dbt_project' from ops.job_runs where zone = 'conformed' order by started_at desc limit 1"
+    )
+    assert isinstance(counts, dict)
+    return counts
+
+
+def built_models(warehouse: Warehouse) -> set[str]:
+    """The models the last conformed job ran."""
+    rows = warehouse.rows(
+        "select unique_id from ops.dbt_node_results where resource_type = 'model' and job_id = ("
+        " select job_id from ops.job_runs where zone = 'conformed' order by started_at desc limit 1)"
+    )
+    return {unique_id.split(".")[-1] for (unique_id,) in rows}
+
+
+def test_a_run_builds_only_the_entities_with_new_pulls(warehouse: Warehouse) -> None:
+    customers(warehouse, None, None)
+    products(warehouse, "10.00", T0)
+
+    assert warehouse.run() == 0
+    first = last_job(warehouse)
+    assert first["complete"] is True
+    assert first["built"] == "everything: first run of the zone"
+    everything = built_models(warehouse)
+    assert {
+        "validated_customer",
+        "customer_history",
+        "validated_crm_account",
+        "web_event_history",
+    } <= everything
+
+    # Nothing new: only what every run needs (the FX rates carried forward to today, the pull tests).
+    assert warehouse.run() == 0
+    quiet = last_job(warehouse)
+    assert quiet["built"] == "no new pulls"
+    assert quiet["checksum"] == first["checksum"]
+    assert built_models(warehouse) == {"fx_rate"}
+    tests = warehouse.rows(
+        "select count(*) from ops.dbt_node_results where resource_type = 'test'"
+        " and starts_with(unique_id, 'test.conformed.freshness_') and job_id = ("
+        " select job_id from ops.job_runs where zone = 'conformed' order by started_at desc limit 1)"
+    )
+    assert tests[0][0] > 0
+
+    # A new customer pull: the customer entity and what depends on it, nothing of the products or CRM.
+    customers(warehouse, "+49 1", None)
+    assert warehouse.run() == 0
+    partial = last_job(warehouse)
+    assert partial["built"].startswith("new pulls of oltp.customers; nothing new for crm.accounts")
+    models = built_models(warehouse)
+    assert {"validated_customer", "customer_history", "customer", "fx_rate"} <= models
+    assert not models & {"validated_product", "product_history", "validated_crm_account", "web_event_history"}
+    assert warehouse.rows(
+        "select customer_id, phone, change_type from conformed.customer_history where is_current order by 1"
+    ) == [(1, "+49 1", "update"), (2, None, "insert")]
+    assert warehouse.rows("select customer_id, phone from conformed.customer order by 1") == [
+        (1, "+49 1"),
+        (2, None),
+    ]
+
+
+def test_everything_is_built_after_a_failure_a_manual_selection_or_a_change(warehouse: Warehouse) -> None:
+    customers(warehouse, None)
+    assert warehouse.run() == 0
+
+    # --select builds what it names; it is not a complete run, so the next run builds everything.
+    products(warehouse, "10.00", T0)
+    assert warehouse.run("run", "--select", "validated_product+") == 0
+    assert last_job(warehouse)["complete"] is False
+    assert "product_history" in built_models(warehouse)
+    assert warehouse.run() == 0
+    assert last_job(warehouse)["built"].startswith(
+        "everything: the previous conformed job did not build everything"
+    )
+
+    # A failed run (the database refuses the history table's write): the next run builds everything.
+    products(warehouse, "11.00", "2025-02-01T08:00:00Z")
+    execute(
+        warehouse, "alter table conformed.product_history add constraint no_price_11 check (unit_price <> 11)"
+    )
+    assert warehouse.run() != 0
+    execute(warehouse, "alter table conformed.product_history drop constraint no_price_11")
+    assert warehouse.run() == 0
+    assert last_job(warehouse)["built"] == "everything: the previous conformed job failed"
+    assert warehouse.rows("select unit_price from conformed.product_history where is_current") == [(11,)]
+
+    # Other vars (a configuration change) or --all: everything again.
+    assert warehouse.run(reporting_currency="EUR") == 0
+    assert (
+        last_job(warehouse)["built"]
+        == "everything: the dbt project or its vars changed since the previous run"
+    )
+    assert warehouse.run("run", "--all", reporting_currency="EUR") == 0
+    assert last_job(warehouse)["built"] == "everything: --all"
+    assert warehouse.run(reporting_currency="EUR") == 0
+    assert last_job(warehouse)["built"] == "no new pulls"
+
+
+def test_every_source_entity_maps_to_its_validated_and_history_models() -> None:
+    from etl_conformed.cli import CONSUMERS, project_dir, validated_model
+
+    models = {path.stem for path in (project_dir() / "models").rglob("*.sql")}
+    for consumer in CONSUMERS.values():
+        assert consumer in models
+        assert validated_model(consumer) in models
