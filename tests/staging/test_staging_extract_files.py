@@ -401,6 +401,39 @@ def test_payload_chunks_concatenate_to_the_file_bytes(
     assert sum(len(b.rows) for b in items if isinstance(b, Batch)) == 1000
 
 
+@pytest.mark.parametrize("name", ["events.jsonl", "events.jsonl.gz"])
+def test_payload_chunks_follow_the_parser_through_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """The file as fetched is stored while it is parsed: the chunks come between the batches, each once
+    the parser has read its bytes, rather than all of them before the first batch."""
+    monkeypatch.setattr("etl_staging._extract.PAYLOAD_CHUNK_BYTES", 64 * 1024)
+    lines = b"".join(
+        json.dumps({"id": i, "note": f"event {i:07d} " + "x" * 80}).encode() + b"\n" for i in range(40_000)
+    )
+    body = gzip.compress(lines, compresslevel=1) if name.endswith(".gz") else lines
+    (tmp_path / name).write_bytes(body)
+
+    ex = extractor(
+        tmp_path, {"path": f"{{data_dir}}/{name}", "format": "jsonl"}, batch_size=1000, keep_payload=True
+    )
+    items = list(ex.extract())
+
+    kinds = "".join("B" if isinstance(i, Batch) else "P" for i in items)
+    assert kinds.count("B") == 40
+    assert kinds.startswith("B")  # nothing is stored before the parser has read it
+    assert "PB" in kinds.rstrip("P")  # batches come after some of the chunks, not all at the end
+    payloads = [i for i in items if isinstance(i, Payload)]
+    assert b"".join(p.body for p in payloads) == body
+    assert [p.name for p in payloads] == [f"{name}#{n}" for n in range(1, len(payloads) + 1)]
+    assert [
+        r["id"]
+        for b in items
+        if isinstance(b, Batch)
+        for r in (dict(zip(b.columns, row, strict=True)) for row in b.rows)
+    ] == list(range(40_000))
+
+
 def test_no_payloads_without_keep_payload(tmp_path: Path) -> None:
     (tmp_path / "a.csv").write_text("id\n1\n", encoding="utf-8")
 

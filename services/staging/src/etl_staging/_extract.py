@@ -86,6 +86,26 @@ def file_checksum(path: Path) -> str:
     return digest.hexdigest()
 
 
+class _CountingReader(io.RawIOBase):
+    """A raw file that counts the bytes read from it: how far the parser has got in the file."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+        self.bytes_read += n or 0
+        return n  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
 def _gunzip_if(name: str, opener: Callable[[], IO[bytes]]) -> Callable[[], IO[bytes]]:
     if name.endswith(".gz"):
         return lambda: gzip.open(opener(), "rb")  # type: ignore[return-value]
@@ -151,6 +171,9 @@ class FileExtractor:
                 size = path.stat().st_size
                 self.loaded.append(LoadedFile(str(path), checksum, size))
                 self.state.bytes_read += size
+                if self.entity.keep_payload and path.suffix != ".zip":
+                    yield from self._batches_with_payload(path, group)
+                    continue
                 if self.entity.keep_payload:
                     yield from self._payloads(path, group)
                 for source_file in source_files(path):
@@ -168,6 +191,27 @@ class FileExtractor:
             while chunk := handle.read(PAYLOAD_CHUNK_BYTES):
                 part += 1
                 yield Payload(name=f"{path.name}#{part}", content_type=content_type, body=chunk)
+
+    def _batches_with_payload(self, path: Path, group: FileGroup) -> Iterator[Batch | Payload]:
+        """The batches of a plain or gzipped file, each followed by the payload chunks of the bytes
+        the parser has read so far: the database stores the file as fetched while the next batch is
+        parsed, instead of before the first (bench/README.md, staging)."""
+        counter: list[_CountingReader] = []
+
+        def open_counted() -> IO[bytes]:
+            counter.append(_CountingReader(path.open("rb", buffering=0)))
+            return io.BufferedReader(counter[-1], buffer_size=1024 * 1024)
+
+        payloads = self._payloads(path, group)
+        stored = 0
+        for batch in self._batches(SourceFile(str(path), _gunzip_if(path.name, open_counted)), group):
+            yield batch
+            while (
+                counter and stored < counter[-1].bytes_read and (payload := next(payloads, None)) is not None
+            ):
+                stored += len(payload.body)
+                yield payload
+        yield from payloads  # the rest: what the parser read after its last batch, or a file without records
 
     def _open_text(self, source_file: SourceFile, group: FileGroup) -> IO[str]:
         return io.TextIOWrapper(source_file.open(), encoding=group.encoding, newline="")
