@@ -234,6 +234,15 @@ def main() -> int:
         lines.append(f"| {name} | {wall:.1f} | {wall / full:.1%} | {rss or 0:.0f} |")
     lines += ["", "History after the incremental run (rows, of which updates):", ""]
     lines += [f"- {table}: {rows:,} rows, {updates:,} updates" for table, rows, updates in history]
+    lines += ["", "What each run built (the job's summary, `dbt_project.built`):", ""]
+    for name, run_id, _wall, _rss in results:
+        built = query(
+            warehouse,
+            "select counts -> 'dbt_project' ->> 'built', (select count(*) from ops.dbt_node_results as n"
+            " where n.job_id = j.job_id) from ops.job_runs as j"
+            f" where run_id = '{run_id}' and zone = 'conformed'",
+        )
+        lines += [f"- {name}: {what} ({nodes} dbt nodes)" for what, nodes in built]
     for name, run_id, _wall, _rss in results:
         lines += ["", f"Slowest dbt nodes, {name}:", ""]
         lines += [f"- {node}: {seconds:.1f} s" for node, seconds in node_times(warehouse, run_id)]

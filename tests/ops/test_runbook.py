@@ -20,6 +20,8 @@ PROGRAMS = ("etl", "etl-staging", "etl-conformed", "etl-semantic")
 RUN_ELSEWHERE = {
     "etl run": "tests/test_e2e_pipeline.py",
     "etl-conformed run": "tests/conformed (every test runs the zone)",
+    "etl-conformed run --all": "tests/conformed/test_conformed_selection.py",
+    "etl-conformed run --select validated_customer+": "tests/conformed/test_conformed_selection.py",
     "etl-semantic run": "tests/semantic/test_semantic_zone.py",
     "etl-staging run --source crm --entity accounts": "tests/staging/test_staging_demo_apis.py (the sample APIs)",
 }

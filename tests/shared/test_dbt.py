@@ -354,3 +354,74 @@ def test_failing_error_test_gives_a_data_quality_failure(
     ]
     assert quality[0][0].startswith("accepted_values_ids_id")
     assert ("model", "success") in nodes and ("test", "fail") in nodes
+
+
+def _write_conflicting_project(folder: Path, conflicts: int) -> Path:
+    """A project whose first model is cancelled with SQLSTATE 40001 on its first ``conflicts`` runs (a
+    sequence counts the attempts: nextval is not rolled back), and a second model that depends on it."""
+    (folder / "models").mkdir(parents=True)
+    (folder / "dbt_project.yml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "conflicting",
+                "version": "1.0.0",
+                "config-version": 2,
+                "profile": "conflicting",
+                "flags": {"postgres_skip_autocommit_transaction_statements": True},
+                "models": {"conflicting": {"+materialized": "table"}},
+            }
+        )
+    )
+    (folder / "models" / "first.sql").write_text(
+        "{{ config(pre_hook=\"select conflicting.conflict_on_attempt('first', " + str(conflicts) + ')") }}\n'
+        "select 1 as id\n"
+    )
+    (folder / "models" / "second.sql").write_text("select id + 1 as id from {{ ref('first') }}\n")
+    return folder
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("conflicts", "succeeds"), [(2, True), (4, False)])
+def test_a_node_cancelled_by_a_serialization_conflict_is_retried(
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, conflicts: int, succeeds: bool
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("create schema if not exists conflicting")
+        conn.execute("drop sequence if exists conflicting.attempts")
+        conn.execute("create sequence conflicting.attempts")
+        conn.execute(
+            """create or replace function conflicting.conflict_on_attempt(name text, conflicts integer)
+            returns integer language plpgsql as $$
+            declare attempt integer := nextval('conflicting.attempts');
+            begin
+                if attempt <= conflicts then
+                    raise exception 'could not serialize access due to read/write dependencies among transactions'
+                        using errcode = '40001';
+                end if;
+                return attempt;
+            end $$"""
+        )
+    project = DbtProject(
+        _write_conflicting_project(tmp_path / "conflicting", conflicts),
+        profile="conflicting",
+        schema="conflicting",
+        work_dir=tmp_path / "work",
+    )
+
+    outcome = project.build(database_url)
+
+    retries = [r.getMessage() for r in caplog.records if "serialization conflict" in r.getMessage()]
+    statuses = sorted((n.unique_id.split(".")[-1], n.status) for n in outcome.nodes)
+    if succeeds:
+        assert outcome.success is True
+        assert statuses == [("first", "success"), ("second", "success")]
+        assert outcome.models == ["conflicting.first", "conflicting.second"]
+        assert len(retries) == 2
+        with psycopg.connect(database_url) as conn:
+            assert conn.execute("select id from conflicting.second").fetchall() == [(2,)]
+    else:
+        assert outcome.success is False
+        assert statuses == [("first", "error"), ("second", "skipped")]
+        assert len(retries) == 3  # CONFLICT_RETRIES, then the job gives up: exit 5, a rerun may help
+        with pytest.raises(DatabaseError, match="could not serialize access"):
+            raise_for_outcome(outcome)

@@ -22,6 +22,7 @@ EXPECTED = {
     "SourceFatalError",
     "SourceTransientError",
     "TransformError",
+    "Selection",
     "ZoneHooks",
     "exit_code_for",
     "history_retention_rules",

@@ -174,6 +174,26 @@ class DbtProject:
             args.append("--full-refresh")
         result = self.invoke("build", url, args=args, variables=variables, run_values=run_values)
         outcome = _outcome_from(result)
+        for attempt in range(1, CONFLICT_RETRIES + 1):
+            conflicted = [
+                n.unique_id for n in outcome.nodes if n.status == "error" and _is_conflict(n.message)
+            ]
+            if not conflicted:
+                break
+            # Two dbt threads writing at once can conflict under SERIALIZABLE (CockroachDB, and the
+            # embedded PostgreSQL): the database cancels one transaction with SQLSTATE 40001 and
+            # nothing of it is written. Every model is idempotent, so `dbt retry` runs the failed
+            # node and the nodes it stopped again, with the same run values.
+            _log.warning(
+                "dbt: %s cancelled by a serialization conflict (SQLSTATE 40001); retrying it and the nodes"
+                " it stopped (retry %d of %d)",
+                ", ".join(conflicted),
+                attempt,
+                CONFLICT_RETRIES,
+                extra={"nodes": conflicted},
+            )
+            retried = self.invoke("retry", url, variables=variables, run_values=run_values)
+            outcome = _merged(outcome, _outcome_from(retried))
         for node in outcome.nodes:
             level = logging.INFO if node.status in {"success", "pass"} else logging.WARNING
             _log.log(
@@ -193,6 +213,36 @@ class DbtProject:
         return outcome
 
 
+CONFLICT_RETRIES = 3
+_CONFLICT_HINTS = (
+    "could not serialize access",
+    "restart transaction",
+    "sqlstate 40001",
+    "retry_serializable",
+)
+
+
+def _is_conflict(message: str | None) -> bool:
+    """A node cancelled by a serialization conflict (SQLSTATE 40001): PostgreSQL says "could not
+    serialize access", CockroachDB "restart transaction: TransactionRetryWithProtoRefreshError"."""
+    text = (message or "").lower()
+    return any(hint in text for hint in _CONFLICT_HINTS)
+
+
+def _merged(first: DbtOutcome, retried: DbtOutcome) -> DbtOutcome:
+    """The outcome of a build and its `dbt retry`: a node's result from the retry replaces its first."""
+    if retried.error:
+        return DbtOutcome(
+            success=False, nodes=first.nodes, quality=first.quality, models=first.models, error=retried.error
+        )
+    nodes = {n.unique_id: n for n in first.nodes} | {n.unique_id: n for n in retried.nodes}
+    quality = {q.rule_id: q for q in first.quality} | {q.rule_id: q for q in retried.quality}
+    models = list(dict.fromkeys([*first.models, *retried.models]))
+    return DbtOutcome(
+        success=retried.success, nodes=list(nodes.values()), quality=list(quality.values()), models=models
+    )
+
+
 def raise_for_outcome(outcome: DbtOutcome) -> None:
     """Turn a dbt outcome into the right exception (and so the right exit code)."""
     if outcome.error:
@@ -204,7 +254,7 @@ def raise_for_outcome(outcome: DbtOutcome) -> None:
     if model_errors:
         first = model_errors[0]
         text = f"{len(model_errors)} dbt node(s) failed; first {first.unique_id}: {first.message}"
-        if any(h in (first.message or "").lower() for h in _CONNECTION_HINTS):
+        if any(h in (first.message or "").lower() for h in _CONNECTION_HINTS) or _is_conflict(first.message):
             raise DatabaseError(text)
         raise TransformError(text)
     failed = [q for q in outcome.quality if q.status in {"fail", "error"}]
@@ -306,17 +356,19 @@ def build_zone(
     audit tables, count the rows of the models built, call ``on_built`` (whatever the outcome: a
     zone adds its own summary there), then raise for failures (exit codes 4/5/1).
 
-    The project gets the run values run_id, job_id (for rows its hooks write into the audit tables)
-    and pull_cutoff (the database's clock now: what committed later waits for the next run), and the
-    var is_cockroachdb."""
+    The project gets the run values run_id, job_id (for rows its hooks write into the audit tables),
+    pull_cutoff (the database's clock now: what committed later waits for the next run) and
+    job_started_at (the same time: tests check the rows loaded since), and the var is_cockroachdb."""
     from ._job import count_rows
 
     url = context.db.url
     all_vars = {"is_cockroachdb": detect_cockroachdb(url), **(variables or {})}
+    started_at = _database_now(context.db)
     run_values = {
         "run_id": context.settings.run_id,
         "job_id": str(context.audit.job_id),
-        "pull_cutoff": _database_now(context.db),
+        "pull_cutoff": started_at,
+        "job_started_at": started_at,
     }
     outcome = project.build(
         url,

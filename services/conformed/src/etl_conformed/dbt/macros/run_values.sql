@@ -1,9 +1,9 @@
 {#-
-  The values that change with every run: run_id, job_id and pull_cutoff (the database time when the
-  job started; see pulls.sql).
+  The values that change with every run: run_id, job_id, job_started_at and pull_cutoff (both the
+  database time when the job started; see pulls.sql).
 
-  The runner passes them as the environment variables ETL_DBT_RUN_ID, ETL_DBT_JOB_ID and
-  ETL_DBT_PULL_CUTOFF, read here only while dbt executes. Passed as --vars they would change dbt's
+  The runner passes them as the environment variables ETL_DBT_RUN_ID, ETL_DBT_JOB_ID,
+  ETL_DBT_JOB_STARTED_AT and ETL_DBT_PULL_CUTOFF, read here only while dbt executes. Passed as --vars they would change dbt's
   vars checksum every run and force a full parse of the project (8 s of every run); read at parse
   time, every file reading them would be parsed again. A var of the same name still wins: unit tests
   and manual runs (`dbt build --vars '{run_id: x}'`) set them that way.
@@ -29,15 +29,24 @@
 {{ run_value_literal('run_id', 'manual') }}
 {%- endmacro %}
 
+{#- Rows this run wrote: their loaded_at is at or after the job's start (the run value job_started_at,
+    the database's clock when the job began). A minute of margin covers clock skew between the nodes
+    of a CockroachDB cluster; rows of a run a minute earlier are checked again, harmlessly. A manual
+    dbt run (no run values) checks every row. Every history and conformed table has an index on
+    loaded_at, so a test of this run's rows reads those rows only, not the whole table. -#}
+{% macro loaded_this_run(column='loaded_at') -%}
+{{ column }} >= {{ run_value_literal('job_started_at', '1900-01-01T00:00:00+00:00') }}::timestamptz - interval '1 minute'
+{%- endmacro %}
+
 {#-
   A test's `where` config is rendered when dbt parses the YAML, before any run value is known: there
-  it writes the placeholder {run_id}, replaced here, when the test runs, by this run's id. This is
-  dbt's own get_where_subquery with that one replacement.
+  it writes the placeholder {loaded_this_run}, replaced here, when the test runs, by
+  loaded_this_run(). This is dbt's own get_where_subquery with that one replacement.
 -#}
 {% macro get_where_subquery(relation) -%}
     {%- set where = config.get('where', '') -%}
     {%- if where -%}
-        {%- set where = where | replace('{run_id}', run_id_literal()) -%}
+        {%- set where = where | replace('{loaded_this_run}', loaded_this_run()) -%}
         {%- set filtered -%}
             (select * from {{ relation }} where {{ where }}) dbt_subquery
         {%- endset -%}
