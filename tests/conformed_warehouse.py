@@ -15,6 +15,18 @@ from etl_conformed.cli import main as conformed_main
 from etl_shared import Database, apply_migrations
 from etl_staging import RawPullWriter
 
+#: The columns of an oltp.customers staging pull, as the demo OLTP source delivers them.
+CUSTOMER_COLUMNS = [
+    "customer_id",
+    "email",
+    "first_name",
+    "last_name",
+    "phone",
+    "country",
+    "created_at",
+    "updated_at",
+]
+
 
 class Warehouse:
     """One test's warehouse: write staging pulls, run the conformed job, query."""

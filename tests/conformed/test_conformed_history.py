@@ -5,18 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from conformed_warehouse import Warehouse
+from conformed_warehouse import CUSTOMER_COLUMNS, Warehouse
 
-CUSTOMER_COLUMNS = [
-    "customer_id",
-    "email",
-    "first_name",
-    "last_name",
-    "phone",
-    "country",
-    "created_at",
-    "updated_at",
-]
 T0 = "2025-01-01T08:00:00Z"
 
 HISTORY = (

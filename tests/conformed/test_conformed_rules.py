@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from conformed_warehouse import Warehouse
+from conformed_warehouse import CUSTOMER_COLUMNS, Warehouse
 
 ORDER_COLUMNS = ["order_id", "customer_id", "order_date", "ordered_at", "status", "currency", "updated_at"]
 LINE_COLUMNS = [
@@ -193,16 +193,7 @@ def test_customer_is_conformed_with_the_crm(warehouse: Warehouse) -> None:
 
 
 def test_retention_deletes_old_closed_versions_and_quarantine_in_batches(warehouse: Warehouse) -> None:
-    columns = [
-        "customer_id",
-        "email",
-        "first_name",
-        "last_name",
-        "phone",
-        "country",
-        "created_at",
-        "updated_at",
-    ]
+    columns = CUSTOMER_COLUMNS
     old = "2020-01-01T00:00:00Z"
     warehouse.pull(
         "oltp",

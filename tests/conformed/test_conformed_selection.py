@@ -6,18 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from conformed_warehouse import Warehouse
+from conformed_warehouse import CUSTOMER_COLUMNS, Warehouse
 
-CUSTOMER_COLUMNS = [
-    "customer_id",
-    "email",
-    "first_name",
-    "last_name",
-    "phone",
-    "country",
-    "created_at",
-    "updated_at",
-]
 PRODUCT_COLUMNS = [
     "product_id",
     "sku",

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import ops_support
 import pytest
-from conformed_warehouse import Warehouse
+from conformed_warehouse import CUSTOMER_COLUMNS, Warehouse
 from ops_support import etl, etl_json, rows, staging
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
@@ -189,16 +189,6 @@ def test_dbt_edges_resolve_ephemeral_models_and_sources(tmp_path: Path) -> None:
     assert Dataset("a", "b") < Dataset("a", "c")
 
 
-CUSTOMER_COLUMNS = [
-    "customer_id",
-    "email",
-    "first_name",
-    "last_name",
-    "phone",
-    "country",
-    "created_at",
-    "updated_at",
-]
 T0 = "2025-01-01T08:00:00Z"
 
 

@@ -9,21 +9,11 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
-from conformed_warehouse import Warehouse
+from conformed_warehouse import CUSTOMER_COLUMNS, Warehouse
 
 from etl_semantic._qlik import association_problems, naming_problems, qlik_app_tables, semantic_tables
 from etl_semantic._watershed import validate_statement
 
-CUSTOMERS = [
-    "customer_id",
-    "email",
-    "first_name",
-    "last_name",
-    "phone",
-    "country",
-    "created_at",
-    "updated_at",
-]
 PRODUCTS = ["product_id", "sku", "name", "category", "unit_price", "currency", "is_active", "updated_at"]
 ORDERS = ["order_id", "customer_id", "order_date", "ordered_at", "status", "currency", "updated_at"]
 LINES = ["order_id", "line_number", "product_id", "quantity", "unit_price", "discount_pct", "updated_at"]
@@ -55,7 +45,7 @@ def load(warehouse: Warehouse) -> None:
     warehouse.pull(
         "oltp",
         "customers",
-        CUSTOMERS,
+        CUSTOMER_COLUMNS,
         [
             [1, "Anna.Schmidt@Example.com", "Anna", "Schmidt", "+49 30 1234567", "DE", T0, T0],
             [2, "liwen.weissmann@example.com", "Liwen", "Weissmann", "+44 20 7946 0000", "GB", T0, T0],
@@ -144,7 +134,7 @@ def load(warehouse: Warehouse) -> None:
     warehouse.pull(
         "oltp",
         "customers",
-        CUSTOMERS,
+        CUSTOMER_COLUMNS,
         [
             [1, "Anna.Schmidt@Example.com", "Anna", "Schmidt", "+49 30 1234567", "France", T0, MOVED],
             [2, "liwen.weissmann@example.com", "Liwen", "Weissmann", "+44 20 7946 0000", "GB", T0, T0],
