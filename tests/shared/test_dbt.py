@@ -229,21 +229,26 @@ def test_failed_nodes() -> None:
 # ---------------------------------------------------------------------------------------------- real dbt
 
 
-def _write_project(folder: Path, *, accepted_severity: str) -> Path:
-    """A tiny dbt project: one table model and its tests; ``accepted_values`` on id can never hold."""
+def _write_dbt_project_yml(folder: Path, name: str) -> None:
+    """A project ``name`` (its profile has the same name) whose models are tables, in ``folder/models``."""
     (folder / "models").mkdir(parents=True)
     (folder / "dbt_project.yml").write_text(
         yaml.safe_dump(
             {
-                "name": "tiny",
+                "name": name,
                 "version": "1.0.0",
                 "config-version": 2,
-                "profile": "tiny",
+                "profile": name,
                 "flags": {"postgres_skip_autocommit_transaction_statements": True},
-                "models": {"tiny": {"+materialized": "table"}},
+                "models": {name: {"+materialized": "table"}},
             }
         )
     )
+
+
+def _write_project(folder: Path, *, accepted_severity: str) -> Path:
+    """A tiny dbt project: one table model and its tests; ``accepted_values`` on id can never hold."""
+    _write_dbt_project_yml(folder, "tiny")
     (folder / "models" / "ids.sql").write_text("select 1 as id\n")
     (folder / "models" / "schema.yml").write_text(
         yaml.safe_dump(
@@ -359,19 +364,7 @@ def test_failing_error_test_gives_a_data_quality_failure(
 def _write_conflicting_project(folder: Path, conflicts: int) -> Path:
     """A project whose first model is cancelled with SQLSTATE 40001 on its first ``conflicts`` runs (a
     sequence counts the attempts: nextval is not rolled back), and a second model that depends on it."""
-    (folder / "models").mkdir(parents=True)
-    (folder / "dbt_project.yml").write_text(
-        yaml.safe_dump(
-            {
-                "name": "conflicting",
-                "version": "1.0.0",
-                "config-version": 2,
-                "profile": "conflicting",
-                "flags": {"postgres_skip_autocommit_transaction_statements": True},
-                "models": {"conflicting": {"+materialized": "table"}},
-            }
-        )
-    )
+    _write_dbt_project_yml(folder, "conflicting")
     (folder / "models" / "first.sql").write_text(
         "{{ config(pre_hook=\"select conflicting.conflict_on_attempt('first', " + str(conflicts) + ')") }}\n'
         "select 1 as id\n"

@@ -356,19 +356,17 @@ def build_zone(
     audit tables, count the rows of the models built, call ``on_built`` (whatever the outcome: a
     zone adds its own summary there), then raise for failures (exit codes 4/5/1).
 
-    The project gets the run values run_id, job_id (for rows its hooks write into the audit tables),
-    pull_cutoff (the database's clock now: what committed later waits for the next run) and
-    job_started_at (the same time: tests check the rows loaded since), and the var is_cockroachdb."""
+    The project gets the run values run_id, job_id (for rows its hooks write into the audit tables)
+    and pull_cutoff (the database's clock now: what committed later waits for the next run, and the
+    tests check the rows loaded since), and the var is_cockroachdb."""
     from ._job import count_rows
 
     url = context.db.url
     all_vars = {"is_cockroachdb": detect_cockroachdb(url), **(variables or {})}
-    started_at = _database_now(context.db)
     run_values = {
         "run_id": context.settings.run_id,
         "job_id": str(context.audit.job_id),
-        "pull_cutoff": started_at,
-        "job_started_at": started_at,
+        "pull_cutoff": _database_now(context.db),
     }
     outcome = project.build(
         url,

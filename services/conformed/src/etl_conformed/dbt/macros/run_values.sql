@@ -1,9 +1,9 @@
 {#-
-  The values that change with every run: run_id, job_id, job_started_at and pull_cutoff (both the
-  database time when the job started; see pulls.sql).
+  The values that change with every run: run_id, job_id and pull_cutoff (the database time when the
+  job started; see pulls.sql).
 
-  The runner passes them as the environment variables ETL_DBT_RUN_ID, ETL_DBT_JOB_ID,
-  ETL_DBT_JOB_STARTED_AT and ETL_DBT_PULL_CUTOFF, read here only while dbt executes. Passed as --vars they would change dbt's
+  The runner passes them as the environment variables ETL_DBT_RUN_ID, ETL_DBT_JOB_ID and
+  ETL_DBT_PULL_CUTOFF, read here only while dbt executes. Passed as --vars they would change dbt's
   vars checksum every run and force a full parse of the project (8 s of every run); read at parse
   time, every file reading them would be parsed again. A var of the same name still wins: unit tests
   and manual runs (`dbt build --vars '{run_id: x}'`) set them that way.
@@ -29,13 +29,12 @@
 {{ run_value_literal('run_id', 'manual') }}
 {%- endmacro %}
 
-{#- Rows this run wrote: their loaded_at is at or after the job's start (the run value job_started_at,
-    the database's clock when the job began). A minute of margin covers clock skew between the nodes
-    of a CockroachDB cluster; rows of a run a minute earlier are checked again, harmlessly. A manual
-    dbt run (no run values) checks every row. Every history and conformed table has an index on
+{#- Rows this run wrote: their loaded_at is at or after the job's start (the run value pull_cutoff,
+    the database's clock when the job began; without it, in a manual run, every row). A minute of margin covers clock skew between the nodes
+    of a CockroachDB cluster; rows of a run a minute earlier are checked again, harmlessly. Every history and conformed table has an index on
     loaded_at, so a test of this run's rows reads those rows only, not the whole table. -#}
 {% macro loaded_this_run(column='loaded_at') -%}
-{{ column }} >= {{ run_value_literal('job_started_at', '1900-01-01T00:00:00+00:00') }}::timestamptz - interval '1 minute'
+{{ column }} >= {{ run_value_literal('pull_cutoff', '1900-01-01T00:00:00+00:00') }}::timestamptz - interval '1 minute'
 {%- endmacro %}
 
 {#-
