@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import pytest
 from conformed_warehouse import CUSTOMER_COLUMNS, Warehouse
 
 PRODUCT_COLUMNS = [
@@ -148,3 +149,84 @@ def test_every_source_entity_maps_to_its_validated_and_history_models() -> None:
     for consumer in CONSUMERS.values():
         assert consumer in models
         assert validated_model(consumer) in models
+
+
+T1 = "2025-03-01T08:00:00Z"
+
+
+def customer_row(customer_id: int, **changes: Any) -> list[Any]:
+    row = dict(
+        zip(
+            CUSTOMER_COLUMNS,
+            [customer_id, f"c{customer_id}@example.com", "A", "B", None, "DE", T0, T0],
+            strict=True,
+        )
+    )
+    row.update(changes)
+    return [row[c] for c in CUSTOMER_COLUMNS]
+
+
+@pytest.mark.parametrize("second_run", [(), ("run", "--all")], ids=["new-input", "all"])
+def test_unchanged_records_of_a_snapshot_pull_are_not_checked_again(
+    warehouse: Warehouse, second_run: tuple[str, ...]
+) -> None:
+    # 200 customers; 5 is held (no valid updated_at: an error rule, 0.5% under its 1% threshold), 6 goes on
+    # with a warning (bad email).
+    first = [customer_row(i) for i in range(1, 201)]
+    first[4] = customer_row(5, updated_at="not a time")
+    first[5] = customer_row(6, email="nope")
+    warehouse.pull("oltp", "customers", CUSTOMER_COLUMNS, first)
+    assert warehouse.run() == 0
+
+    # The next full pull: 1 changed, 200 gone, 201 new, 7 twice (as before, and changed later); 5 and 6
+    # unchanged, still failing their rules.
+    second = [r for r in first if r[0] != 200]
+    second[0] = customer_row(1, phone="+49 1", updated_at=T1)
+    second += [customer_row(201), customer_row(7, phone="+49 7", updated_at=T1)]
+    warehouse.pull("oltp", "customers", CUSTOMER_COLUMNS, second)
+    assert warehouse.run(*second_run) == 0
+
+    # The history is the same either way.
+    assert warehouse.rows(
+        "select customer_id, phone, email, change_type from conformed.customer_history"
+        " where is_current and customer_id in (1, 5, 6, 7, 200, 201) order by 1"
+    ) == [
+        (1, "+49 1", "c1@example.com", "update"),
+        (6, None, None, "insert"),
+        (7, "+49 7", "c7@example.com", "update"),
+        (200, None, "c200@example.com", "delete"),
+        (201, None, "c201@example.com", "insert"),
+    ]
+    assert warehouse.rows("select count(*) from conformed.customer_history where is_current") == [(200,)]
+    assert warehouse.rows("select count(*) from conformed.customer_history where not is_current") == [(3,)]
+
+    checked = warehouse.rows(
+        "select customer_id from conformed.validated_customer where not is_unchanged order by 1, updated_at"
+    )
+    results = warehouse.rows(
+        "select rule_id, failures, checked from ops.dq_results where run_id = 'run-2' order by 1"
+    )
+    quarantined = warehouse.rows(
+        "select rule_id, (record ->> 'customer_id')::int from conformed.quarantine where run_id = 'run-2' order by 1"
+    )
+    if second_run:  # --all: every record is checked again, and the failing ones quarantined again
+        assert len(checked) == 201
+        assert quarantined == [("customer.email_valid", 6), ("customer.updated_at_valid", 5)]
+        failures = {"customer.email_valid": 1, "customer.updated_at_valid": 1}
+    else:  # only the new, changed and twice-pulled records; the others passed or were held before
+        assert checked == [(1,), (7,), (7,), (201,)]
+        assert warehouse.rows(
+            "select count(*) from conformed.validated_customer where is_unchanged and customer_id is not null"
+        ) == [(197,)]
+        assert quarantined == []
+        failures = {}
+    # The shares are of the whole pull either way.
+    assert [r for r in results if r[0].startswith("customer.")] == [
+        (rule, failures.get(rule, 0), 201)
+        for rule in (
+            "customer.country_known",
+            "customer.customer_id_valid",
+            "customer.email_valid",
+            "customer.updated_at_valid",
+        )
+    ]

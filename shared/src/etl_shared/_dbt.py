@@ -351,6 +351,7 @@ def build_zone(
     full_refresh: bool = False,
     variables: Mapping[str, Any] | None = None,
     on_built: Callable[[Any, DbtOutcome], None] | None = None,
+    run_values: Mapping[str, str] | None = None,
 ) -> DbtOutcome:
     """``dbt build`` a zone's project inside a job: record every node and data-quality result in the
     audit tables, count the rows of the models built, call ``on_built`` (whatever the outcome: a
@@ -358,7 +359,7 @@ def build_zone(
 
     The project gets the run values run_id, job_id (for rows its hooks write into the audit tables)
     and pull_cutoff (the database's clock now: what committed later waits for the next run, and the
-    tests check the rows loaded since), and the var is_cockroachdb."""
+    tests check the rows loaded since), any ``run_values`` the zone adds, and the var is_cockroachdb."""
     from ._job import count_rows
 
     url = context.db.url
@@ -367,6 +368,7 @@ def build_zone(
         "run_id": context.settings.run_id,
         "job_id": str(context.audit.job_id),
         "pull_cutoff": _database_now(context.db),
+        **(run_values or {}),
     }
     outcome = project.build(
         url,

@@ -165,7 +165,7 @@ def dbt_zone_main(
     def work(context: JobContext) -> None:
         if hooks.before_build is not None:
             hooks.before_build(context)
-        select = _plan(context, zone, project, variables, hooks, args)
+        select, new_input_only = _plan(context, zone, project, variables, hooks, args)
         build_zone(
             context,
             project,
@@ -173,6 +173,9 @@ def dbt_zone_main(
             full_refresh=args.full_refresh,
             variables=variables,
             on_built=hooks.on_built,
+            # On top of a complete build of the same project, records a snapshot pull shares with
+            # the last processed one need no second check (conformed's pull_records macro).
+            run_values={"skip_unchanged": "true" if new_input_only else "false"},
         )
         if hooks.retention is not None:
             run_retention(context, hooks.retention(context))
@@ -187,20 +190,21 @@ def _plan(
     variables: dict[str, Any],
     hooks: ZoneHooks,
     args: argparse.Namespace,
-) -> list[str]:
+) -> tuple[list[str], bool]:
     """What this run builds: the operator's --select; everything (--all, --full-refresh, or when a
     partial build is not safe); or what the zone's ``select`` hook says has new input. Recorded in the
     job's summary as ``dbt_project``: the project checksum, whether the run built everything it
-    needed (``complete``), and how it was chosen."""
+    needed (``complete``), and how it was chosen. Returns the selection, and whether it is the
+    hook's (a build of new input only, on top of a complete build of the same project)."""
     checksum = project_checksum(project.project_dir, variables)
     summary: dict[str, Any] = {"checksum": checksum, "complete": True}
     context.counts["dbt_project"] = summary
     if args.select:
         summary.update(complete=False, built="the models selected with --select")
-        return list(args.select)
+        return list(args.select), False
     if hooks.select is None:
         summary["built"] = "everything"
-        return []
+        return [], False
     if args.all or args.full_refresh:
         reason = "--all" if args.all else "--full-refresh"
     else:
@@ -208,8 +212,8 @@ def _plan(
     if reason:
         summary["built"] = f"everything: {reason}"
         _log.info("building every model: %s", reason)
-        return []
+        return [], False
     selection = hooks.select(context)
     summary.update(built=selection.reason, select=selection.select)
     _log.info("building what has new input: %s", selection.reason, extra={"select": selection.select})
-    return selection.select
+    return selection.select, True

@@ -22,7 +22,8 @@ array_remove(array[
 {%- endmacro %}
 
 {#- The columns every validated model ends with: where the record came from, the rules it failed,
-    whether it is held, and the record as fetched for the quarantine. `checked` is the CTE holding
+    whether it is held, the record as fetched for the quarantine, and is_unchanged (false: these
+    records were checked; see unchanged_records). `checked` is the CTE holding
     them (dq_failed, column_names, record and the origin columns). -#}
 {% macro dq_columns(checked) -%}
 {{ checked }}.pull_id,
@@ -35,7 +36,8 @@ array_remove(array[
         from {{ ref('dq_rules') }} as rules
         where rules.severity = 'error' and rules.rule_id = any({{ checked }}.dq_failed)
     ) as dq_held,
-    case when cardinality({{ checked }}.dq_failed) > 0 then {{ record_object(checked) }} end as failed_record
+    case when cardinality({{ checked }}.dq_failed) > 0 then {{ record_object(checked) }} end as failed_record,
+    false as is_unchanged
 {%- endmacro %}
 
 {#- The post-hooks of a validated model, as templates: ref() and source() give the right relations

@@ -4,7 +4,8 @@
   could not be rebuilt).
 
   Input: the entity's validated model (this run's pulls); rows held by a data-quality rule are left
-  out. Per key and pull the latest record counts. Each record is compared with the key's current
+  out, and so are the unchanged records of a snapshot pull (is_unchanged: the history already holds
+  them; they count only as present, so not deleted). Per key and pull the latest record counts. Each record is compared with the key's current
   version by a hash of its tracked columns:
     - a new key gives an 'insert' version, a changed hash an 'update' version, an equal hash nothing
       (so processing the same pull twice changes no row);
@@ -43,7 +44,7 @@ with incoming as (
         batch_no,
         row_no
     from {{ validated }}
-    where not dq_held{% for key in keys %} and {{ key }} is not null{% endfor %}
+    where not dq_held and is_unchanged is not true{% for key in keys %} and {{ key }} is not null{% endfor %}
 ),
 
 latest_per_pull as (
@@ -73,7 +74,29 @@ candidates as (
 ),
 
 {%- if is_incremental() %}
+{%- if snapshot %}
 
+{#- Current keys absent from this run's full pull (every record counts: held and unchanged ones
+    too). Only when a pull was read: a run without a new pull deletes nothing. -#}
+absent as materialized (
+    select
+        {% for key in keys %}history.{{ key }},
+        {% endfor -%}
+        {% for column in tracked %}history.{{ column }}{{ "," if not loop.last }}
+        {% endfor %}
+    from {{ this }} as history
+    where
+        history.is_current
+        and history.row_hash <> 'deleted'
+        and exists (select 1 from {{ validated }})
+        and not exists (
+            select 1 from {{ validated }} as pulled
+            where {% for key in keys %}{{ "and " if not loop.first }}pulled.{{ key }} = history.{{ key }} {% endfor %}
+        )
+),
+{%- endif %}
+
+{#- The current version of each key this run changes: it is closed by the new version. -#}
 existing as (
     select
         {{ key_list }},
@@ -90,25 +113,24 @@ existing as (
     from {{ this }} as history
     where
         history.is_current
-        {%- if not snapshot %}
         and exists (
-            select 1 from candidates
-            where {% for key in keys %}{{ "and " if not loop.first }}candidates.{{ key }} = history.{{ key }} {% endfor %}
+            select 1 from (
+                select {{ key_list }} from candidates
+                {%- if snapshot %}
+                union all
+                select {{ key_list }} from absent
+                {%- endif %}
+            ) as changed
+            where {% for key in keys %}{{ "and " if not loop.first }}changed.{{ key }} = history.{{ key }} {% endfor %}
         )
-        {%- else %}
-        -- every current key takes part (an absent one is deleted), but only when a pull was read
-        and exists (select 1 from {{ validated }})
-        {%- endif %}
 ),
 {%- if snapshot %}
 
-{#- Keys absent from this run's full pull (every record counts, held ones too). Only when a pull
-    was read: a run without a new pull deletes nothing. -#}
 deletes as (
     select
-        {% for key in keys %}existing.{{ key }},
+        {% for key in keys %}absent.{{ key }},
         {% endfor -%}
-        {% for column in tracked %}existing.{{ column }},
+        {% for column in tracked %}absent.{{ column }},
         {% endfor -%}
         'deleted' as row_hash,
         full_pull.pull_committed_at as change_time,
@@ -119,14 +141,8 @@ deletes as (
         cast(null as timestamptz) as existing_valid_from,
         cast(null as text) as existing_change_type,
         cast(null as text) as existing_run_id
-    from existing
+    from absent
     cross join (select distinct pull_id, pull_committed_at from {{ validated }}) as full_pull
-    where
-        existing.row_hash <> 'deleted'
-        and not exists (
-            select 1 from {{ validated }} as pulled
-            where {% for key in keys %}{{ "and " if not loop.first }}pulled.{{ key }} = existing.{{ key }} {% endfor %}
-        )
 ),
 {%- endif %}
 {%- endif %}
@@ -215,7 +231,10 @@ where not is_existing or next_valid_from is not null
         {'columns': ['loaded_at']},
         {'columns': ['recorded_at']},
     ],
-    post_hook=["{{ mark_pulls_consumed('" ~ source_name ~ "', '" ~ entity ~ "', " ~ snapshot ~ ") }}"],
+    post_hook=[
+        "{{ ensure_index(['valid_to']) }}",
+        "{{ mark_pulls_consumed('" ~ source_name ~ "', '" ~ entity ~ "', " ~ snapshot ~ ") }}",
+    ],
 ) }}
 {%- endmacro %}
 

@@ -59,8 +59,17 @@ where unconsumed.pull_id = (
 {%- endmacro %}
 
 {#- CTEs `run_pulls` and `pull_records`: one row per record of the pulls this run processes, with
-    the pull's id, commit time and the record's position (batch_no, row_no). -#}
-{% macro pull_records(source_name, entity, consumer, snapshot=false) -%}
+    the pull's id, commit time, the record's position (batch_no, row_no) and is_unchanged.
+
+    is_unchanged (snapshot entities that name their `record_key` field, in a run that builds only
+    what has new input): the record is the same, column for column, as the one with the same key in
+    the last pull this consumer processed, and neither pull has that key twice. Such a record was
+    checked and written to the history (or held) when that pull was processed; its validated model
+    does not type or check it again (see unchanged_records). Everywhere else, and in a run that
+    builds everything (a release, changed vars, a failed previous run, --all), it is false, and every
+    record is checked. -#}
+{% macro pull_records(source_name, entity, consumer, snapshot=false, record_key=none) -%}
+{%- set compare = snapshot and record_key is not none and run_value('skip_unchanged', 'false') == 'true' -%}
 run_pulls as (
     {{ pulls_to_process(source_name, entity, consumer, snapshot) }}
 ),
@@ -77,8 +86,38 @@ pull_batches as materialized (
     from {{ source('staging', 'pull_batches') }} as batches
     inner join run_pulls on batches.pull_id = run_pulls.pull_id
 ),
+{%- if compare %}
 
-pull_records as (
+previous_pull as (
+    select consumed.pull_id
+    from {{ source('conformed_ops', 'consumed_pulls') }} as consumed
+    where consumed.consumer = '{{ consumer }}' and consumed.disposition = 'processed'
+    order by consumed.consumed_at desc, consumed.pull_id desc
+    limit 1
+),
+
+{#- Empty when staging no longer keeps that pull (it keeps the last three): then every record is
+    checked. -#}
+previous_batches as materialized (
+    select
+        batches.batch_no,
+        array(select jsonb_array_elements_text(batches.data -> 'columns')) as column_names,
+        batches.data -> 'rows' as batch_rows
+    from {{ source('staging', 'pull_batches') }} as batches
+    inner join previous_pull on batches.pull_id = previous_pull.pull_id
+),
+
+previous_records as materialized (
+    select
+        previous_batches.column_names,
+        record_rows.record,
+        {{ record_key_text('previous_batches.column_names', 'record_rows.record', record_key) }} as record_key
+    from previous_batches
+    cross join lateral jsonb_array_elements(previous_batches.batch_rows) as record_rows (record)
+),
+{%- endif %}
+
+{{ 'current_records' if compare else 'pull_records' }} as (
     select
         pull_batches.pull_id,
         pull_batches.pull_committed_at,
@@ -86,9 +125,78 @@ pull_records as (
         record_rows.row_no,
         pull_batches.column_names,
         record_rows.record
+        {%- if compare %},
+        {{ record_key_text('pull_batches.column_names', 'record_rows.record', record_key) }} as record_key
+        {%- else %},
+        false as is_unchanged
+        {%- endif %}
     from pull_batches
     cross join lateral jsonb_array_elements(pull_batches.batch_rows) with ordinality as record_rows (record, row_no)
 )
+{%- if compare %},
+
+{#- A key found twice in either pull: its records are all checked (which of them counts is the
+    history's choice, made again). -#}
+repeated_keys as materialized (
+    select current_records.record_key
+    from current_records
+    where current_records.record_key is not null
+    group by current_records.record_key
+    having count(*) > 1
+    union
+    select previous_records.record_key
+    from previous_records
+    where previous_records.record_key is not null
+    group by previous_records.record_key
+    having count(*) > 1
+),
+
+pull_records as (
+    select
+        current_records.pull_id,
+        current_records.pull_committed_at,
+        current_records.batch_no,
+        current_records.row_no,
+        current_records.column_names,
+        current_records.record,
+        previous_records.record_key is not null as is_unchanged
+    from current_records
+    left join previous_records
+        on
+            current_records.record_key = previous_records.record_key
+            and current_records.record = previous_records.record
+            and current_records.column_names = previous_records.column_names
+            and current_records.record_key not in (select repeated_keys.record_key from repeated_keys)
+)
+{%- endif %}
+{%- endmacro %}
+
+{#- The trimmed text of field `name` of a record, given its column names (for comparing keys). -#}
+{% macro record_key_text(column_names, record, name) -%}
+nullif(trim({{ record }} ->> (array_position({{ column_names }}, '{{ name }}') - 1)), '')
+{%- endmacro %}
+
+{#- The rows of the unchanged records (is_unchanged above), appended to a validated model's checked
+    rows: the key only, typed as the checked rows type it (`keys`: column -> SQL expression), nothing
+    failed, nothing held. The history takes their keys as present in the pull (no delete) and
+    nothing else; the data-quality results count them as checked and passing (they passed, or were
+    held and quarantined, when first seen). `columns`: the model's columns before dq_columns. -#}
+{% macro unchanged_records(columns, keys) -%}
+union all
+select
+    {%- for column in columns %}
+    {{ keys[column] if column in keys else 'null' }} as {{ column }},
+    {%- endfor %}
+    pull_records.pull_id,
+    pull_records.pull_committed_at,
+    pull_records.batch_no,
+    pull_records.row_no,
+    cast(array[] as text[]) as dq_failed,
+    false as dq_held,
+    cast(null as jsonb) as failed_record,
+    true as is_unchanged
+from pull_records
+where pull_records.is_unchanged
 {%- endmacro %}
 
 {#- The text of column `name` in the current record (null when empty or absent). -#}

@@ -4,7 +4,7 @@
 -- threshold test reads: with both as parents, a failing test stops the entity's history)
 
 with
-{{ pull_records('crm', 'accounts', 'crm_account_history', snapshot=true) }},
+{{ pull_records('crm', 'accounts', 'crm_account_history', snapshot=true, record_key='account_id') }},
 
 {{ lookup_ctes() }},
 
@@ -27,6 +27,7 @@ typed as materialized (
         pull_records.record
     from pull_records
     left join country_lookup on upper({{ field('country') }}) = country_lookup.lookup_key
+    where not pull_records.is_unchanged
 ),
 
 checked as (
@@ -39,15 +40,20 @@ checked as (
     from typed
 )
 
+{%- set columns = [
+    'account_id',
+    'account_name',
+    'industry',
+    'country_code',
+    'website',
+    'customer_email',
+    'created_at',
+    'updated_at',
+    'is_deleted',
+] %}
+
 select
-    account_id,
-    account_name,
-    industry,
-    country_code,
-    website,
-    customer_email,
-    created_at,
-    updated_at,
-    is_deleted,
+    {{ columns | join(',\n    ') }},
     {{ dq_columns('checked') }}
 from checked
+{{ unchanged_records(columns, {'account_id': field('account_id')}) }}

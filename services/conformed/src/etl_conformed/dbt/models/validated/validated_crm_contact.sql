@@ -4,7 +4,7 @@
 -- threshold test reads: with both as parents, a failing test stops the entity's history)
 
 with
-{{ pull_records('crm', 'contacts', 'crm_contact_history', snapshot=true) }},
+{{ pull_records('crm', 'contacts', 'crm_contact_history', snapshot=true, record_key='contact_id') }},
 
 -- MATERIALIZED: each typed value is computed once per record; inlined, every rule and output column
 -- repeating it would parse the record again (2.7x slower, bench/README.md).
@@ -23,6 +23,7 @@ typed as materialized (
         pull_records.column_names,
         pull_records.record
     from pull_records
+    where not pull_records.is_unchanged
 ),
 
 checked as (
@@ -35,15 +36,20 @@ checked as (
     from typed
 )
 
+{%- set columns = [
+    'contact_id',
+    'account_id',
+    'email',
+    'first_name',
+    'last_name',
+    'phone',
+    'title',
+    'updated_at',
+    'is_deleted',
+] %}
+
 select
-    contact_id,
-    account_id,
-    email,
-    first_name,
-    last_name,
-    phone,
-    title,
-    updated_at,
-    is_deleted,
+    {{ columns | join(',\n    ') }},
     {{ dq_columns('checked') }}
 from checked
+{{ unchanged_records(columns, {'contact_id': field('contact_id')}) }}

@@ -4,7 +4,7 @@
 -- threshold test reads: with both as parents, a failing test stops the entity's history)
 
 with
-{{ pull_records('crm', 'opportunities', 'crm_opportunity_history', snapshot=true) }},
+{{ pull_records('crm', 'opportunities', 'crm_opportunity_history', snapshot=true, record_key='opportunity_id') }},
 
 {{ lookup_ctes() }},
 
@@ -27,6 +27,7 @@ typed as materialized (
         pull_records.record
     from pull_records
     left join currency_lookup on upper({{ field('currency') }}) = currency_lookup.lookup_key
+    where not pull_records.is_unchanged
 ),
 
 checked as (
@@ -42,15 +43,20 @@ checked as (
     from typed
 )
 
+{%- set columns = [
+    'opportunity_id',
+    'account_id',
+    'opportunity_name',
+    'stage',
+    'amount',
+    'currency_code',
+    'close_date',
+    'updated_at',
+    'is_deleted',
+] %}
+
 select
-    opportunity_id,
-    account_id,
-    opportunity_name,
-    stage,
-    amount,
-    currency_code,
-    close_date,
-    updated_at,
-    is_deleted,
+    {{ columns | join(',\n    ') }},
     {{ dq_columns('checked') }}
 from checked
+{{ unchanged_records(columns, {'opportunity_id': field('opportunity_id')}) }}

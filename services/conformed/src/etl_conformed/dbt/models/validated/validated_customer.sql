@@ -5,7 +5,7 @@
 -- threshold test reads: with both as parents, a failing test stops the entity's history)
 
 with
-{{ pull_records('oltp', 'customers', 'customer_history', snapshot=true) }},
+{{ pull_records('oltp', 'customers', 'customer_history', snapshot=true, record_key='customer_id') }},
 
 {{ lookup_ctes() }},
 
@@ -27,6 +27,7 @@ typed as materialized (
         pull_records.record
     from pull_records
     left join country_lookup on upper({{ field('country') }}) = country_lookup.lookup_key
+    where not pull_records.is_unchanged
 ),
 
 checked as (
@@ -41,15 +42,20 @@ checked as (
     from typed
 )
 
+{%- set columns = [
+    'customer_id',
+    'email',
+    'first_name',
+    'last_name',
+    'phone',
+    'country_code',
+    'created_at',
+    'updated_at',
+    'is_deleted',
+] %}
+
 select
-    customer_id,
-    email,
-    first_name,
-    last_name,
-    phone,
-    country_code,
-    created_at,
-    updated_at,
-    is_deleted,
+    {{ columns | join(',\n    ') }},
     {{ dq_columns('checked') }}
 from checked
+{{ unchanged_records(columns, {'customer_id': try_cast(field('customer_id'), 'bigint')}) }}

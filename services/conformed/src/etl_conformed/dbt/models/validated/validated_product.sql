@@ -4,7 +4,7 @@
 -- threshold test reads: with both as parents, a failing test stops the entity's history)
 
 with
-{{ pull_records('oltp', 'products', 'product_history', snapshot=true) }},
+{{ pull_records('oltp', 'products', 'product_history', snapshot=true, record_key='product_id') }},
 
 {{ lookup_ctes() }},
 
@@ -26,6 +26,7 @@ typed as materialized (
         pull_records.record
     from pull_records
     left join currency_lookup on upper({{ field('currency') }}) = currency_lookup.lookup_key
+    where not pull_records.is_unchanged
 ),
 
 checked as (
@@ -39,15 +40,20 @@ checked as (
     from typed
 )
 
+{%- set columns = [
+    'product_id',
+    'sku',
+    'product_name',
+    'category',
+    'unit_price',
+    'currency_code',
+    'is_active',
+    'updated_at',
+    'is_deleted',
+] %}
+
 select
-    product_id,
-    sku,
-    product_name,
-    category,
-    unit_price,
-    currency_code,
-    is_active,
-    updated_at,
-    is_deleted,
+    {{ columns | join(',\n    ') }},
     {{ dq_columns('checked') }}
 from checked
+{{ unchanged_records(columns, {'product_id': try_cast(field('product_id'), 'bigint')}) }}

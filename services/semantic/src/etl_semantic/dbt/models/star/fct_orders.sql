@@ -10,7 +10,7 @@
     unique_key='order_key',
     on_schema_change='fail',
     indexes=[{'columns': ['order_key'], 'unique': true}, {'columns': ['order_source_loaded_at']}],
-    post_hook="analyze {{ this }}",
+    post_hook=["analyze {{ this }}", "{{ ensure_index(['order_date']) }}"],
     pre_hook="{% if is_incremental() %}delete from {{ this }} where order_id in (select touched.order_id from ({{ touched_orders(this) }}) as touched){% endif %}",
 ) }}
 

@@ -1,0 +1,11 @@
+{#-
+  An index a model gained after its table was first deployed. dbt creates a model's `indexes` only
+  with the table, and history tables are never rebuilt (full_refresh=false), so an index added in a
+  later release goes in a post-hook instead: created on the first run after the upgrade, a no-op on
+  every run after (CREATE INDEX IF NOT EXISTS, which CockroachDB supports too).
+    - valid_to on every history table: retention finds closed versions by it (oldest first);
+    - order_date on sales_order: fx_rate starts its calendar at the first order.
+-#}
+{% macro ensure_index(columns) -%}
+create index if not exists {{ this.identifier }}_{{ columns | join('_') }}_idx on {{ this }} ({{ columns | join(', ') }})
+{%- endmacro %}
