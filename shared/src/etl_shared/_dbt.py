@@ -67,6 +67,9 @@ class DbtOutcome:
     quality: list[QualityResult] = field(default_factory=list)
     models: list[str] = field(default_factory=list)  # "schema.table" of models built
     error: str | None = None
+    #: those of ``models`` that persist from run to run (incremental): a table rebuilt every run
+    #: gets no statistics from refresh_statistics, the next run replaces it anyway.
+    incremental_models: list[str] = field(default_factory=list)
 
     @property
     def failed_nodes(self) -> list[NodeResult]:
@@ -233,13 +236,21 @@ def _merged(first: DbtOutcome, retried: DbtOutcome) -> DbtOutcome:
     """The outcome of a build and its `dbt retry`: a node's result from the retry replaces its first."""
     if retried.error:
         return DbtOutcome(
-            success=False, nodes=first.nodes, quality=first.quality, models=first.models, error=retried.error
+            success=False,
+            nodes=first.nodes,
+            quality=first.quality,
+            models=first.models,
+            incremental_models=first.incremental_models,
+            error=retried.error,
         )
     nodes = {n.unique_id: n for n in first.nodes} | {n.unique_id: n for n in retried.nodes}
     quality = {q.rule_id: q for q in first.quality} | {q.rule_id: q for q in retried.quality}
-    models = list(dict.fromkeys([*first.models, *retried.models]))
     return DbtOutcome(
-        success=retried.success, nodes=list(nodes.values()), quality=list(quality.values()), models=models
+        success=retried.success,
+        nodes=list(nodes.values()),
+        quality=list(quality.values()),
+        models=list(dict.fromkeys([*first.models, *retried.models])),
+        incremental_models=list(dict.fromkeys([*first.incremental_models, *retried.incremental_models])),
     )
 
 
@@ -300,8 +311,11 @@ def _outcome_from(result: Any) -> DbtOutcome:
                 )
             )
         elif resource_type in {"model", "snapshot"} and status == "success":
-            if getattr(node.config, "materialized", "") != "ephemeral":
+            materialized = getattr(node.config, "materialized", "")
+            if materialized != "ephemeral":
                 outcome.models.append(f"{node.schema}.{node.alias or node.name}")
+            if materialized == "incremental":
+                outcome.incremental_models.append(f"{node.schema}.{node.alias or node.name}")
     return outcome
 
 
@@ -360,7 +374,7 @@ def build_zone(
     The project gets the run values run_id, job_id (for rows its hooks write into the audit tables)
     and pull_cutoff (the database's clock now: what committed later waits for the next run, and the
     tests check the rows loaded since), any ``run_values`` the zone adds, and the var is_cockroachdb."""
-    from ._job import count_rows
+    from ._job import count_rows, refresh_statistics
 
     url = context.db.url
     all_vars = {"is_cockroachdb": detect_cockroachdb(url), **(variables or {})}
@@ -391,6 +405,14 @@ def build_zone(
         status: sum(1 for n in outcome.nodes if n.status == status)
         for status in sorted({n.status for n in outcome.nodes})
     }
+    if outcome.incremental_models and not all_vars["is_cockroachdb"]:
+        analysed = refresh_statistics(context.db, sorted(set(outcome.incremental_models)))
+        if analysed:
+            _log.info(
+                "analysed %d table(s) with missing or stale statistics",
+                len(analysed),
+                extra={"tables": analysed},
+            )
     if outcome.models:
         tables = count_rows(context.db, sorted(set(outcome.models)))
         context.counts["tables"] = tables

@@ -239,7 +239,11 @@ where not is_existing or next_valid_from is not null
 {%- endmacro %}
 
 {#- Current state of an entity from its history: one row per key (deleted keys kept, is_deleted
-    true). Incremental: only keys whose history was written since the last run (loaded_at). -#}
+    true). Incremental: only keys whose history was written since the last run (loaded_at).
+
+    The last run's loaded_at is read first and written into the query as a literal: compared with a
+    subquery, the planner could not know how few rows qualify, and scanned the whole history (0.5 s
+    on 2.2 million order lines, then a hash join with every order) instead of the loaded_at index. -#}
 {% macro current_from_history(history, keys, columns) -%}
 select
     {{ keys | join(', ') }},
@@ -255,7 +259,7 @@ from {{ history }} as history
 where
     history.is_current
     {%- if is_incremental() %}
-    and history.loaded_at > (select coalesce(max(current_rows.loaded_at), '1900-01-01'::timestamptz) from {{ this }} as current_rows)
+    and history.loaded_at > {{ last_loaded_at(this) }}
     {%- endif %}
 {%- endmacro %}
 
@@ -267,4 +271,13 @@ where
     on_schema_change='fail',
     indexes=[{'columns': keys, 'unique': true}, {'columns': ['loaded_at']}],
 ) }}
+{%- endmacro %}
+
+{#- The newest loaded_at in `relation`, as a timestamptz literal (1900-01-01 when it is empty). -#}
+{% macro last_loaded_at(relation) -%}
+{%- set newest = none -%}
+{%- if execute -%}
+    {%- set newest = run_query("select max(loaded_at)::text from " ~ relation).columns[0].values()[0] -%}
+{%- endif -%}
+'{{ newest or "1900-01-01 00:00:00+00" }}'::timestamptz
 {%- endmacro %}

@@ -3,7 +3,7 @@
 -- before publication) carries forward the last rate published before it; published_rate_date says
 -- which one, is_carried_forward whether it was carried. EUR is 1 on every day. A withdrawn currency
 -- (seeds/currency_codes.csv, e.g. HRK since the euro) is carried no further than its last day.
-{{ config(materialized='table') }}
+{{ config(materialized='table', indexes=[{'columns': ['currency_code', 'rate_date'], 'unique': true}]) }}
 
 with published as (
     select
