@@ -409,7 +409,7 @@ def build_zone(
         analysed = refresh_statistics(context.db, sorted(set(outcome.incremental_models)))
         if analysed:
             _log.info(
-                "analysed %d table(s) with missing or stale statistics",
+                "vacuumed and analysed %d table(s) with missing or stale statistics",
                 len(analysed),
                 extra={"tables": analysed},
             )
