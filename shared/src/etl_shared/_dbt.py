@@ -312,10 +312,11 @@ def _outcome_from(result: Any) -> DbtOutcome:
             )
         elif resource_type in {"model", "snapshot"} and status == "success":
             materialized = getattr(node.config, "materialized", "")
+            relation = f"{node.schema}.{node.alias or node.name}"
             if materialized != "ephemeral":
-                outcome.models.append(f"{node.schema}.{node.alias or node.name}")
+                outcome.models.append(relation)
             if materialized == "incremental":
-                outcome.incremental_models.append(f"{node.schema}.{node.alias or node.name}")
+                outcome.incremental_models.append(relation)
     return outcome
 
 

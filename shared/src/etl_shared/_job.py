@@ -80,21 +80,17 @@ def refresh_statistics(db: Database, tables: list[str]) -> list[str]:
     beside it. Done here, the job that wrote the rows pays for them, once. CockroachDB collects
     statistics and garbage on its own."""
     with db.connect(autocommit=True) as conn:
-        stale = [
-            f"{schema}.{name}"
-            for schema, name in conn.execute(
-                "select schemaname, relname from pg_stat_user_tables"
-                " where schemaname || '.' || relname = any(%s)"
-                " and (coalesce(last_analyze, last_autoanalyze) is null"
-                " or n_mod_since_analyze > 0.1 * n_live_tup + 50)"
-                " order by 1, 2",
-                (tables,),
-            ).fetchall()
-        ]
-        for table in stale:
-            schema, _, name = table.partition(".")
+        stale = conn.execute(
+            "select schemaname, relname from pg_stat_user_tables"
+            " where schemaname || '.' || relname = any(%s)"
+            " and (coalesce(last_analyze, last_autoanalyze) is null"
+            " or n_mod_since_analyze > 0.1 * n_live_tup + 50)"
+            " order by 1, 2",
+            (tables,),
+        ).fetchall()
+        for schema, name in stale:
             conn.execute(sql.SQL("vacuum (analyze) {}").format(sql.Identifier(schema, name)))
-    return stale
+    return [f"{schema}.{name}" for schema, name in stale]
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:

@@ -5,8 +5,8 @@
 
   Input: the entity's validated model (this run's pulls); rows held by a data-quality rule are left
   out, and so are the unchanged records of a snapshot pull (is_unchanged: the history already holds
-  them; they count only as present, so not deleted). Per key and pull the latest record counts. Each record is compared with the key's current
-  version by a hash of its tracked columns:
+  them; they count only as present, so not deleted). Per key and pull the latest record counts.
+  Each record is compared with the key's current version by a hash of its tracked columns:
     - a new key gives an 'insert' version, a changed hash an 'update' version, an equal hash nothing
       (so processing the same pull twice changes no row);
     - a delete flag in the record (is_deleted) gives a 'delete' version;

@@ -81,7 +81,7 @@ pull_batches as materialized (
         batches.pull_id,
         run_pulls.committed_at as pull_committed_at,
         batches.batch_no,
-        array(select jsonb_array_elements_text(batches.data -> 'columns')) as column_names,
+        {{ batch_column_names('batches') }} as column_names,
         batches.data -> 'rows' as batch_rows
     from {{ source('staging', 'pull_batches') }} as batches
     inner join run_pulls on batches.pull_id = run_pulls.pull_id
@@ -101,7 +101,7 @@ previous_pull as (
 previous_batches as materialized (
     select
         batches.batch_no,
-        array(select jsonb_array_elements_text(batches.data -> 'columns')) as column_names,
+        {{ batch_column_names('batches') }} as column_names,
         batches.data -> 'rows' as batch_rows
     from {{ source('staging', 'pull_batches') }} as batches
     inner join previous_pull on batches.pull_id = previous_pull.pull_id
@@ -111,7 +111,7 @@ previous_records as materialized (
     select
         previous_batches.column_names,
         record_rows.record,
-        {{ record_key_text('previous_batches.column_names', 'record_rows.record', record_key) }} as record_key
+        {{ record_field('previous_batches.column_names', 'record_rows.record', record_key) }} as record_key
     from previous_batches
     cross join lateral jsonb_array_elements(previous_batches.batch_rows) as record_rows (record)
 ),
@@ -126,7 +126,7 @@ previous_records as materialized (
         pull_batches.column_names,
         record_rows.record
         {%- if compare %},
-        {{ record_key_text('pull_batches.column_names', 'record_rows.record', record_key) }} as record_key
+        {{ record_field('pull_batches.column_names', 'record_rows.record', record_key) }} as record_key
         {%- else %},
         false as is_unchanged
         {%- endif %}
@@ -171,9 +171,15 @@ pull_records as (
 {%- endif %}
 {%- endmacro %}
 
-{#- The trimmed text of field `name` of a record, given its column names (for comparing keys). -#}
-{% macro record_key_text(column_names, record, name) -%}
+{#- The trimmed text of field `name` of a record given with its column names (null when empty or
+    absent). -#}
+{% macro record_field(column_names, record, name) -%}
 nullif(trim({{ record }} ->> (array_position({{ column_names }}, '{{ name }}') - 1)), '')
+{%- endmacro %}
+
+{#- A batch's column names as a text array (decoded once per batch: see pull_batches). -#}
+{% macro batch_column_names(batch) -%}
+array(select jsonb_array_elements_text({{ batch }}.data -> 'columns'))
 {%- endmacro %}
 
 {#- The rows of the unchanged records (is_unchanged above), appended to a validated model's checked
@@ -201,7 +207,7 @@ where pull_records.is_unchanged
 
 {#- The text of column `name` in the current record (null when empty or absent). -#}
 {% macro field(name) -%}
-nullif(trim(pull_records.record ->> (array_position(pull_records.column_names, '{{ name }}') - 1)), '')
+{{ record_field('pull_records.column_names', 'pull_records.record', name) }}
 {%- endmacro %}
 
 {#- The record as a JSON object (column name -> value as fetched), for the quarantine. -#}
