@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from etl_shared import (
     raise_for_outcome,
     run_job,
 )
+from etl_shared._dbt import DbtEventLog
 
 NOW = datetime(2024, 1, 31, 2, 0, tzinfo=UTC)
 
@@ -281,7 +283,9 @@ def _write_project(folder: Path, *, accepted_severity: str) -> Path:
 
 
 @pytest.mark.integration
-def test_dbt_build_of_a_tiny_project(database_url: str, tmp_path: Path) -> None:
+def test_dbt_build_of_a_tiny_project(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     project = DbtProject(
         _write_project(tmp_path / "tiny", accepted_severity="warn"),
         profile="tiny",
@@ -312,6 +316,39 @@ def test_dbt_build_of_a_tiny_project(database_url: str, tmp_path: Path) -> None:
     assert not (tmp_path / "tiny" / "target").exists()  # the project folder may be read-only
     with psycopg.connect(database_url) as conn:
         assert conn.execute("select id from tiny.ids").fetchall() == [(1,)]
+
+    # dbt's events: info and above in the work folder's dbt.log, warnings also on stdout; no debug ones
+    events = [json.loads(line) for line in (tmp_path / "work" / "logs" / "dbt.log").read_text().splitlines()]
+    names = {e["info"]["name"] for e in events}
+    assert {"LogModelResult", "LogTestResult"} <= names
+    assert {e["info"]["level"] for e in events} <= {"info", "warn", "error"}
+    assert "SQLQuery" not in names
+    shown = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert shown and {e["info"]["level"] for e in shown} == {"warn"}
+    assert any("accepted_values_ids_id" in e["info"]["msg"] for e in shown)
+
+
+def test_dbt_event_log_filters_by_level_and_hides_secrets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dbt_common.events.base_types import EventLevel, msg_from_base_event
+    from dbt_common.events.types import Note
+
+    log = DbtEventLog(tmp_path / "logs" / "dbt.log", secrets=["s3cret-pw", ""])
+    for level, text in [
+        (EventLevel.DEBUG, "select 1"),
+        (EventLevel.INFO, "connected with s3cret-pw"),
+        (EventLevel.WARN, "a warning"),
+    ]:
+        log(msg_from_base_event(Note(msg=text), level=level))
+    log.close()
+
+    written = [json.loads(line)["info"] for line in (tmp_path / "logs" / "dbt.log").read_text().splitlines()]
+    assert [(e["level"], e["msg"]) for e in written] == [
+        ("info", "connected with *****"),
+        ("warn", "a warning"),
+    ]
+    assert [json.loads(line)["info"]["msg"] for line in capsys.readouterr().out.splitlines()] == ["a warning"]
 
 
 @pytest.mark.integration
