@@ -20,6 +20,10 @@ def _fast(url: str, attempts: int = 6) -> Database:
 def test_server_runs_serializable_by_default(database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
         row = conn.execute("show default_transaction_isolation").fetchone()
+        version = conn.execute("select version()").fetchone()
+        assert version is not None
+        if "CockroachDB" not in version[0]:  # the embedded server's other setting (EmbeddedPostgres.SETTINGS)
+            assert conn.execute("show max_wal_size").fetchone() == ("4GB",)
     assert row == ("serializable",)
 
 

@@ -197,8 +197,13 @@ def test_count_rows_counts_real_tables(database_url: str) -> None:
         conn.execute("create schema conformed")
         conn.execute("create table conformed.dim_customer as select g as id from generate_series(1, 5) g")
         conn.execute('create table conformed."Empty Table" (id int)')
-    counts = count_rows(Database(database_url), ["conformed.dim_customer", "conformed.Empty Table"])
-    assert counts == {"conformed.dim_customer": 5, "conformed.Empty Table": 0}
+        conn.execute("create table conformed.fct as select g as id from generate_series(1, 3) g")
+    tables = ["conformed.dim_customer", "conformed.Empty Table", "conformed.fct"]
+    expected = {"conformed.dim_customer": 5, "conformed.Empty Table": 0, "conformed.fct": 3}
+    for connections in (1, 2, 5):  # three tables over one, two and (at most) three connections
+        counts = count_rows(Database(database_url), tables, connections=connections)
+        assert counts == expected and list(counts) == tables
+    assert count_rows(Database(database_url), []) == {}
 
 
 def test_count_rows_of_a_missing_table_raises(database_url: str) -> None:

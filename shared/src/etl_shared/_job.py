@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -57,17 +59,35 @@ def resolve_database_url(settings: Settings, *, announce: bool = True) -> str:
     return url
 
 
-def count_rows(db: Database, tables: list[str]) -> dict[str, int]:
-    """Row counts of ``schema.table`` names (for the audit row and ``etl status``)."""
+def count_rows(db: Database, tables: list[str], *, connections: int = 2) -> dict[str, int]:
+    """Row counts of ``schema.table`` names (for the audit row and ``etl status``), counted over
+    ``connections`` connections at once: after a conformed build these are the 1-2-million-row
+    tables the build just wrote, and one connection counting them one after the other took 1.8 s of
+    the benchmark's incremental run."""
+    if not tables:
+        return {}
     counts: dict[str, int] = {}
-    with db.connect(autocommit=True) as conn:
-        for table in tables:
-            schema, _, name = table.partition(".")
-            row = conn.execute(
-                sql.SQL("select count(*) from {}").format(sql.Identifier(schema, name))
-            ).fetchone()
-            counts[table] = int(row[0]) if row else 0
-    return counts
+    pending = iter(tables)
+    lock = threading.Lock()
+
+    def count_some() -> None:
+        with db.connect(autocommit=True) as conn:
+            while True:
+                with lock:
+                    table = next(pending, None)
+                if table is None:
+                    return
+                schema, _, name = table.partition(".")
+                row = conn.execute(
+                    sql.SQL("select count(*) from {}").format(sql.Identifier(schema, name))
+                ).fetchone()
+                counts[table] = int(row[0]) if row else 0
+
+    workers = max(1, min(connections, len(tables)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in [pool.submit(count_some) for _ in range(workers)]:
+            future.result()
+    return {table: counts[table] for table in tables}
 
 
 def refresh_statistics(db: Database, tables: list[str]) -> list[str]:
