@@ -1,6 +1,6 @@
 {#-
   Change history (SCD type 2) of one conformed entity, as the body of an incremental model
-  (delete+insert on version_id; full refresh disabled: staging keeps only 3 pulls, the history
+  (delete+insert on version_id, get_incremental_history_sql; full refresh disabled: staging keeps only 3 pulls, the history
   could not be rebuilt).
 
   Input: the entity's validated model (this run's pulls); rows held by a data-quality rule are left
@@ -217,11 +217,33 @@ from versions
 where not is_existing or next_valid_from is not null
 {%- endmacro %}
 
+{#- The incremental strategy of the history models (incremental_strategy='history'): dbt's
+    delete+insert on version_id, except that the delete looks up only the versions this run closes
+    (valid_to set). A new version's id cannot exist yet: its valid_from is later than that of every
+    version of its key (scd2_history), and the id hashes key, valid_from and pull. On the benchmark's
+    order lines that halves the index lookups of the delete (22,181 instead of 44,362). Like
+    delete+insert, one statement string: a single transaction on PostgreSQL and CockroachDB. -#}
+{% macro get_incremental_history_sql(arg_dict) -%}
+{%- set columns = get_quoted_csv(arg_dict["dest_columns"] | map(attribute="name")) -%}
+delete from {{ arg_dict["target_relation"] }} as history
+where history.version_id in (
+    select closed.version_id
+    from {{ arg_dict["temp_relation"] }} as closed
+    where closed.valid_to is not null
+);
+
+insert into {{ arg_dict["target_relation"] }} ({{ columns }})
+(
+    select {{ columns }}
+    from {{ arg_dict["temp_relation"] }}
+)
+{%- endmacro %}
+
 {#- The config every history model shares. -#}
 {% macro history_config(keys, source_name, entity, snapshot=false) -%}
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
+    incremental_strategy='history',
     unique_key='version_id',
     full_refresh=false,
     on_schema_change='fail',
