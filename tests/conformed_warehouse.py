@@ -88,6 +88,10 @@ class Warehouse:
         with psycopg.connect(self.url, autocommit=True) as conn:
             return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
 
+    def execute(self, statement: str) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(statement)  # type: ignore[arg-type]
+
     def snapshot(self, *tables: str) -> dict[str, list[tuple[Any, ...]]]:
         """Every row of each table, sorted: to compare before and after a run."""
         return {t: sorted(self.rows(f"select * from {t}"), key=repr) for t in tables}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
+import psycopg
+import pytest
 from conformed_warehouse import CUSTOMER_COLUMNS, Warehouse
 
 T0 = "2025-01-01T08:00:00Z"
@@ -261,6 +263,58 @@ def test_full_refresh_rebuilds_current_state_and_keeps_the_history(warehouse: Wa
     assert warehouse.rows("select count(*), max(unit_price) from conformed.product_history") == [
         (2, Decimal("11.00"))
     ]
+
+
+INVARIANTS = (
+    "select 'not null', column_name from information_schema.columns"
+    " where table_schema = 'conformed' and table_name = 'product_history' and is_nullable = 'NO'"
+    " union all select 'check', constraint_name from information_schema.table_constraints"
+    " where table_schema = 'conformed' and table_name = 'product_history' and constraint_type = 'CHECK'"
+    " and constraint_name not like '%%not_null%%' order by 1, 2"
+)
+EXPECTED_INVARIANTS = [
+    ("check", "product_history_change_type_check"),
+    ("not null", "change_type"),
+    ("not null", "pull_id"),
+    ("not null", "valid_from"),
+    ("not null", "version_id"),
+]
+
+
+def test_history_invariants_are_constraints_also_on_a_table_deployed_without_them(
+    warehouse: Warehouse,
+) -> None:
+    columns = ["product_id", "sku", "name", "category", "unit_price", "currency", "is_active", "updated_at"]
+    warehouse.pull("oltp", "products", columns, [[1, "A-1", "Lamp", "Home", "9.99", "EUR", True, T0]])
+    assert warehouse.run() == 0
+    assert warehouse.rows(INVARIANTS) == EXPECTED_INVARIANTS
+    with pytest.raises(psycopg.errors.CheckViolation):
+        warehouse.execute("update conformed.product_history set change_type = 'upsert'")
+    with pytest.raises(psycopg.errors.NotNullViolation):
+        warehouse.execute("update conformed.product_history set valid_from = null")
+
+    # A history deployed by an earlier release has none of them: the next run adds them, and keeps
+    # the rows.
+    warehouse.execute(
+        "alter table conformed.product_history drop constraint product_history_change_type_check,"
+        " alter column version_id drop not null, alter column valid_from drop not null,"
+        " alter column pull_id drop not null, alter column change_type drop not null"
+    )
+    assert warehouse.rows(INVARIANTS) == []
+    before = warehouse.snapshot("conformed.product_history")
+    warehouse.pull(
+        "oltp",
+        "products",
+        columns,
+        [[1, "A-1", "Lamp", "Home", "11.00", "EUR", True, "2025-03-01T00:00:00Z"]],
+    )
+    assert warehouse.run() == 0
+    assert warehouse.rows(INVARIANTS) == EXPECTED_INVARIANTS
+    after = warehouse.rows(
+        "select unit_price, change_type, is_current from conformed.product_history order by valid_from"
+    )
+    assert after == [(Decimal("9.99"), "insert", False), (Decimal("11.00"), "update", True)]
+    assert len(before["conformed.product_history"]) == 1
 
 
 def test_docs_command_writes_the_documentation_site(warehouse: Warehouse) -> None:
