@@ -122,3 +122,30 @@ def test_skip_pull_refuses_unknown_and_consumed_pulls(warehouse: Warehouse, caps
     other = warehouse.pull("elsewhere", "things", ["id"], [[1]])
     assert warehouse.run("skip-pull", str(other), "--reason", "x") == 2
     assert "does not read" in capsys.readouterr().err
+
+
+def test_a_stale_source_warns_after_26_hours_and_fails_after_50(warehouse: Warehouse) -> None:
+    pull = warehouse.pull("oltp", "orders", ORDER_COLUMNS, [order(1)], mode="incremental")
+    freshness = (
+        "select severity, status, failures from ops.dq_results where rule_id = 'freshness_oltp__orders'"
+        " and run_id = %s"
+    )
+
+    assert warehouse.run() == 0
+    assert warehouse.rows(freshness, ("run-1",)) == [("error", "pass", 0)]
+
+    warehouse.execute(
+        f"update staging.pulls set committed_at = now() - interval '30 hours' where pull_id = '{pull}'"
+    )
+    assert warehouse.run() == 0
+    assert warehouse.rows(freshness, ("run-2",)) == [("error", "warn", 1)]
+
+    warehouse.execute(
+        f"update staging.pulls set committed_at = now() - interval '60 hours' where pull_id = '{pull}'"
+    )
+    assert warehouse.run() == 4
+    assert warehouse.rows(freshness, ("run-3",)) == [("error", "fail", 2)]
+    (error,) = warehouse.rows("select error from ops.job_runs where run_id = 'run-3' and zone = 'conformed'")[
+        0
+    ]
+    assert "freshness_oltp__orders" in error

@@ -15,18 +15,23 @@ where
     -- keep a reference to the model so the test runs after it: {{ model }}
 {% endtest %}
 
-{#- Freshness of one source entity: fails when its newest committed pull is older than
-    `max_age_hours` (an entity that never delivered is reported by `etl status`, not here).
-    Backfill pulls do not count. -#}
-{% test pull_freshness(model, source_name, entity, max_age_hours) %}
+{#- Freshness of one source entity, as dbt's own source freshness: a warning when its newest
+    committed pull is older than `warn_after_hours`, an error when older than `error_after_hours`
+    (one test, where there were two per entity: the dbt nodes of every run are what an incremental run
+    costs). `failures` is the staleness level: 1 warned, 2 failed. An entity that never delivered is
+    reported by `etl status`, not here. Backfill pulls do not count. -#}
+{% test pull_freshness(model, source_name, entity, warn_after_hours, error_after_hours) %}
+{{ config(fail_calc='coalesce(max(staleness), 0)', warn_if='>= 1', error_if='>= 2') }}
 select
     '{{ source_name }}.{{ entity }}' as source_entity,
-    max(pulls.committed_at) as newest_pull_at
+    max(pulls.committed_at) as newest_pull_at,
+    case when max(pulls.committed_at) < now() - interval '{{ error_after_hours }} hours' then 2 else 1 end
+        as staleness
 from {{ model }} as pulls
 where
     pulls.source = '{{ source_name }}' and pulls.entity = '{{ entity }}' and pulls.status = 'committed'
     and pulls.backfill_from is null  -- a backfill re-extracts the past: it says nothing of freshness
-having max(pulls.committed_at) < now() - interval '{{ max_age_hours }} hours'
+having max(pulls.committed_at) < now() - interval '{{ warn_after_hours }} hours'
 {% endtest %}
 
 {#- Volume: the newest committed pull of a snapshot entity holds a record count within `band`
