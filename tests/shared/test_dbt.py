@@ -314,6 +314,9 @@ def test_dbt_build_of_a_tiny_project(
     raise_for_outcome(outcome)  # a warning is not a failure
     assert (tmp_path / "work" / "target" / "manifest.json").is_file()
     assert not (tmp_path / "tiny" / "target").exists()  # the project folder may be read-only
+    # no usage tracking: dbt would have written its cookie beside the profile
+    assert (tmp_path / "work" / "profiles" / "profiles.yml").is_file()
+    assert not (tmp_path / "work" / "profiles" / ".user.yml").exists()
     with psycopg.connect(database_url) as conn:
         assert conn.execute("select id from tiny.ids").fetchall() == [(1,)]
 
