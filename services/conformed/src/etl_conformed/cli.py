@@ -15,6 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from etl_shared import (
     EXIT_CONFIGURATION,
     EXIT_OK,
@@ -49,9 +51,10 @@ CONSUMERS: dict[tuple[str, str], str] = {
     ("fx", "ecb_rates"): "fx_rate_history",
 }
 
-#: What every run builds, new pulls or not: the freshness and volume tests of the staging pulls, and
-#: the daily FX rates (they carry the last published rate forward to today).
-EVERY_RUN = ["source:staging_monitor+", "fx_rate"]
+#: What every run builds, new pulls or not: the freshness tests of the staging pulls, and the daily
+#: FX rates (they carry the last published rate forward to today). An entity's volume test (its newest
+#: pull against the one before) runs with a new pull of it: without one its answer is the same.
+EVERY_RUN = ["test_name:pull_freshness", "fx_rate"]
 
 QUARANTINE_RETENTION = RetentionRule(
     "conformed.quarantine", "quarantined_at", ("run_id", "rule_id", "pull_id", "batch_no", "row_no")
@@ -141,10 +144,29 @@ def select_new_pulls(context: JobContext) -> Selection:
     idle = sorted(set(CONSUMERS) - set(pending))
     names = ", ".join(f"{source}.{entity}" for source, entity in pending)
     idle_names = ", ".join(f"{source}.{entity}" for source, entity in idle) or "-"
+    volume = volume_tests()
     return Selection(
-        select=[*(f"{validated_model(CONSUMERS[key])}+" for key in pending), *EVERY_RUN],
+        select=[
+            *(f"{validated_model(CONSUMERS[key])}+" for key in pending),
+            *(volume[key] for key in pending if key in volume),
+            *EVERY_RUN,
+        ],
         reason=f"new pulls of {names}; nothing new for {idle_names}" if pending else "no new pulls",
     )
+
+
+def volume_tests() -> dict[tuple[str, str], str]:
+    """The volume tests declared in the project's sources.yml, by (source, entity)."""
+    declared = yaml.safe_load((project_dir() / "models" / "sources.yml").read_text(encoding="utf-8"))
+    found: dict[tuple[str, str], str] = {}
+    for source in declared.get("sources", []):
+        for table in source.get("tables", []):
+            for test in table.get("data_tests", []):
+                spec = test.get("pull_volume_within_band") if isinstance(test, dict) else None
+                if spec:
+                    arguments = spec["arguments"]
+                    found[(arguments["source_name"], arguments["entity"])] = spec["name"]
+    return found
 
 
 def validated_model(consumer: str) -> str:
