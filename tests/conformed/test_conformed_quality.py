@@ -149,3 +149,31 @@ def test_a_stale_source_warns_after_26_hours_and_fails_after_50(warehouse: Wareh
         0
     ]
     assert "freshness_oltp__orders" in error
+
+
+def test_model_tests_check_the_rows_of_their_own_run(warehouse: Warehouse) -> None:
+    """`where: {loaded_this_run}`: a test reads the rows written since the job began, less 5 seconds of
+    clock margin; not the rows of a run half a minute earlier. Customer 7 of these orders is unknown:
+    the relationships test (warn) counts one missing customer per order it reads."""
+    missing_customer = (
+        "select failures from ops.dq_results where run_id = %s"
+        " and rule_id like 'relationships_sales_order_customer_id%%'"
+    )
+    warehouse.pull("oltp", "orders", ORDER_COLUMNS, [order(1)], mode="incremental")
+    assert warehouse.run() == 0
+    assert warehouse.rows(missing_customer, ("run-1",)) == [(1,)]
+
+    # Order 1 as written by a run 30 seconds ago: the next run's test does not read it again.
+    for table in ("sales_order_history", "sales_order"):
+        warehouse.execute(f"update conformed.{table} set loaded_at = now() - interval '30 seconds'")
+    warehouse.pull("oltp", "orders", ORDER_COLUMNS, [order(2)], mode="incremental")
+    assert warehouse.run() == 0
+    assert warehouse.rows(missing_customer, ("run-2",)) == [(1,)]
+
+    # Order 1 as if this run had written it: read with the run's own order 3.
+    warehouse.execute(
+        "update conformed.sales_order set loaded_at = now() + interval '1 minute' where order_id = 1"
+    )
+    warehouse.pull("oltp", "orders", ORDER_COLUMNS, [order(3)], mode="incremental")
+    assert warehouse.run() == 0
+    assert warehouse.rows(missing_customer, ("run-3",)) == [(2,)]
