@@ -259,3 +259,34 @@ def test_unchanged_records_of_a_snapshot_pull_are_not_checked_again(
             "customer.updated_at_valid",
         )
     ]
+
+
+def test_an_entity_whose_new_pulls_are_empty_is_not_built(warehouse: Warehouse) -> None:
+    products(warehouse, "10.00", T0)
+    assert warehouse.run() == 0
+    history = warehouse.snapshot("conformed.product_history", "conformed.product")
+
+    # An empty full pull (a file source commits one when the file has not changed): nothing to read,
+    # nothing deleted. Its pull is consumed, its volume test runs (and warns: 0 records against 1).
+    empty = warehouse.pull("oltp", "products", PRODUCT_COLUMNS, [])
+    assert warehouse.run() == 0
+    assert last_job(warehouse)["built"] == "no new pulls; only empty pulls of oltp.products"
+    assert built_models(warehouse) == {"fx_rate"}
+    assert monitor_tests(warehouse) == FRESHNESS | {"volume_oltp__products"}
+    assert warehouse.rows(
+        "select status from ops.dq_results where rule_id = 'volume_oltp__products' and run_id = 'run-2'"
+    ) == [("warn",)]
+    assert warehouse.rows(
+        "select disposition, note, run_id from conformed.consumed_pulls where pull_id = %s", (empty,)
+    ) == [("processed", "no records: nothing to process, its models were not run", "run-2")]
+    assert warehouse.snapshot("conformed.product_history", "conformed.product") == history
+
+    # The next pull is compared with the last one that had records: the lamp is unchanged.
+    products(warehouse, "10.00", T0)
+    assert warehouse.run() == 0
+    assert "validated_product" in built_models(warehouse)
+    assert warehouse.rows("select product_id, is_unchanged from conformed.validated_product") == [(7, True)]
+    assert (
+        warehouse.snapshot("conformed.product_history", "conformed.product")["conformed.product_history"]
+        == (history["conformed.product_history"])
+    )

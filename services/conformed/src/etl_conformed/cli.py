@@ -128,30 +128,57 @@ def summarise_record_rules(context: JobContext, outcome: DbtOutcome) -> None:
         )
 
 
+EMPTY_PULL_NOTE = "no records: nothing to process, its models were not run"
+
+
 def select_new_pulls(context: JobContext) -> Selection:
     """Build only the entities with committed staging pulls not consumed yet: for each, its validated
-    model and everything downstream of it (history, conformed models, their tests), plus
-    :data:`EVERY_RUN`. An entity with nothing new is left as it is, and the seeds are not reloaded:
-    they change only with a release, and a release makes the run build everything."""
+    model and everything downstream of it (history, conformed models, their tests) and the volume test
+    of its pulls, plus :data:`EVERY_RUN`. An entity with nothing new is left as it is, and the seeds are
+    not reloaded: they change only with a release, and a release makes the run build everything.
+
+    An entity whose new pulls hold no record at all (the FX file source commits an empty pull when the
+    file has not changed: every weekend) has nothing to process either: an incremental pull adds
+    nothing, and an empty full pull deletes nothing (scd2_history reads absence only from a pull with
+    records). Its pulls are marked processed here, with a note, and only their volume test runs."""
     with context.db.connect(autocommit=True) as conn:
         rows = conn.execute(
-            "select distinct pulls.source, pulls.entity from staging.pulls as pulls"
+            "select pulls.source, pulls.entity, bool_or(coalesce(pulls.record_count, 1) > 0)"
+            " from staging.pulls as pulls"
             " where pulls.status = 'committed' and not exists ("
             "  select 1 from conformed.consumed_pulls as consumed where consumed.pull_id = pulls.pull_id)"
-            " order by 1, 2"
+            " group by 1, 2 order by 1, 2"
         ).fetchall()
-    pending = [(source, entity) for source, entity in rows if (source, entity) in CONSUMERS]
-    idle = sorted(set(CONSUMERS) - set(pending))
+        new = [(source, entity) for source, entity, _ in rows if (source, entity) in CONSUMERS]
+        empty = [
+            (source, entity) for source, entity, records in rows if (source, entity) in new and not records
+        ]
+        for source, entity in empty:
+            conn.execute(
+                "insert into conformed.consumed_pulls"
+                " (consumer, pull_id, source, entity, disposition, run_id, note, consumed_at)"
+                " select %s, pulls.pull_id, pulls.source, pulls.entity, 'processed', %s, %s, now()"
+                " from staging.pulls as pulls"
+                " where pulls.source = %s and pulls.entity = %s and pulls.status = 'committed'"
+                " and pulls.record_count = 0"
+                " on conflict (consumer, pull_id) do nothing",
+                (CONSUMERS[(source, entity)], context.settings.run_id, EMPTY_PULL_NOTE, source, entity),
+            )
+    pending = [key for key in new if key not in empty]
+    idle = sorted(set(CONSUMERS) - set(new))
     names = ", ".join(f"{source}.{entity}" for source, entity in pending)
     idle_names = ", ".join(f"{source}.{entity}" for source, entity in idle) or "-"
+    reason = f"new pulls of {names}; nothing new for {idle_names}" if pending else "no new pulls"
+    if empty:
+        reason += "; only empty pulls of " + ", ".join(f"{source}.{entity}" for source, entity in empty)
     volume = volume_tests()
     return Selection(
         select=[
             *(f"{validated_model(CONSUMERS[key])}+" for key in pending),
-            *(volume[key] for key in pending if key in volume),
+            *(volume[key] for key in new if key in volume),
             *EVERY_RUN,
         ],
-        reason=f"new pulls of {names}; nothing new for {idle_names}" if pending else "no new pulls",
+        reason=reason,
     )
 
 

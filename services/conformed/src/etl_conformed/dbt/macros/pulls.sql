@@ -88,10 +88,17 @@ pull_batches as materialized (
 ),
 {%- if compare %}
 
+{#- The last processed pull with records: an empty pull is marked processed without being read
+    (select_new_pulls in cli.py), and compared with it every record would count as changed. -#}
 previous_pull as (
     select consumed.pull_id
     from {{ source('conformed_ops', 'consumed_pulls') }} as consumed
-    where consumed.consumer = '{{ consumer }}' and consumed.disposition = 'processed'
+    where
+        consumed.consumer = '{{ consumer }}' and consumed.disposition = 'processed'
+        and exists (
+            select 1 from {{ source('staging', 'pulls') }} as pulls
+            where pulls.pull_id = consumed.pull_id and pulls.record_count > 0
+        )
     order by consumed.consumed_at desc, consumed.pull_id desc
     limit 1
 ),
