@@ -331,6 +331,32 @@ def test_dbt_build_of_a_tiny_project(
     assert any("accepted_values_ids_id" in e["info"]["msg"] for e in shown)
 
 
+@pytest.mark.integration
+def test_a_build_of_the_same_project_version_writes_no_json_artefacts(
+    database_url: str, tmp_path: Path
+) -> None:
+    project = DbtProject(
+        _write_project(tmp_path / "tiny", accepted_severity="warn"),
+        profile="tiny",
+        schema="tiny",
+        work_dir=tmp_path / "work",
+    )
+    target = tmp_path / "work" / "target"
+
+    def written() -> dict[str, int]:
+        return {name: (target / name).stat().st_mtime_ns for name in ("manifest.json", "run_results.json")}
+
+    assert project.build(database_url, artefacts_key="v1").success is True
+    first = written()
+    assert project.build(database_url, artefacts_key="v1").success is True
+    assert written() == first  # the manifest of v1 is there: nothing written again
+    assert project.build(database_url, artefacts_key="v2").success is True
+    second = written()
+    assert all(second[name] != first[name] for name in second)  # another version: written
+    assert project.build(database_url).success is True  # no key: always written
+    assert all(written()[name] != second[name] for name in second)
+
+
 def test_dbt_event_log_filters_by_level_and_hides_secrets(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -414,12 +440,33 @@ def _write_conflicting_project(folder: Path, conflicts: int) -> Path:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(("conflicts", "succeeds"), [(2, True), (4, False)])
+@pytest.mark.parametrize(
+    ("conflicts", "succeeds", "artefacts_kept"), [(2, True, False), (4, False, False), (2, True, True)]
+)
 def test_a_node_cancelled_by_a_serialization_conflict_is_retried(
-    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, conflicts: int, succeeds: bool
+    database_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    conflicts: int,
+    succeeds: bool,
+    artefacts_kept: bool,
 ) -> None:
+    project = DbtProject(
+        _write_conflicting_project(tmp_path / "conflicting", conflicts),
+        profile="conflicting",
+        schema="conflicting",
+        work_dir=tmp_path / "work",
+    )
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("create schema if not exists conflicting")
+        if artefacts_kept:
+            # an earlier build of the same project left its JSON artefacts; this one writes none, and
+            # `dbt retry` must still rerun this build's failed nodes, not the earlier build's
+            conn.execute(
+                "create or replace function conflicting.conflict_on_attempt(name text, conflicts integer)"
+                " returns integer language sql as 'select 0'"
+            )
+            assert project.build(database_url, artefacts_key="v1").success is True
         conn.execute("drop sequence if exists conflicting.attempts")
         conn.execute("create sequence conflicting.attempts")
         conn.execute(
@@ -434,15 +481,13 @@ def test_a_node_cancelled_by_a_serialization_conflict_is_retried(
                 return attempt;
             end $$"""
         )
-    project = DbtProject(
-        _write_conflicting_project(tmp_path / "conflicting", conflicts),
-        profile="conflicting",
-        schema="conflicting",
-        work_dir=tmp_path / "work",
-    )
+    results = tmp_path / "work" / "target" / "run_results.json"
+    before = results.stat().st_mtime_ns if artefacts_kept else None
 
-    outcome = project.build(database_url)
+    outcome = project.build(database_url, artefacts_key="v1")
 
+    if artefacts_kept:  # run_results.json was written for the retry only
+        assert results.stat().st_mtime_ns != before
     retries = [r.getMessage() for r in caplog.records if "serialization conflict" in r.getMessage()]
     statuses = sorted((n.unique_id.split(".")[-1], n.status) for n in outcome.nodes)
     if succeeds:

@@ -205,6 +205,20 @@ class DbtProject:
         finally:
             event_log.close()
 
+    @property
+    def _artefacts_stamp(self) -> Path:
+        return self.target_path / "etl_artefacts_key"
+
+    def _artefacts_current(self, key: str | None) -> bool:
+        """Whether target/ holds the manifest.json of a build with this ``key`` (see build)."""
+        stamp = self._artefacts_stamp
+        return (
+            key is not None
+            and (self.target_path / "manifest.json").is_file()
+            and stamp.is_file()
+            and stamp.read_text(encoding="utf-8") == key
+        )
+
     def build(
         self,
         url: str,
@@ -213,7 +227,14 @@ class DbtProject:
         full_refresh: bool = False,
         variables: Mapping[str, Any] | None = None,
         run_values: Mapping[str, Any] | None = None,
+        artefacts_key: str | None = None,
     ) -> DbtOutcome:
+        """``dbt build``, with a retry of the nodes a serialization conflict cancelled.
+
+        ``artefacts_key`` names the project version and vars (build_zone: the project checksum): when
+        target/ already holds the manifest.json of a build with the same key, dbt writes no JSON
+        artefacts this time (--no-write-json). The manifest, the lineage's input, would be the same;
+        writing it and run_results.json took 0.8 s of every conformed run on the benchmark."""
         # dbt unit tests check the models' logic on fixed inputs: they belong to development and CI
         # (tests/conformed/test_conformed_dbt_unit.py), not to every production run, where an
         # incremental model's unit test cannot even compile before the model's first build.
@@ -222,7 +243,14 @@ class DbtProject:
             args += ["--select", *select]
         if full_refresh:
             args.append("--full-refresh")
+        reuse = self._artefacts_current(artefacts_key)
+        if reuse:
+            args.append("--no-write-json")
+        else:
+            self._artefacts_stamp.unlink(missing_ok=True)
         result = self.invoke("build", url, args=args, variables=variables, run_values=run_values)
+        if not reuse and artefacts_key is not None and result.exception is None:
+            self._artefacts_stamp.write_text(artefacts_key, encoding="utf-8")
         outcome = _outcome_from(result)
         for attempt in range(1, CONFLICT_RETRIES + 1):
             conflicted = [
@@ -230,6 +258,10 @@ class DbtProject:
             ]
             if not conflicted:
                 break
+            if reuse:
+                # `dbt retry` reruns what target/run_results.json says failed or was skipped: without
+                # JSON artefacts, that file is still the previous run's
+                result.result.write(str(self.target_path / "run_results.json"))
             # Two dbt threads writing at once can conflict under SERIALIZABLE (CockroachDB, and the
             # embedded PostgreSQL): the database cancels one transaction with SQLSTATE 40001 and
             # nothing of it is written. Every model is idempotent, so `dbt retry` runs the failed
@@ -242,8 +274,8 @@ class DbtProject:
                 CONFLICT_RETRIES,
                 extra={"nodes": conflicted},
             )
-            retried = self.invoke("retry", url, variables=variables, run_values=run_values)
-            outcome = _merged(outcome, _outcome_from(retried))
+            result = self.invoke("retry", url, variables=variables, run_values=run_values)
+            outcome = _merged(outcome, _outcome_from(result))
         for node in outcome.nodes:
             level = logging.INFO if node.status in {"success", "pass"} else logging.WARNING
             _log.log(
@@ -432,12 +464,14 @@ def build_zone(
         "pull_cutoff": _database_now(context.db),
         **(run_values or {}),
     }
+    checksum = context.counts.get("dbt_project", {}).get("checksum")
     outcome = project.build(
         url,
         select=select,
         full_refresh=full_refresh,
         variables=all_vars,
         run_values=run_values,
+        artefacts_key=f"{checksum} cockroachdb={all_vars['is_cockroachdb']}" if checksum else None,
     )
     context.audit.record_nodes(outcome.nodes)
     context.audit.record_quality(outcome.quality)
