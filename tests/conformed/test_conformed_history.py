@@ -241,16 +241,21 @@ def test_snapshot_entity_reads_only_the_newest_pull(warehouse: Warehouse) -> Non
     )
 
 
-def test_full_refresh_rebuilds_current_state_and_keeps_the_history(warehouse: Warehouse) -> None:
-    columns = ["product_id", "sku", "name", "category", "unit_price", "currency", "is_active", "updated_at"]
-    warehouse.pull("oltp", "products", columns, [[1, "A-1", "Lamp", "Home", "9.99", "EUR", True, T0]])
-    assert warehouse.run() == 0
+def lamp_at_11(warehouse: Warehouse, columns: list[str]) -> None:
+    """A products pull: the lamp (product 1) now costs 11.00."""
     warehouse.pull(
         "oltp",
         "products",
         columns,
         [[1, "A-1", "Lamp", "Home", "11.00", "EUR", True, "2025-03-01T00:00:00Z"]],
     )
+
+
+def test_full_refresh_rebuilds_current_state_and_keeps_the_history(warehouse: Warehouse) -> None:
+    columns = ["product_id", "sku", "name", "category", "unit_price", "currency", "is_active", "updated_at"]
+    warehouse.pull("oltp", "products", columns, [[1, "A-1", "Lamp", "Home", "9.99", "EUR", True, T0]])
+    assert warehouse.run() == 0
+    lamp_at_11(warehouse, columns)
     assert warehouse.run() == 0
     before = warehouse.snapshot("conformed.product_history", "conformed.product")
 
@@ -302,12 +307,7 @@ def test_history_invariants_are_constraints_also_on_a_table_deployed_without_the
     )
     assert warehouse.rows(INVARIANTS) == []
     before = warehouse.snapshot("conformed.product_history")
-    warehouse.pull(
-        "oltp",
-        "products",
-        columns,
-        [[1, "A-1", "Lamp", "Home", "11.00", "EUR", True, "2025-03-01T00:00:00Z"]],
-    )
+    lamp_at_11(warehouse, columns)
     assert warehouse.run() == 0
     assert warehouse.rows(INVARIANTS) == EXPECTED_INVARIANTS
     after = warehouse.rows(

@@ -282,16 +282,20 @@ def _write_project(folder: Path, *, accepted_severity: str) -> Path:
     return folder
 
 
-@pytest.mark.integration
-def test_dbt_build_of_a_tiny_project(
-    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    project = DbtProject(
-        _write_project(tmp_path / "tiny", accepted_severity="warn"),
+def _tiny_project(tmp_path: Path, *, accepted_severity: str) -> DbtProject:
+    return DbtProject(
+        _write_project(tmp_path / "tiny", accepted_severity=accepted_severity),
         profile="tiny",
         schema="tiny",
         work_dir=tmp_path / "work",
     )
+
+
+@pytest.mark.integration
+def test_dbt_build_of_a_tiny_project(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = _tiny_project(tmp_path, accepted_severity="warn")
 
     outcome = project.build(database_url)
 
@@ -335,12 +339,7 @@ def test_dbt_build_of_a_tiny_project(
 def test_a_build_of_the_same_project_version_writes_no_json_artefacts(
     database_url: str, tmp_path: Path
 ) -> None:
-    project = DbtProject(
-        _write_project(tmp_path / "tiny", accepted_severity="warn"),
-        profile="tiny",
-        schema="tiny",
-        work_dir=tmp_path / "work",
-    )
+    project = _tiny_project(tmp_path, accepted_severity="warn")
     target = tmp_path / "work" / "target"
 
     def written() -> dict[str, int]:
@@ -387,12 +386,7 @@ def test_failing_error_test_gives_a_data_quality_failure(
 ) -> None:
     for name in ("ETL_DATABASE_URL", "ETL_PUSHGATEWAY_URL", "ETL_LOG_LEVEL"):
         monkeypatch.delenv(name, raising=False)
-    project = DbtProject(
-        _write_project(tmp_path / "tiny", accepted_severity="error"),
-        profile="tiny",
-        schema="tiny",
-        work_dir=tmp_path / "work",
-    )
+    project = _tiny_project(tmp_path, accepted_severity="error")
     settings = Settings(database_url=database_url, run_id="run-dq", data_dir=tmp_path)  # type: ignore[arg-type]
     raised: list[BaseException] = []
 
