@@ -221,7 +221,7 @@ def main() -> int:
         f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}",
         f"- code: {rev}",
-        f"- database: {version} (embedded, default settings)",
+        f"- database: {version} (embedded, with the settings of EmbeddedPostgres.SETTINGS)",
         f"- OLTP data: {', '.join(f'{k} {v:,}' for k, v in counts.items())}; setup (load + first staging pull)"
         f" {setup_s:.0f} s",
         f"- delta: rows changed in the OLTP database {changed} (orders, lines, customers, products);"
