@@ -74,10 +74,9 @@ class EmbeddedPostgres:
         with psycopg.connect(self._admin_url, autocommit=True) as conn:
             changed = []
             for name, value in self.SETTINGS.items():
-                row = conn.execute(
-                    "select setting, unit from pg_settings where name = %s", (name,)
-                ).fetchone()
-                if row is not None and _same_setting(row[0], row[1], value):
+                # current_setting gives the value as SHOW does, in the unit it was set in ('4GB')
+                row = conn.execute("select current_setting(%s)", (name,)).fetchone()
+                if row is not None and row[0] == value:
                     continue
                 conn.execute(
                     sql.SQL("alter system set {} = {}").format(sql.Identifier(name), sql.Literal(value))
@@ -127,11 +126,3 @@ def _with_database(url: str, database: str) -> str:
 
 def start_embedded(data_dir: Path) -> EmbeddedPostgres:
     return EmbeddedPostgres(data_dir / "postgres").start()
-
-
-def _same_setting(setting: str, unit: str | None, wanted: str) -> bool:
-    """Whether pg_settings' ``setting`` (in ``unit``: 'MB' for max_wal_size) already equals ``wanted``
-    ('4GB', 'serializable')."""
-    if unit == "MB" and wanted.upper().endswith("GB"):
-        return setting == str(int(wanted[:-2]) * 1024)
-    return setting == wanted
