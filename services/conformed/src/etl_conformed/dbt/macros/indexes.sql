@@ -4,7 +4,9 @@
   later release goes in a post-hook instead: created on the first run after the upgrade, a no-op on
   every run after (CREATE INDEX IF NOT EXISTS, which CockroachDB supports too).
     - valid_to on every history table: retention finds closed versions by it (oldest first);
-    - order_date on sales_order: fx_rate starts its calendar at the first order.
+    - order_date on sales_order_history: fx_rate starts its calendar at the first order. (Releases
+      before 2026-11-22 put it on sales_order, where nothing reads it any more: drop
+      conformed.sales_order_order_date_idx, docs/runbook.md.)
 -#}
 {% macro ensure_index(columns) -%}
 create index if not exists {{ this.identifier }}_{{ columns | join('_') }}_idx on {{ this }} ({{ columns | join(', ') }})

@@ -21,10 +21,12 @@ last_day as (
 
 {# The calendar starts at the first order (or the first published rate when there is none): rates
     are only ever looked up for order dates, and the ECB history goes back to 1999. The rate carried
-    into the first day is the last one published before it. #}
+    into the first day is the last one published before it. The first order is read from the order
+    history (by its order_date index), not from sales_order: through sales_order's tests, the rates
+    would wait for the customers (relationships), and the order lines for the rates. #}
 first_day as (
     select min(order_date) as rate_date
-    from {{ ref('sales_order') }}
+    from {{ ref('sales_order_history') }}
 ),
 
 start_dates as (

@@ -1,6 +1,5 @@
 -- Current state of each sales order (deleted orders kept with is_deleted = true).
 {{ current_config(['order_id']) }}
-{{ config(post_hook="{{ ensure_index(['order_date']) }}") }}
 
 {{ current_from_history(
     ref('sales_order_history'),

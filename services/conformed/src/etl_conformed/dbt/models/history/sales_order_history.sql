@@ -1,5 +1,6 @@
 -- Change history (SCD type 2) of sales orders; incremental entity: every new pull of oltp.orders.
 {{ history_config(['order_id'], 'oltp', 'orders') }}
+{{ config(post_hook="{{ ensure_index(['order_date']) }}") }}
 
 {{ scd2_history(
     ref('validated_sales_order'),
