@@ -5,18 +5,16 @@
 -- (seeds/currency_codes.csv, e.g. HRK since the euro) is carried no further than its last day.
 {{ config(materialized='table', indexes=[{'columns': ['currency_code', 'rate_date'], 'unique': true}]) }}
 
-with published as (
+{#- fx_rate_history holds every rate since 1999 (220,000 on the benchmark): it is read twice, once
+    for the bounds of each currency's calendar and once for the rates inside them, rather than
+    gathered once into a CTE (which PostgreSQL would write to disk) and hashed whole. -#}
+with current_rates as (
     select
         rate_date,
         currency_code,
         units_per_eur
     from {{ ref('fx_rate_history') }}
     where is_current and not is_deleted and currency_code <> 'EUR'
-),
-
-last_day as (
-    select greatest(max(rate_date), {{ var('fx_last_day', 'current_date') }}) as rate_date
-    from published
 ),
 
 {# The calendar starts at the first order (or the first published rate when there is none): rates
@@ -31,14 +29,20 @@ first_day as (
 
 start_dates as (
     select
-        published.currency_code,
+        current_rates.currency_code,
         coalesce(
-            max(case when published.rate_date <= first_day.rate_date then published.rate_date end),
-            min(published.rate_date)
-        ) as first_date
-    from published
+            max(case when current_rates.rate_date <= first_day.rate_date then current_rates.rate_date end),
+            min(current_rates.rate_date)
+        ) as first_date,
+        max(current_rates.rate_date) as last_published
+    from current_rates
     cross join first_day
-    group by published.currency_code
+    group by current_rates.currency_code
+),
+
+last_day as (
+    select greatest(max(last_published), {{ var('fx_last_day', 'current_date') }}) as rate_date
+    from start_dates
 ),
 
 currencies as (
@@ -49,6 +53,19 @@ currencies as (
     from start_dates
     cross join last_day
     left join {{ ref('currency_codes') }} as codes on start_dates.currency_code = codes.currency_code
+),
+
+{#- The rates inside the calendars (the second read). -#}
+published as (
+    select
+        rates.rate_date,
+        rates.currency_code,
+        rates.units_per_eur
+    from {{ ref('fx_rate_history') }} as rates
+    inner join currencies on rates.currency_code = currencies.currency_code
+    where
+        rates.is_current and not rates.is_deleted
+        and rates.rate_date >= currencies.first_date
 ),
 
 days as (
