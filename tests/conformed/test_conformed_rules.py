@@ -18,6 +18,26 @@ LINE_COLUMNS = [
     "discount_pct",
     "updated_at",
 ]
+ACCOUNT_COLUMNS = [
+    "account_id",
+    "name",
+    "industry",
+    "country",
+    "website",
+    "customer_email",
+    "created_at",
+    "updated_at",
+]
+CONTACT_COLUMNS = [
+    "contact_id",
+    "account_id",
+    "email",
+    "first_name",
+    "last_name",
+    "phone",
+    "title",
+    "updated_at",
+]
 
 
 def fx_and_orders(warehouse: Warehouse) -> None:
@@ -143,7 +163,7 @@ def test_customer_is_conformed_with_the_crm(warehouse: Warehouse) -> None:
     warehouse.pull(
         "oltp",
         "customers",
-        ["customer_id", "email", "first_name", "last_name", "phone", "country", "created_at", "updated_at"],
+        CUSTOMER_COLUMNS,
         [
             [1, " Ann@Shop.example ", "Ann", "Lee", None, "Ireland", t, t],
             [2, "ben@shop.example", "Ben", "Ode", None, "NG", t, t],
@@ -152,16 +172,7 @@ def test_customer_is_conformed_with_the_crm(warehouse: Warehouse) -> None:
     warehouse.pull(
         "crm",
         "accounts",
-        [
-            "account_id",
-            "name",
-            "industry",
-            "country",
-            "website",
-            "customer_email",
-            "created_at",
-            "updated_at",
-        ],
+        ACCOUNT_COLUMNS,
         [
             ["A-1", "Lee Ltd", "Retail", "IE", None, "ann@shop.example", t, t],
             ["A-2", "Other", "Banking", "United Kingdom", None, None, t, t],
@@ -170,7 +181,7 @@ def test_customer_is_conformed_with_the_crm(warehouse: Warehouse) -> None:
     warehouse.pull(
         "crm",
         "contacts",
-        ["contact_id", "account_id", "email", "first_name", "last_name", "phone", "title", "updated_at"],
+        CONTACT_COLUMNS,
         [
             ["C-2", "A-1", "ann@shop.example", "Ann", "Lee", None, "CEO", t],
             ["C-9", "A-2", "x@y.example", "X", "Y", None, None, t],
@@ -190,6 +201,56 @@ def test_customer_is_conformed_with_the_crm(warehouse: Warehouse) -> None:
         ("A-1", "IE"),
         ("A-2", "GB"),
     ]
+
+    # The CRM changes, the customers do not: account A-1 now carries Ben's email, and gains a contact
+    # that comes first. Ann loses her match, Ben gains it. customer is incremental: this also checks
+    # that a table deployed without the unique key the upsert needs gets it before the write.
+    warehouse.execute("drop index conformed.customer_key")
+    t2 = "2025-02-01T00:00:00Z"
+    warehouse.pull(
+        "crm",
+        "accounts",
+        ACCOUNT_COLUMNS,
+        [
+            ["A-1", "Lee Ltd", "Retail", "IE", None, "ben@shop.example", t, t2],
+            ["A-2", "Other", "Banking", "United Kingdom", None, None, t, t],
+        ],
+    )
+    warehouse.pull(
+        "crm",
+        "contacts",
+        CONTACT_COLUMNS,
+        [
+            ["C-1", "A-1", "ben@shop.example", "Ben", "Ode", None, "Buyer", t2],
+            ["C-2", "A-1", "ann@shop.example", "Ann", "Lee", None, "CEO", t],
+            ["C-9", "A-2", "x@y.example", "X", "Y", None, None, t],
+        ],
+    )
+    assert warehouse.run() == 0
+    assert warehouse.rows(
+        "select customer_id, crm_account_id, crm_contact_id from conformed.customer order by customer_id"
+    ) == [(1, None, None), (2, "A-1", "C-1")]
+    assert warehouse.rows(
+        "select position('UNIQUE' in indexdef) > 0 from pg_indexes where indexname = 'customer_key'"
+    ) == [(True,)]
+
+    # A change of one customer rewrites that customer only.
+    before = dict(warehouse.rows("select customer_id, loaded_at from conformed.customer"))
+    warehouse.pull(
+        "oltp",
+        "customers",
+        CUSTOMER_COLUMNS,
+        [
+            [1, "ann@shop.example", "Ann", "Lee", None, "IE", t, t],
+            [2, "ben@shop.example", "Benjamin", "Ode", None, "NG", t, t2],
+        ],
+    )
+    assert warehouse.run() == 0
+    after = dict(warehouse.rows("select customer_id, loaded_at from conformed.customer"))
+    assert after[1] == before[1] and after[2] > before[2]
+    assert warehouse.rows(
+        "select first_name, crm_account_id from conformed.customer where customer_id = 2"
+    ) == [("Benjamin", "A-1")]
 
 
 def test_retention_deletes_old_closed_versions_and_quarantine_in_batches(warehouse: Warehouse) -> None:

@@ -11,3 +11,11 @@
 {% macro ensure_index(columns) -%}
 create index if not exists {{ this.identifier }}_{{ columns | join('_') }}_idx on {{ this }} ({{ columns | join(', ') }})
 {%- endmacro %}
+
+{#- The unique index an upsert's ON CONFLICT needs, under a fixed name, so that creating it again is a
+    no-op. For a model that was a table in earlier releases (customer): the index must exist before
+    the first incremental run writes, hence a pre-hook on incremental runs as well as the post-hook
+    that creates it with the table. -#}
+{% macro ensure_unique_key(columns) -%}
+create unique index if not exists {{ this.identifier }}_key on {{ this }} ({{ columns | join(', ') }})
+{%- endmacro %}

@@ -1,33 +1,94 @@
 -- The conformed customer: the current OLTP customer, joined to its CRM account (matched on the
 -- trimmed lower-case email the CRM keeps for the customer) and that account's primary contact.
--- Deleted customers are kept with is_deleted = true. Rebuilt every run (customers are few; a CRM
--- change must reach the customer without a customer change).
-{{ config(materialized='table') }}
+-- Deleted customers are kept with is_deleted = true.
+-- Incremental: a run rewrites the customers whose inputs were loaded since the table's newest
+-- loaded_at (the newest of the customer's, its account's and its contact's):
+--   - customers whose history changed;
+--   - customers whose email an account changed carries, before or after the change (the closed
+--     version of the account holds the old email), so a match that moved is redone on both sides;
+--   - customers matched to an account whose contacts changed (the primary contact may be another).
+-- A CRM change that unmatches a customer leaves no newer loaded_at behind: the next run looks at
+-- the same change again and rewrites the same rows with the same values.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='upsert',
+    unique_key='customer_id',
+    on_schema_change='fail',
+    pre_hook="{% if is_incremental() %}{{ ensure_unique_key(['customer_id']) }}{% endif %}",
+    post_hook=["{{ ensure_unique_key(['customer_id']) }}", "{{ ensure_index(['loaded_at']) }}"],
+) }}
 
-with customers as (
-    select *
-    from {{ ref('customer_history') }}
-    where is_current
+-- depends_on: {{ ref('crm_account_history') }} {{ ref('crm_contact_history') }} (read on incremental runs only)
+
+with
+{%- if is_incremental() %}
+
+changed_emails as (
+    select accounts.customer_email as email
+    from {{ ref('crm_account_history') }} as accounts
+    where accounts.loaded_at > {{ last_loaded_at(this) }} and accounts.customer_email is not null
+    union
+    select accounts.customer_email
+    from {{ ref('crm_account') }} as accounts
+    where
+        accounts.customer_email is not null
+        and accounts.account_id in (
+            select contacts.account_id
+            from {{ ref('crm_contact_history') }} as contacts
+            where contacts.loaded_at > {{ last_loaded_at(this) }}
+        )
 ),
 
+affected as (
+    select history.customer_id
+    from {{ ref('customer_history') }} as history
+    where history.loaded_at > {{ last_loaded_at(this) }}
+    union
+    select history.customer_id
+    from {{ ref('customer_history') }} as history
+    where history.is_current and history.email in (select changed_emails.email from changed_emails)
+),
+{%- endif %}
+
+customers as (
+    select *
+    from {{ ref('customer_history') }} as history
+    where
+        history.is_current
+        {%- if is_incremental() %}
+        and history.customer_id in (select affected.customer_id from affected)
+        {%- endif %}
+),
+
+{#- Every account of the emails of these customers: the oldest one wins. -#}
 accounts as (
     select
         account_id,
         account_name,
         industry,
         customer_email,
+        loaded_at,
         row_number() over (partition by customer_email order by created_at, account_id) as match_rank
     from {{ ref('crm_account') }}
-    where not is_deleted and customer_email is not null
+    where
+        not is_deleted and customer_email is not null
+        {%- if is_incremental() %}
+        and customer_email in (select customers.email from customers)
+        {%- endif %}
 ),
 
 contacts as (
     select
         account_id,
         contact_id,
+        loaded_at,
         row_number() over (partition by account_id order by contact_id) as contact_rank
     from {{ ref('crm_contact') }}
-    where not is_deleted
+    where
+        not is_deleted
+        {%- if is_incremental() %}
+        and account_id in (select accounts.account_id from accounts)
+        {%- endif %}
 )
 
 select
@@ -48,7 +109,11 @@ select
     customers.version_id,
     customers.pull_id,
     customers.run_id,
-    customers.loaded_at
+    greatest(
+        customers.loaded_at,
+        coalesce(accounts.loaded_at, customers.loaded_at),
+        coalesce(contacts.loaded_at, customers.loaded_at)
+    ) as loaded_at
 from customers
 left join accounts on customers.email = accounts.customer_email and accounts.match_rank = 1
 left join contacts on accounts.account_id = contacts.account_id and contacts.contact_rank = 1
