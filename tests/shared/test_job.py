@@ -24,6 +24,7 @@ from etl_shared import (
     resolve_database_url,
     run_job,
 )
+from etl_shared._job import RowCounter
 
 pytestmark = pytest.mark.integration
 
@@ -204,6 +205,32 @@ def test_count_rows_counts_real_tables(database_url: str) -> None:
         counts = count_rows(Database(database_url), tables, connections=connections)
         assert counts == expected and list(counts) == tables
     assert count_rows(Database(database_url), []) == {}
+
+
+def test_row_counter_counts_tables_as_they_are_built(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("create schema conformed")
+        conn.execute("create table conformed.early as select g as id from generate_series(1, 4) g")
+        conn.execute("create table conformed.late as select g as id from generate_series(1, 2) g")
+        counter = RowCounter(Database(database_url))
+        counter.submit("conformed.early")
+        counter.submit("conformed.missing")  # fails in the background: counted (and raising) at the end
+        counter.close()
+        assert "a background row count failed" in caplog.text
+        # a table built again (dbt retry) is counted again, after its second build
+        counter.submit("conformed.early")
+        conn.execute("insert into conformed.early values (5), (6)")
+        counter.submit("conformed.early")
+        # conformed.late was never submitted: counted when the counts are asked for
+        assert counter.counts(["conformed.late", "conformed.early"]) == {
+            "conformed.late": 2,
+            "conformed.early": 6,
+        }
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            counter.counts(["conformed.missing"])
+    assert RowCounter(Database(database_url)).counts([]) == {}
 
 
 def test_count_rows_of_a_missing_table_raises(database_url: str) -> None:

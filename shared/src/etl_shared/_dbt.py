@@ -159,9 +159,11 @@ class DbtProject:
         args: Sequence[str] = (),
         variables: Mapping[str, Any] | None = None,
         run_values: Mapping[str, Any] | None = None,
+        on_event: Callable[[Any], None] | None = None,
     ) -> Any:
         """Invoke ``dbt <command>`` in process and return dbt's result object; ``command`` may hold a
-        subcommand ("docs generate"): dbt wants the options after it.
+        subcommand ("docs generate"): dbt wants the options after it. ``on_event`` is called with
+        each of dbt's events, in dbt's threads.
 
         ``variables`` are dbt vars: they must stay the same from run to run, because dbt parses the
         whole project again whenever its command-line vars change. Values that change with every run
@@ -201,7 +203,8 @@ class DbtProject:
         event_log = DbtEventLog(self.work_dir / "logs" / "dbt.log", secrets=[environment[_PASSWORD_ENV]])
         try:
             with _environment(environment):
-                return dbtRunner(callbacks=[event_log]).invoke(argv)
+                callbacks = [event_log] if on_event is None else [event_log, on_event]
+                return dbtRunner(callbacks=callbacks).invoke(argv)
         finally:
             event_log.close()
 
@@ -228,13 +231,17 @@ class DbtProject:
         variables: Mapping[str, Any] | None = None,
         run_values: Mapping[str, Any] | None = None,
         artefacts_key: str | None = None,
+        on_model_built: Callable[[str], None] | None = None,
     ) -> DbtOutcome:
         """``dbt build``, with a retry of the nodes a serialization conflict cancelled.
 
         ``artefacts_key`` names the project version and vars (build_zone: the project checksum): when
         target/ already holds the manifest.json of a build with the same key, dbt writes no JSON
         artefacts this time (--no-write-json). The manifest, the lineage's input, would be the same;
-        writing it and run_results.json took 0.8 s of every conformed run on the benchmark."""
+        writing it and run_results.json took 0.8 s of every conformed run on the benchmark.
+
+        ``on_model_built`` is called with the ``schema.table`` of each model as soon as dbt has built
+        it (build_zone counts its rows meanwhile)."""
         # dbt unit tests check the models' logic on fixed inputs: they belong to development and CI
         # (tests/conformed/test_conformed_dbt_unit.py), not to every production run, where an
         # incremental model's unit test cannot even compile before the model's first build.
@@ -248,7 +255,10 @@ class DbtProject:
             args.append("--no-write-json")
         else:
             self._artefacts_stamp.unlink(missing_ok=True)
-        result = self.invoke("build", url, args=args, variables=variables, run_values=run_values)
+        on_event = None if on_model_built is None else _on_model_built(on_model_built)
+        result = self.invoke(
+            "build", url, args=args, variables=variables, run_values=run_values, on_event=on_event
+        )
         if not reuse and artefacts_key is not None and result.exception is None:
             self._artefacts_stamp.write_text(artefacts_key, encoding="utf-8")
         outcome = _outcome_from(result)
@@ -274,7 +284,7 @@ class DbtProject:
                 CONFLICT_RETRIES,
                 extra={"nodes": conflicted},
             )
-            result = self.invoke("retry", url, variables=variables, run_values=run_values)
+            result = self.invoke("retry", url, variables=variables, run_values=run_values, on_event=on_event)
             outcome = _merged(outcome, _outcome_from(result))
         for node in outcome.nodes:
             level = logging.INFO if node.status in {"success", "pass"} else logging.WARNING
@@ -293,6 +303,25 @@ class DbtProject:
                 },
             )
         return outcome
+
+
+def _on_model_built(call: Callable[[str], None]) -> Callable[[Any], None]:
+    """A dbt event callback that calls ``call`` with the ``schema.table`` of each model built (dbt's
+    NodeFinished event of a table or incremental model that succeeded)."""
+
+    def callback(msg: Any) -> None:
+        if msg.info.name != "NodeFinished":
+            return
+        node = msg.data.node_info
+        if node.resource_type != "model" or node.materialized == "ephemeral":
+            return
+        if msg.data.run_result.status != "success":
+            return
+        relation = node.node_relation
+        if relation.schema and relation.alias:
+            call(f"{relation.schema}.{relation.alias}")
+
+    return callback
 
 
 CONFLICT_RETRIES = 3
@@ -454,7 +483,7 @@ def build_zone(
     The project gets the run values run_id, job_id (for rows its hooks write into the audit tables)
     and pull_cutoff (the database's clock now: what committed later waits for the next run, and the
     tests check the rows loaded since), any ``run_values`` the zone adds, and the var is_cockroachdb."""
-    from ._job import count_rows, refresh_statistics
+    from ._job import RowCounter, refresh_statistics
 
     url = context.db.url
     all_vars = {"is_cockroachdb": detect_cockroachdb(url), **(variables or {})}
@@ -465,42 +494,49 @@ def build_zone(
         **(run_values or {}),
     }
     checksum = context.counts.get("dbt_project", {}).get("checksum")
-    outcome = project.build(
-        url,
-        select=select,
-        full_refresh=full_refresh,
-        variables=all_vars,
-        run_values=run_values,
-        artefacts_key=f"{checksum} cockroachdb={all_vars['is_cockroachdb']}" if checksum else None,
-    )
-    context.audit.record_nodes(outcome.nodes)
-    context.audit.record_quality(outcome.quality)
-    record_dbt_lineage(context, project, outcome)
-    for result in outcome.quality:
-        context.metrics.observe_dq(
-            result.rule_id, result.severity, failures=result.failures, status=result.status
+    counter = RowCounter(context.db)
+    try:
+        outcome = project.build(
+            url,
+            select=select,
+            full_refresh=full_refresh,
+            variables=all_vars,
+            run_values=run_values,
+            artefacts_key=f"{checksum} cockroachdb={all_vars['is_cockroachdb']}" if checksum else None,
+            on_model_built=counter.submit,
         )
-    context.counts["dq_status"] = outcome.quality_status
-    context.counts["dq_failed_rules"] = [q.rule_id for q in outcome.quality if q.status in {"fail", "error"}]
-    context.counts["dq_warned_rules"] = [q.rule_id for q in outcome.quality if q.status == "warn"]
-    context.counts["nodes"] = {
-        status: sum(1 for n in outcome.nodes if n.status == status)
-        for status in sorted({n.status for n in outcome.nodes})
-    }
-    if outcome.incremental_models and not all_vars["is_cockroachdb"]:
-        analysed = refresh_statistics(context.db, sorted(set(outcome.incremental_models)))
-        if analysed:
-            _log.info(
-                "vacuumed and analysed %d table(s) with missing or stale statistics",
-                len(analysed),
-                extra={"tables": analysed},
+        context.audit.record_nodes(outcome.nodes)
+        context.audit.record_quality(outcome.quality)
+        record_dbt_lineage(context, project, outcome)
+        for result in outcome.quality:
+            context.metrics.observe_dq(
+                result.rule_id, result.severity, failures=result.failures, status=result.status
             )
-    if outcome.models:
-        tables = count_rows(context.db, sorted(set(outcome.models)))
-        context.counts["tables"] = tables
-        context.counts["rows"] = sum(tables.values())
-        for table, rows in tables.items():
-            context.metrics.add_rows("dbt", table, rows)
+        context.counts["dq_status"] = outcome.quality_status
+        context.counts["dq_failed_rules"] = [
+            q.rule_id for q in outcome.quality if q.status in {"fail", "error"}
+        ]
+        context.counts["dq_warned_rules"] = [q.rule_id for q in outcome.quality if q.status == "warn"]
+        context.counts["nodes"] = {
+            status: sum(1 for n in outcome.nodes if n.status == status)
+            for status in sorted({n.status for n in outcome.nodes})
+        }
+        if outcome.incremental_models and not all_vars["is_cockroachdb"]:
+            analysed = refresh_statistics(context.db, sorted(set(outcome.incremental_models)))
+            if analysed:
+                _log.info(
+                    "vacuumed and analysed %d table(s) with missing or stale statistics",
+                    len(analysed),
+                    extra={"tables": analysed},
+                )
+        if outcome.models:
+            tables = counter.counts(sorted(set(outcome.models)))
+            context.counts["tables"] = tables
+            context.counts["rows"] = sum(tables.values())
+            for table, rows in tables.items():
+                context.metrics.add_rows("dbt", table, rows)
+    finally:
+        counter.close()
     if on_built is not None:
         on_built(context, outcome)
     raise_for_outcome(outcome)
