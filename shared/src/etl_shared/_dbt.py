@@ -494,7 +494,7 @@ def build_zone(
         **(run_values or {}),
     }
     checksum = context.counts.get("dbt_project", {}).get("checksum")
-    counter = RowCounter(context.db)
+    counter = RowCounter(context.db, serial=not all_vars["is_cockroachdb"])
     try:
         outcome = project.build(
             url,

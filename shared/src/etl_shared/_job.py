@@ -99,10 +99,14 @@ class RowCounter:
     submitted again (a model that ``dbt retry`` ran a second time) is counted again after. Counting
     after the build instead left about a second of every conformed run on the benchmark at the end,
     single-threaded: the 2.2-million-row history and order lines are built early enough that their
-    counts overlap the nodes and tests that follow them."""
+    counts overlap the nodes and tests that follow them.
 
-    def __init__(self, db: Database) -> None:
+    ``serial`` (PostgreSQL): the background counts run without parallel workers, so that a count
+    takes one core beside dbt's threads rather than every core for a moment."""
+
+    def __init__(self, db: Database, *, serial: bool = False) -> None:
         self._db = db
+        self._serial = serial
         self._counted: dict[str, int] = {}
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -117,7 +121,14 @@ class RowCounter:
             self._pending.append(self._pool.submit(self._count, table))
 
     def _count(self, table: str) -> None:
-        (rows,) = count_rows(self._db, [table], connections=1).values()
+        schema, _, name = table.partition(".")
+        with self._db.connect(autocommit=True) as conn:
+            if self._serial:
+                conn.execute("set max_parallel_workers_per_gather = 0")
+            row = conn.execute(
+                sql.SQL("select count(*) from {}").format(sql.Identifier(schema, name))
+            ).fetchone()
+        rows = int(row[0]) if row else 0
         with self._lock:
             self._counted[table] = rows
 
