@@ -46,8 +46,10 @@ class Warehouse:
         columns: Sequence[str],
         rows: Sequence[Sequence[Any]],
         mode: str = "full",
+        batch_size: int | None = None,
     ) -> uuid.UUID:
-        """A committed staging pull holding ``rows`` (values as the source gave them)."""
+        """A committed staging pull holding ``rows`` (values as the source gave them), in batches of
+        ``batch_size`` rows (one batch by default)."""
         writer = RawPullWriter(
             self.db,
             run_id=f"test-staging-{uuid.uuid4().hex[:6]}",
@@ -59,8 +61,9 @@ class Warehouse:
             write_behind=False,
         )
         writer.open()
-        if rows:
-            writer.add_batch(list(columns), [list(r) for r in rows])
+        size = batch_size or max(len(rows), 1)
+        for start in range(0, len(rows), size):
+            writer.add_batch(list(columns), [list(r) for r in rows[start : start + size]])
         writer.commit(watermark_after=None)
         return writer.pull_id
 

@@ -195,6 +195,32 @@ def customer_row(customer_id: int, **changes: Any) -> list[Any]:
     return [row[c] for c in CUSTOMER_COLUMNS]
 
 
+def test_records_moved_by_a_record_removed_before_them_are_matched_by_key(warehouse: Warehouse) -> None:
+    # Staging writes a database pull in key order, so removing customer 10 moves every later record
+    # (across batches of 25). Customer 50 comes twice with the same change time: the later one counts.
+    first = [customer_row(i) for i in range(1, 61)]
+    first[49:50] = [customer_row(50, phone="+49 1"), customer_row(50, phone="+49 2")]
+    warehouse.pull("oltp", "customers", CUSTOMER_COLUMNS, first, batch_size=25)
+    assert warehouse.run() == 0
+    assert warehouse.rows("select phone from conformed.customer where customer_id = 50") == [("+49 2",)]
+
+    # The next pull: 10 gone, 30 changed, the two records of 50 in the other order.
+    second = [r for r in first if r[0] != 10]
+    second[28] = customer_row(30, phone="+49 30", updated_at=T1)
+    second[48:50] = [second[49], second[48]]
+    warehouse.pull("oltp", "customers", CUSTOMER_COLUMNS, second, batch_size=25)
+    assert warehouse.run() == 0
+
+    assert warehouse.rows(
+        "select customer_id from conformed.validated_customer where not is_unchanged order by 1"
+    ) == [(30,), (50,), (50,)]
+    assert warehouse.rows("select count(*) from conformed.validated_customer where is_unchanged") == [(57,)]
+    assert warehouse.rows(
+        "select customer_id, phone, change_type from conformed.customer_history"
+        " where is_current and customer_id in (10, 30, 50) order by 1"
+    ) == [(10, None, "delete"), (30, "+49 30", "update"), (50, "+49 1", "update")]
+
+
 @pytest.mark.parametrize("second_run", [(), ("run", "--all")], ids=["new-input", "all"])
 def test_unchanged_records_of_a_snapshot_pull_are_not_checked_again(
     warehouse: Warehouse, second_run: tuple[str, ...]
