@@ -3,7 +3,7 @@
 -- Deleted customers are kept with is_deleted = true.
 -- Incremental: a run rewrites the customers whose inputs were loaded since the table's newest
 -- loaded_at (the newest of the customer's, its account's and its contact's):
---   - customers whose history changed;
+--   - customers whose history changed (their current version was loaded since);
 --   - customers whose email an account changed carries, before or after the change (the closed
 --     version of the account holds the old email), so a match that moved is redone on both sides;
 --   - customers matched to an account whose contacts changed (the primary contact may be another).
@@ -20,47 +20,15 @@
 
 -- depends_on: {{ ref('crm_account_history') }} {{ ref('crm_contact_history') }} (read on incremental runs only)
 
-with
-{%- if is_incremental() %}
-
-changed_emails as (
-    select accounts.customer_email as email
-    from {{ ref('crm_account_history') }} as accounts
-    where accounts.loaded_at > {{ last_loaded_at(this) }} and accounts.customer_email is not null
-    union
-    select accounts.customer_email
-    from {{ ref('crm_account') }} as accounts
-    where
-        accounts.customer_email is not null
-        and accounts.account_id in (
-            select contacts.account_id
-            from {{ ref('crm_contact_history') }} as contacts
-            where contacts.loaded_at > {{ last_loaded_at(this) }}
-        )
-),
-
-affected as (
-    select history.customer_id
-    from {{ ref('customer_history') }} as history
-    where history.loaded_at > {{ last_loaded_at(this) }}
-    union
-    select history.customer_id
-    from {{ ref('customer_history') }} as history
-    where history.is_current and history.email in (select changed_emails.email from changed_emails)
-),
-{%- endif %}
-
-customers as (
+with customers as (
     select *
     from {{ ref('customer_history') }} as history
     where
         history.is_current
-        {%- if is_incremental() %}
-        and history.customer_id in (select affected.customer_id from affected)
-        {%- endif %}
+        {% if is_incremental() %}and {{ customer_inputs_changed(this) }}{% endif %}
 ),
 
-{#- Every account of the emails of these customers: the oldest one wins. -#}
+{# Every account of the emails of these customers: the oldest one wins. #}
 accounts as (
     select
         account_id,
@@ -71,10 +39,9 @@ accounts as (
         row_number() over (partition by customer_email order by created_at, account_id) as match_rank
     from {{ ref('crm_account') }}
     where
-        not is_deleted and customer_email is not null
-        {%- if is_incremental() %}
-        and customer_email in (select customers.email from customers)
-        {%- endif %}
+        not is_deleted
+        and customer_email is not null
+        {% if is_incremental() %}and customer_email in (select customers.email from customers){% endif %}
 ),
 
 contacts as (
@@ -86,9 +53,7 @@ contacts as (
     from {{ ref('crm_contact') }}
     where
         not is_deleted
-        {%- if is_incremental() %}
-        and account_id in (select accounts.account_id from accounts)
-        {%- endif %}
+        {% if is_incremental() %}and account_id in (select accounts.account_id from accounts){% endif %}
 )
 
 select

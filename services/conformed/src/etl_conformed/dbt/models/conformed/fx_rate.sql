@@ -55,7 +55,7 @@ currencies as (
     left join {{ ref('currency_codes') }} as codes on start_dates.currency_code = codes.currency_code
 ),
 
-{#- The rates inside the calendars (the second read). -#}
+{# The rates inside the calendars (the second read). #}
 published as (
     select
         rates.rate_date,

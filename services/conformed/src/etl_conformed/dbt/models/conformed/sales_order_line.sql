@@ -17,8 +17,8 @@ with lines as (
     ) | indent(4) }}
 ),
 
-{#- The current version of each order, from the history: sales_order holds the same rows, but a
-    model that reads it waits for its tests, which wait for the customers (relationships). -#}
+{# The current version of each order, from the history: sales_order holds the same rows, but a
+    model that reads it waits for its tests, which wait for the customers (relationships). #}
 orders as (
     select
         order_id,
