@@ -8,6 +8,9 @@ from decimal import Decimal
 
 from conformed_warehouse import CUSTOMER_COLUMNS, Warehouse
 
+from etl_samples._crm import ACCOUNT_FIELDS as ACCOUNT_COLUMNS
+from etl_samples._crm import CONTACT_FIELDS as CONTACT_COLUMNS
+
 ORDER_COLUMNS = ["order_id", "customer_id", "order_date", "ordered_at", "status", "currency", "updated_at"]
 LINE_COLUMNS = [
     "order_id",
@@ -16,26 +19,6 @@ LINE_COLUMNS = [
     "quantity",
     "unit_price",
     "discount_pct",
-    "updated_at",
-]
-ACCOUNT_COLUMNS = [
-    "account_id",
-    "name",
-    "industry",
-    "country",
-    "website",
-    "customer_email",
-    "created_at",
-    "updated_at",
-]
-CONTACT_COLUMNS = [
-    "contact_id",
-    "account_id",
-    "email",
-    "first_name",
-    "last_name",
-    "phone",
-    "title",
     "updated_at",
 ]
 

@@ -59,6 +59,12 @@ def resolve_database_url(settings: Settings, *, announce: bool = True) -> str:
     return url
 
 
+def _count_table(conn: Any, table: str) -> int:
+    schema, _, name = table.partition(".")
+    row = conn.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(schema, name))).fetchone()
+    return int(row[0]) if row else 0
+
+
 def count_rows(db: Database, tables: list[str], *, connections: int = 2) -> dict[str, int]:
     """Row counts of ``schema.table`` names (for the audit row and ``etl status``), counted over
     ``connections`` connections at once: after a conformed build these are the 1-2-million-row
@@ -77,11 +83,7 @@ def count_rows(db: Database, tables: list[str], *, connections: int = 2) -> dict
                     table = next(pending, None)
                 if table is None:
                     return
-                schema, _, name = table.partition(".")
-                row = conn.execute(
-                    sql.SQL("select count(*) from {}").format(sql.Identifier(schema, name))
-                ).fetchone()
-                counts[table] = int(row[0]) if row else 0
+                counts[table] = _count_table(conn, table)
 
     workers = max(1, min(connections, len(tables)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -121,14 +123,10 @@ class RowCounter:
             self._pending.append(self._pool.submit(self._count, table))
 
     def _count(self, table: str) -> None:
-        schema, _, name = table.partition(".")
         with self._db.connect(autocommit=True) as conn:
             if self._serial:
                 conn.execute("set max_parallel_workers_per_gather = 0")
-            row = conn.execute(
-                sql.SQL("select count(*) from {}").format(sql.Identifier(schema, name))
-            ).fetchone()
-        rows = int(row[0]) if row else 0
+            rows = _count_table(conn, table)
         with self._lock:
             self._counted[table] = rows
 
