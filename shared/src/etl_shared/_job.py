@@ -7,6 +7,9 @@ whatever happened into the documented exit code.
 
 from __future__ import annotations
 
+import atexit
+import functools
+import gc
 import logging
 import signal
 import sys
@@ -178,8 +181,21 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise JobTerminated(f"received signal {signum}")
 
 
+@functools.cache
+def _no_final_collection() -> None:
+    """Have the process freeze every object left (``gc.freeze``) when it exits, once a job ran.
+
+    Python's finalisation runs one last cyclic garbage collection over everything still alive: after
+    a dbt zone's job, dbt's whole object graph. That took 0.7 s after the conformed job's last log
+    line on the benchmark, for nothing: the process is ending, the job has closed its connections and
+    files, and logging's own exit handler (registered earlier, so run later) still flushes the logs.
+    Objects are still freed by reference counting; only garbage cycles are left to the OS."""
+    atexit.register(gc.freeze)
+
+
 def run_job(zone: str, job_name: str, settings: Settings, work: Callable[[JobContext], None]) -> int:
     """Run ``work`` as the job ``job_name`` of ``zone`` and return the exit code."""
+    _no_final_collection()
     configure_logging(settings.log_level)
     bind_context(run_id=settings.run_id, zone=zone)
     previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
