@@ -12,7 +12,9 @@ Steps, on a fresh embedded PostgreSQL (the setup is timed but not part of the re
 4. the delta in the OLTP database: 1% of orders change status (their lines change too) and 1% of
    customers and products change; then ``etl-staging run`` (incremental pulls of the changed orders and
    lines, full pulls of customers and products; the FX file is unchanged and skipped);
-5. **incremental run**: ``etl-conformed run``;
+5. **incremental run**: ``etl-conformed run``, ``--repeat`` times (3) from the same state (the
+   server's and the job's folders are copied before the first run and put back before each next
+   one); the median is the result;
 6. **no-op run**: ``etl-conformed run`` again, with no new pull.
 
 Each conformed run is a subprocess under ``/usr/bin/time -v`` (wall time, peak RSS of the job and
@@ -116,6 +118,16 @@ def node_times(url: str, run_id: str, top: int = 8) -> list[tuple[str, float]]:
     return [(uid.split(".")[-1], float(t or 0)) for uid, t in rows]
 
 
+def built_summary(url: str, run_id: str) -> list[tuple[str, int]]:
+    """What the conformed job ``run_id`` built (``dbt_project.built``) and its number of dbt nodes."""
+    return query(
+        url,
+        "select counts -> 'dbt_project' ->> 'built', (select count(*) from ops.dbt_node_results as n"
+        " where n.job_id = j.job_id) from ops.job_runs as j"
+        f" where run_id = '{run_id}' and zone = 'conformed'",
+    )
+
+
 def prepare(work: Path, orders: int) -> tuple[Any, str, str, dict[str, int], dict[str, str]]:
     """A fresh embedded server under ``work`` with the demo OLTP database (``orders`` orders), the ECB
     FX history as a CSV file and a sources file for both; returns (server, warehouse URL, OLTP URL,
@@ -153,7 +165,9 @@ def main() -> int:
     parser.add_argument("--orders", type=int, default=1_000_000)
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "work" / "conformed")
     parser.add_argument("--output", type=Path, default=HERE / "results.md")
+    parser.add_argument("--repeat", type=int, default=3, help="incremental runs from the same state (median)")
     args = parser.parse_args()
+    from etl_shared import start_embedded
 
     started = time.monotonic()
     server, warehouse, oltp, counts, env = prepare(args.work, args.orders)
@@ -190,16 +204,42 @@ def main() -> int:
         " and status = 'committed' order by 1",
     )
 
-    for name, run_id in (
-        ("incremental run (1% delta)", "bench-incremental"),
-        ("no-op run (no new pull)", "bench-noop"),
-    ):
-        log(name)
+    # The incremental run is repeated from the same state (the server's and the job's folders copied
+    # before the first run, put back before each next one): on this shared 2-core machine, runs of
+    # the same code differ by 2-4 s, and the median is the figure reported.
+    before = args.work / "before-incremental"
+    server.stop()
+    for folder in ("postgres", "data"):
+        subprocess.run(["cp", "-a", str(args.work / folder), str(before / folder)], check=True)
+    repeats: list[tuple[float, float | None, str, list[tuple[str, float]], list[tuple[str, int]]]] = []
+    for attempt in range(1, args.repeat + 1):
+        if attempt > 1:
+            server.stop()
+            for folder in ("postgres", "data"):
+                shutil.rmtree(args.work / folder)
+                subprocess.run(["cp", "-a", str(before / folder), str(args.work / folder)], check=True)
+        subprocess.run(["sync"], check=True)
+        server = start_embedded(args.work)
+        run_id = f"bench-incremental-{attempt}"
+        log(f"incremental run (1% delta), {attempt} of {args.repeat}")
         wall, rss, rc = timed(
             [str(BIN / "etl-conformed"), "run"], {**env, "ETL_RUN_ID": run_id}, args.work / f"{run_id}.log"
         )
         assert rc == 0, f"conformed failed, see {args.work / f'{run_id}.log'}"
-        results.append((name, run_id, wall, rss))
+        repeats.append((wall, rss, run_id, node_times(warehouse, run_id), built_summary(warehouse, run_id)))
+    shutil.rmtree(before)
+    median = sorted(repeats)[len(repeats) // 2]
+    walls = ", ".join(f"{r[0]:.1f}" for r in repeats)
+    name = f"incremental run (1% delta), median of {len(repeats)}: {walls} s"
+    results.append((name, median[2], median[0], median[1]))
+    # The no-op run follows the last incremental run.
+    log("no-op run (no new pull)")
+    wall, rss, rc = timed(
+        [str(BIN / "etl-conformed"), "run"], {**env, "ETL_RUN_ID": "bench-noop"}, args.work / "bench-noop.log"
+    )
+    assert rc == 0, f"conformed failed, see {args.work / 'bench-noop.log'}"
+    results.append(("no-op run (no new pull)", "bench-noop", wall, rss))
+    details = {median[2]: (median[3], median[4])}
 
     history = query(
         warehouse,
@@ -236,20 +276,17 @@ def main() -> int:
     lines += [f"- {table}: {rows:,} rows, {updates:,} updates" for table, rows, updates in history]
     lines += ["", "What each run built (the job's summary, `dbt_project.built`):", ""]
     for name, run_id, _wall, _rss in results:
-        built = query(
-            warehouse,
-            "select counts -> 'dbt_project' ->> 'built', (select count(*) from ops.dbt_node_results as n"
-            " where n.job_id = j.job_id) from ops.job_runs as j"
-            f" where run_id = '{run_id}' and zone = 'conformed'",
-        )
+        built = details[run_id][1] if run_id in details else built_summary(warehouse, run_id)
         lines += [f"- {name}: {what} ({nodes} dbt nodes)" for what, nodes in built]
     for name, run_id, _wall, _rss in results:
         lines += ["", f"Slowest dbt nodes, {name}:", ""]
-        lines += [f"- {node}: {seconds:.1f} s" for node, seconds in node_times(warehouse, run_id)]
+        slowest = details[run_id][0] if run_id in details else node_times(warehouse, run_id)
+        lines += [f"- {node}: {seconds:.1f} s" for node, seconds in slowest]
     incremental = results[1][2]
     lines += [
         "",
-        f"Target: the incremental run under 10% of the full build: {incremental / full:.1%}"
+        f"Target: the incremental run under 10% of the full build: {incremental / full:.1%} (median);"
+        f" runs {', '.join(f'{r[0] / full:.1%}' for r in repeats)}"
         f" ({'met' if incremental / full < 0.10 else 'MISSED'}).",
         "",
         f"Reproduce: `.venv/bin/python bench/conformed/run.py --orders {args.orders}`",

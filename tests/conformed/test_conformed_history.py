@@ -273,16 +273,33 @@ def test_full_refresh_rebuilds_current_state_and_keeps_the_history(warehouse: Wa
 INVARIANTS = (
     "select 'not null', column_name from information_schema.columns"
     " where table_schema = 'conformed' and table_name = 'product_history' and is_nullable = 'NO'"
-    " union all select 'check', constraint_name from information_schema.table_constraints"
-    " where table_schema = 'conformed' and table_name = 'product_history' and constraint_type = 'CHECK'"
-    " and constraint_name not like '%%not_null%%' order by 1, 2"
+    " union all select lower(constraint_type), constraint_name from information_schema.table_constraints"
+    " where table_schema = 'conformed' and table_name = 'product_history'"
+    " and constraint_type in ('CHECK', 'UNIQUE') and constraint_name not like '%%not_null%%'"
+    " union all select 'key', column_name from information_schema.key_column_usage"
+    " where table_schema = 'conformed' and constraint_name = 'product_history_version_key'"
+    " order by 1, 2"
 )
 EXPECTED_INVARIANTS = [
     ("check", "product_history_change_type_check"),
+    ("key", "product_id"),
+    ("key", "pull_id"),
+    ("key", "valid_from"),
     ("not null", "change_type"),
     ("not null", "pull_id"),
     ("not null", "valid_from"),
     ("not null", "version_id"),
+    ("unique", "product_history_version_key"),
+]
+INDEXES = (
+    "select regexp_replace(indexdef, '.* USING btree ', '') from pg_indexes"
+    " where schemaname = 'conformed' and tablename = 'product_history' order by 1"
+)
+EXPECTED_INDEXES = [
+    "(loaded_at)",
+    "(product_id, valid_from, pull_id)",
+    "(recorded_at)",
+    "(valid_to)",
 ]
 
 
@@ -293,23 +310,36 @@ def test_history_invariants_are_constraints_also_on_a_table_deployed_without_the
     warehouse.pull("oltp", "products", columns, [[1, "A-1", "Lamp", "Home", "9.99", "EUR", True, T0]])
     assert warehouse.run() == 0
     assert warehouse.rows(INVARIANTS) == EXPECTED_INVARIANTS
+    assert [r[0] for r in warehouse.rows(INDEXES)] == EXPECTED_INDEXES
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        warehouse.execute("insert into conformed.product_history select * from conformed.product_history")
     with pytest.raises(psycopg.errors.CheckViolation):
         warehouse.execute("update conformed.product_history set change_type = 'upsert'")
     with pytest.raises(psycopg.errors.NotNullViolation):
         warehouse.execute("update conformed.product_history set valid_from = null")
 
-    # A history deployed by an earlier release has none of them: the next run adds them, and keeps
-    # the rows.
+    # A history deployed by an earlier release has none of them, and in place of the unique
+    # constraint a unique index on version_id and an index on the key and is_current (dbt's
+    # md5-named `indexes`): the next run adds them before its upsert, drops the two old indexes,
+    # and keeps the rows.
     warehouse.execute(
         "alter table conformed.product_history drop constraint product_history_change_type_check,"
+        " drop constraint product_history_version_key,"
         " alter column version_id drop not null, alter column valid_from drop not null,"
         " alter column pull_id drop not null, alter column change_type drop not null"
+    )
+    warehouse.execute(
+        'create unique index "1f0e3dad99908345f7439f8ffabdffc4" on conformed.product_history (version_id)'
+    )
+    warehouse.execute(
+        'create index "70efdf2ec9b086079795c442636b55fb" on conformed.product_history (product_id, is_current)'
     )
     assert warehouse.rows(INVARIANTS) == []
     before = warehouse.snapshot("conformed.product_history")
     lamp_at_11(warehouse, columns)
     assert warehouse.run() == 0
     assert warehouse.rows(INVARIANTS) == EXPECTED_INVARIANTS
+    assert [r[0] for r in warehouse.rows(INDEXES)] == EXPECTED_INDEXES
     after = warehouse.rows(
         "select unit_price, change_type, is_current from conformed.product_history order by valid_from"
     )

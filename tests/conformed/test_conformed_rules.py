@@ -10,6 +10,7 @@ from conformed_warehouse import CUSTOMER_COLUMNS, Warehouse
 
 from etl_samples._crm import ACCOUNT_FIELDS as ACCOUNT_COLUMNS
 from etl_samples._crm import CONTACT_FIELDS as CONTACT_COLUMNS
+from etl_shared import Database, RetentionRule, apply_retention_rules, history_retention_rules
 
 ORDER_COLUMNS = ["order_id", "customer_id", "order_date", "ordered_at", "status", "currency", "updated_at"]
 LINE_COLUMNS = [
@@ -271,3 +272,21 @@ def test_retention_deletes_old_closed_versions_and_quarantine_in_batches(warehou
     )[0]
     assert counts["retention"]["deleted"]["conformed.customer_history"] == 5
     assert counts["retention"]["deleted"]["conformed.quarantine"] == 3
+
+    # Rows are deleted by the history's unique constraint; a history without one (deployed by an
+    # earlier release, not built since) by version_id.
+    db = Database(warehouse.url)
+    rules = {rule.table: rule.key_columns for rule in history_retention_rules(db, "conformed")}
+    assert rules["conformed.customer_history"] == ("customer_id", "valid_from", "pull_id")
+    assert rules["conformed.sales_order_line_history"] == ("order_id", "line_number", "valid_from", "pull_id")
+    warehouse.execute(
+        "alter table conformed.customer_history drop constraint customer_history_version_key;"
+        " create unique index customer_history_version_id on conformed.customer_history (version_id)"
+    )
+    rules = {rule.table: rule.key_columns for rule in history_retention_rules(db, "conformed")}
+    assert rules["conformed.customer_history"] == ("version_id",)
+    assert apply_retention_rules(
+        db,
+        [RetentionRule("conformed.customer_history", "valid_to", rules["conformed.customer_history"])],
+        older_than=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+    ) == {"conformed.customer_history": 0}

@@ -76,7 +76,12 @@ def _delete_older(db: Database, rule: RetentionRule, older_than: datetime, batch
 
 def history_retention_rules(db: Database, schema: str) -> list[RetentionRule]:
     """One rule per SCD2 history table of ``schema`` (a ``*_history`` table with version_id and
-    valid_to): closed versions whose valid_to is older than the cutoff go; current versions stay."""
+    valid_to): closed versions whose valid_to is older than the cutoff go; current versions stay.
+
+    Rows are deleted by the columns of the table's unique constraint ``<table>_version_key`` (the
+    conformed histories' keys, valid_from and pull_id), read from the catalog; by version_id on a
+    history that has no such constraint (deployed by a release before 2026-11-23 and not built since,
+    so still with its unique index on version_id)."""
     with db.connect(autocommit=True) as conn:
         rows = conn.execute(
             "select table_name from information_schema.columns where table_schema = %s"
@@ -84,4 +89,15 @@ def history_retention_rules(db: Database, schema: str) -> list[RetentionRule]:
             " group by table_name having count(*) = 2 order by table_name",
             (schema, "%\\_history"),
         ).fetchall()
-    return [RetentionRule(f"{schema}.{name}", "valid_to", ("version_id",)) for (name,) in rows]
+        keys: dict[str, list[str]] = {}
+        for table, column in conn.execute(
+            "select table_name, column_name from information_schema.key_column_usage"
+            " where table_schema = %s and constraint_name = table_name || '_version_key'"
+            " order by table_name, ordinal_position",
+            (schema,),
+        ).fetchall():
+            keys.setdefault(table, []).append(column)
+    return [
+        RetentionRule(f"{schema}.{name}", "valid_to", tuple(keys.get(name, ["version_id"])))
+        for (name,) in rows
+    ]
