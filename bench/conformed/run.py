@@ -208,6 +208,8 @@ def main() -> int:
     # before the first run, put back before each next one): on this shared 2-core machine, runs of
     # the same code differ by 2-4 s, and the median is the figure reported.
     before = args.work / "before-incremental"
+    shutil.rmtree(before, ignore_errors=True)
+    before.mkdir()
     server.stop()
     for folder in ("postgres", "data"):
         subprocess.run(["cp", "-a", str(args.work / folder), str(before / folder)], check=True)
