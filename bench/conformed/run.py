@@ -39,7 +39,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -116,6 +116,26 @@ def node_times(url: str, run_id: str, top: int = 8) -> list[tuple[str, float]]:
         f" where run_id = '{run_id}' order by execution_time_s desc limit {top}",
     )
     return [(uid.split(".")[-1], float(t or 0)) for uid, t in rows]
+
+
+class Repeat(NamedTuple):
+    """One incremental run of the repeats, with what the report needs from the database (the next
+    repeat starts from the copy, without this run's audit rows)."""
+
+    wall: float
+    rss: float | None
+    run_id: str
+    slowest: list[tuple[str, float]]
+    built: list[tuple[str, int]]
+
+
+def copy_state(source: Path, target: Path) -> None:
+    """The embedded server's folder and the job's data folder, from ``source`` to ``target`` (what
+    ``target`` had of them is replaced); the server must be stopped."""
+    target.mkdir(parents=True, exist_ok=True)
+    for folder in ("postgres", "data"):
+        shutil.rmtree(target / folder, ignore_errors=True)
+        subprocess.run(["cp", "-a", str(source / folder), str(target / folder)], check=True)
 
 
 def built_summary(url: str, run_id: str) -> list[tuple[str, int]]:
@@ -209,17 +229,13 @@ def main() -> int:
     # the same code differ by 2-4 s, and the median is the figure reported.
     before = args.work / "before-incremental"
     shutil.rmtree(before, ignore_errors=True)
-    before.mkdir()
     server.stop()
-    for folder in ("postgres", "data"):
-        subprocess.run(["cp", "-a", str(args.work / folder), str(before / folder)], check=True)
-    repeats: list[tuple[float, float | None, str, list[tuple[str, float]], list[tuple[str, int]]]] = []
+    copy_state(args.work, before)
+    repeats: list[Repeat] = []
     for attempt in range(1, args.repeat + 1):
         if attempt > 1:
             server.stop()
-            for folder in ("postgres", "data"):
-                shutil.rmtree(args.work / folder)
-                subprocess.run(["cp", "-a", str(before / folder), str(args.work / folder)], check=True)
+            copy_state(before, args.work)
         subprocess.run(["sync"], check=True)
         server = start_embedded(args.work)
         run_id = f"bench-incremental-{attempt}"
@@ -228,12 +244,14 @@ def main() -> int:
             [str(BIN / "etl-conformed"), "run"], {**env, "ETL_RUN_ID": run_id}, args.work / f"{run_id}.log"
         )
         assert rc == 0, f"conformed failed, see {args.work / f'{run_id}.log'}"
-        repeats.append((wall, rss, run_id, node_times(warehouse, run_id), built_summary(warehouse, run_id)))
+        repeats.append(
+            Repeat(wall, rss, run_id, node_times(warehouse, run_id), built_summary(warehouse, run_id))
+        )
     shutil.rmtree(before)
-    median = sorted(repeats)[len(repeats) // 2]
-    walls = ", ".join(f"{r[0]:.1f}" for r in repeats)
+    median = sorted(repeats, key=lambda r: r.wall)[len(repeats) // 2]
+    walls = ", ".join(f"{r.wall:.1f}" for r in repeats)
     name = f"incremental run (1% delta), median of {len(repeats)}: {walls} s"
-    results.append((name, median[2], median[0], median[1]))
+    results.append((name, median.run_id, median.wall, median.rss))
     # The no-op run follows the last incremental run.
     log("no-op run (no new pull)")
     wall, rss, rc = timed(
@@ -241,7 +259,6 @@ def main() -> int:
     )
     assert rc == 0, f"conformed failed, see {args.work / 'bench-noop.log'}"
     results.append(("no-op run (no new pull)", "bench-noop", wall, rss))
-    details = {median[2]: (median[3], median[4])}
 
     history = query(
         warehouse,
@@ -278,17 +295,17 @@ def main() -> int:
     lines += [f"- {table}: {rows:,} rows, {updates:,} updates" for table, rows, updates in history]
     lines += ["", "What each run built (the job's summary, `dbt_project.built`):", ""]
     for name, run_id, _wall, _rss in results:
-        built = details[run_id][1] if run_id in details else built_summary(warehouse, run_id)
+        built = median.built if run_id == median.run_id else built_summary(warehouse, run_id)
         lines += [f"- {name}: {what} ({nodes} dbt nodes)" for what, nodes in built]
     for name, run_id, _wall, _rss in results:
         lines += ["", f"Slowest dbt nodes, {name}:", ""]
-        slowest = details[run_id][0] if run_id in details else node_times(warehouse, run_id)
+        slowest = median.slowest if run_id == median.run_id else node_times(warehouse, run_id)
         lines += [f"- {node}: {seconds:.1f} s" for node, seconds in slowest]
     incremental = results[1][2]
     lines += [
         "",
         f"Target: the incremental run under 10% of the full build: {incremental / full:.1%} (median);"
-        f" runs {', '.join(f'{r[0] / full:.1%}' for r in repeats)}"
+        f" runs {', '.join(f'{r.wall / full:.1%}' for r in repeats)}"
         f" ({'met' if incremental / full < 0.10 else 'MISSED'}).",
         "",
         f"Reproduce: `.venv/bin/python bench/conformed/run.py --orders {args.orders}`",

@@ -271,10 +271,10 @@ on conflict ({{ get_quoted_csv(keys) }}) do update set
     added each new one at a random place. The upsert of the benchmark's order-line delta took
     2.1-3.2 s with the two indexes, 1.3-1.5 s with the constraint instead.
     drop_replaced_history_indexes drops the two once the constraint is there. -#}
-{% macro ensure_history_constraints(keys) -%}
+{% macro ensure_history_constraints() -%}
 {%- set required = ['version_id', 'valid_from', 'pull_id', 'change_type'] -%}
 {%- set check_name = this.identifier ~ '_change_type_check' -%}
-{%- set key_name = this.identifier ~ '_version_key' -%}
+{%- set key_name = version_key_name() -%}
 {%- if execute -%}
     {%- set found = run_query(
         "select 'column', column_name from information_schema.columns"
@@ -297,7 +297,7 @@ on conflict ({{ get_quoted_csv(keys) }}) do update set
         {%- do changes.append('add constraint ' ~ check_name ~ " check (change_type in ('insert', 'update', 'delete'))") -%}
     {%- endif -%}
     {%- if key_name not in constraints -%}
-        {%- do changes.append('add constraint ' ~ key_name ~ ' unique (' ~ (keys + ['valid_from', 'pull_id']) | join(', ') ~ ')') -%}
+        {%- do changes.append(add_version_key()) -%}
     {%- endif -%}
     {%- if changes %}
 alter table {{ this }} {{ changes | join(', ') }}
@@ -310,17 +310,26 @@ alter table {{ this }} {{ changes | join(', ') }}
     deployed without it. Found by the index of the same name that PostgreSQL and CockroachDB give a
     UNIQUE constraint: pg_indexes answers in a few milliseconds where information_schema's
     table_constraints took 27 ms. -#}
-{% macro ensure_history_version_key(keys) -%}
-{%- set key_name = this.identifier ~ '_version_key' -%}
+{% macro ensure_history_version_key() -%}
 {%- if execute -%}
     {%- set found = run_query(
         "select indexname from pg_indexes where schemaname = '" ~ this.schema ~ "'"
-        ~ " and tablename = '" ~ this.identifier ~ "' and indexname = '" ~ key_name ~ "'"
+        ~ " and tablename = '" ~ this.identifier ~ "' and indexname = '" ~ version_key_name() ~ "'"
     ) -%}
     {%- if not found.rows %}
-alter table {{ this }} add constraint {{ key_name }} unique ({{ (keys + ['valid_from', 'pull_id']) | join(', ') }})
+alter table {{ this }} {{ add_version_key() }}
     {%- endif %}
 {%- endif -%}
+{%- endmacro %}
+
+{#- The unique constraint <table>_version_key: its name, and the ALTER TABLE clause that adds it on
+    the model's unique_key (the keys, valid_from and pull_id: history_config). -#}
+{% macro version_key_name() -%}
+{{ this.identifier }}_version_key
+{%- endmacro %}
+
+{% macro add_version_key() -%}
+add constraint {{ version_key_name() }} unique ({{ config.get('unique_key') | join(', ') }})
 {%- endmacro %}
 
 {#- Post-hook of a history model: drops the indexes that <table>_version_key replaced (see
@@ -357,10 +366,10 @@ drop index if exists {{ names | join(', ') }} cascade
         {'columns': ['loaded_at']},
         {'columns': ['recorded_at']},
     ],
-    pre_hook="{% if is_incremental() %}{{ ensure_history_version_key(" ~ keys ~ ") }}{% endif %}",
+    pre_hook="{% if is_incremental() %}{{ ensure_history_version_key() }}{% endif %}",
     post_hook=[
         "{{ ensure_index(['valid_to']) }}",
-        "{{ ensure_history_constraints(" ~ keys ~ ") }}",
+        "{{ ensure_history_constraints() }}",
         "{{ drop_replaced_history_indexes(" ~ keys ~ ") }}",
         "{{ mark_pulls_consumed('" ~ source_name ~ "', '" ~ entity ~ "', " ~ snapshot ~ ") }}",
     ],
