@@ -37,7 +37,7 @@ from ._logging import JsonFormatter, bind_context, configure_logging, log_contex
 from ._metrics import JobMetrics
 from ._migrations import Migration, apply_migrations, bundled_migrations, load_migrations
 from ._retention import RetentionRule, apply_retention_rules, history_retention_rules
-from ._settings import Settings, load_settings, new_run_id
+from ._settings import Settings, absolute_path, configured_secrets_dir, load_settings, new_run_id
 
 __all__ = [
     "EXIT_CONFIGURATION",
@@ -76,12 +76,14 @@ __all__ = [
     "SourceTransientError",
     "TransformError",
     "ZoneHooks",
+    "absolute_path",
     "apply_migrations",
     "apply_retention_rules",
     "bind_context",
     "build_zone",
     "bundled_migrations",
     "configure_logging",
+    "configured_secrets_dir",
     "count_rows",
     "database_namespace",
     "dbt_zone_main",

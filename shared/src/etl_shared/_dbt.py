@@ -27,6 +27,7 @@ import yaml
 
 from ._audit import NodeResult, QualityResult
 from ._errors import ConfigurationError, DatabaseError, DataQualityError, TransformError
+from ._settings import absolute_path
 
 _log = logging.getLogger(__name__)
 _PASSWORD_ENV = "ETL_DBT_PASSWORD"  # noqa: S105 - the name of a variable, not a password
@@ -135,10 +136,11 @@ class DbtProject:
     ) -> None:
         if not (project_dir / "dbt_project.yml").is_file():
             raise ConfigurationError(f"no dbt_project.yml in {project_dir}")
-        self.project_dir = project_dir
+        # absolute: dbt takes a relative --target-path against the project folder, not the working one
+        self.project_dir = absolute_path(project_dir)
         self.profile = profile
         self.schema = schema
-        self.work_dir = work_dir
+        self.work_dir = absolute_path(work_dir)
         self.threads = threads
 
     @property

@@ -18,6 +18,15 @@ DEFAULT_SECRETS_DIR = Path("/run/secrets")
 _RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 
 
+def absolute_path(path: Path | str) -> Path:
+    """``path`` made absolute against the working directory, ``~`` expanded, symbolic links kept.
+
+    Settings resolve every path once, when they are read: dbt resolves a relative path against its
+    project folder, a subprocess against its own working directory, and the same relative data folder
+    would otherwise name different places in different components of one job."""
+    return Path(os.path.abspath(Path(path).expanduser()))
+
+
 def new_run_id() -> str:
     """A sortable, unique run id: UTC time of the start plus random hex."""
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
@@ -38,7 +47,13 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
     data_dir: Path = Field(
-        default=Path(".etl"), description="Local data folder (embedded database, files, exports)"
+        default=Path(".etl"),
+        description="Local data folder (embedded database, files, exports); a relative path is taken"
+        " against the working directory when the settings are read",
+    )
+    secrets_dir: Path | None = Field(
+        default=None,
+        description="Folder of secret files (ETL_SECRETS_DIR); unset: /run/secrets when it exists",
     )
     statement_timeout_s: int = Field(default=0, ge=0, description="Server-side statement timeout, 0 = none")
     transaction_attempts: int = Field(default=10, ge=1, le=50, description="Attempts on SQLSTATE 40001")
@@ -59,6 +74,12 @@ class Settings(BaseSettings):
         default=None, description="Bearer token for the OpenLineage endpoint (or the secret file)"
     )
     openlineage_namespace: str = Field(default="etl", description="OpenLineage namespace of the zone jobs")
+
+    @field_validator("*")
+    @classmethod
+    def _absolute_paths(cls, value: Any) -> Any:
+        """Every path setting, of this class and of every zone's subclass, is absolute from here on."""
+        return absolute_path(value) if isinstance(value, Path) else value
 
     @field_validator("run_id")
     @classmethod
@@ -83,17 +104,24 @@ class Settings(BaseSettings):
 S = TypeVar("S", bound=Settings)
 
 
+def configured_secrets_dir() -> Path | None:
+    """The secrets folder, absolute: ``ETL_SECRETS_DIR``, else /run/secrets when it exists, else None."""
+    configured = os.environ.get("ETL_SECRETS_DIR")
+    if configured:
+        return absolute_path(configured)
+    return DEFAULT_SECRETS_DIR if DEFAULT_SECRETS_DIR.is_dir() else None
+
+
 def load_settings(cls: type[S], **overrides: Any) -> S:
     """Build settings once at start. Secrets may come from files named like the variable
     (``etl_database_url``) in ``ETL_SECRETS_DIR`` (default /run/secrets when it exists).
 
     A validation failure becomes a ConfigurationError naming the variable and what is wrong.
     """
-    secrets_dir = os.environ.get("ETL_SECRETS_DIR")
-    if secrets_dir is None and DEFAULT_SECRETS_DIR.is_dir():
-        secrets_dir = str(DEFAULT_SECRETS_DIR)
-    if secrets_dir is not None and not Path(secrets_dir).is_dir():
+    secrets_dir = configured_secrets_dir()
+    if secrets_dir is not None and not secrets_dir.is_dir():
         raise ConfigurationError(f"ETL_SECRETS_DIR={secrets_dir} is not a directory")
+    overrides.setdefault("secrets_dir", secrets_dir)
     try:
         return cls(_secrets_dir=secrets_dir, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from etl_shared import Database
+from etl_shared import Database, absolute_path
 
 ZONES = ("staging", "conformed", "semantic")
 
@@ -206,7 +206,9 @@ def configured_entities(sources_file: Path | None = None) -> tuple[str, list[tup
     from etl_staging.cli import bundled_sources_file
 
     path = sources_file or (
-        Path(os.environ["ETL_SOURCES_FILE"]) if os.environ.get("ETL_SOURCES_FILE") else bundled_sources_file()
+        absolute_path(os.environ["ETL_SOURCES_FILE"])
+        if os.environ.get("ETL_SOURCES_FILE")
+        else bundled_sources_file()
     )
     sources = load_sources(path)
     found: list[tuple[str, str, float | None]] = []

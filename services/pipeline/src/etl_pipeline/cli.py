@@ -94,9 +94,10 @@ def sample_apis(settings: Settings, wanted: bool) -> Iterator[dict[str, str]]:
         yield {}
         return
     from etl_samples import SampleApiServer
+    from etl_staging.cli import DEMO_ENVIRONMENT
 
-    client_id = os.environ.get("ETL_SAMPLE_CLIENT_ID", "demo-client")
-    client_secret = os.environ.get("ETL_SAMPLE_CLIENT_SECRET", "demo-secret")
+    client_id = os.environ.get("ETL_SAMPLE_CLIENT_ID") or DEMO_ENVIRONMENT["ETL_SAMPLE_CLIENT_ID"]
+    client_secret = os.environ.get("ETL_SAMPLE_CLIENT_SECRET") or DEMO_ENVIRONMENT["ETL_SAMPLE_CLIENT_SECRET"]
     with SampleApiServer(settings.data_dir, client_id=client_id, client_secret=client_secret) as server:
         sys.stderr.write(f"sample APIs (CRM, FX) at {server.url}\n")
         yield {

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from etl_shared._errors import EXIT_UNEXPECTED, ConfigurationError, exit_code_for
+from etl_shared._settings import absolute_path
 
 from ._api import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, SampleApiServer
 from ._generate import GenerationSummary, generate
@@ -32,7 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    data_dir = args.data_dir or Path(os.environ.get("ETL_DATA_DIR") or ".etl")
+    # absolute once, here: the API server and the generator must name the folder the jobs read
+    data_dir = absolute_path(args.data_dir or os.environ.get("ETL_DATA_DIR") or ".etl")
     if args.command == "serve":
         return _serve(args, data_dir)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -12,7 +13,15 @@ from pathlib import Path
 
 from pydantic import Field
 
-from etl_shared import EXIT_CONFIGURATION, ConfigurationError, JobContext, Settings, load_settings, run_job
+from etl_shared import (
+    EXIT_CONFIGURATION,
+    ConfigurationError,
+    JobContext,
+    Settings,
+    absolute_path,
+    load_settings,
+    run_job,
+)
 
 from ._config import SourcesFile, load_sources
 from ._runner import StagingJob
@@ -25,8 +34,25 @@ class StagingSettings(Settings):
     parallelism: int = Field(default=4, ge=1, le=64, description="Source entities pulled at once")
 
 
+#: The OAuth client of the sample CRM API (`etl-samples serve` accepts it unless told otherwise). With the
+#: bundled demo sources, and only there, these are the defaults of the variables the demo file names, so
+#: that `etl-staging run` works on the demo with nothing set; a team's own sources file gets no default.
+DEMO_ENVIRONMENT = {
+    "ETL_SAMPLE_CLIENT_ID": "demo-client",
+    "ETL_SAMPLE_CLIENT_SECRET": "demo-secret",
+}
+
+
 def bundled_sources_file() -> Path:
     return Path(str(resources.files("etl_staging") / "sources.demo.yml"))
+
+
+def apply_demo_defaults(sources_file: Path) -> None:
+    """Set the unset variables of :data:`DEMO_ENVIRONMENT` when ``sources_file`` is the bundled demo."""
+    if sources_file == bundled_sources_file():
+        for name, value in DEMO_ENVIRONMENT.items():
+            if not os.environ.get(name):
+                os.environ[name] = value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,7 +96,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _sources(settings: StagingSettings, override: Path | None) -> tuple[Path, SourcesFile]:
-    path = override or settings.sources_file or bundled_sources_file()
+    path = (
+        absolute_path(override) if override is not None else settings.sources_file or bundled_sources_file()
+    )
     return path, load_sources(path)
 
 
@@ -161,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(StagingSettings)
         path, sources = _sources(settings, args.sources_file)
+        apply_demo_defaults(path)
     except ConfigurationError as exc:
         sys.stderr.write(f"etl-staging: configuration error: {exc}\n")
         return EXIT_CONFIGURATION

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from etl_shared import ConfigurationError
+from etl_shared import ConfigurationError, configured_secrets_dir
 
 DEFAULT_SECRETS_DIR = "/run/secrets"
 _NAME = r"^[a-z][a-z0-9_]{0,62}$"
@@ -170,7 +170,7 @@ def resolve_secret(env: str | None, file: str | None) -> str:
         raise ConfigurationError("a secret reference needs an environment variable or a file name")
     if not re.match(_FILE_NAME, file):
         raise ConfigurationError(f"secret file name {file!r} must be a plain name inside the secrets folder")
-    folder = Path(os.environ.get("ETL_SECRETS_DIR") or DEFAULT_SECRETS_DIR)
+    folder = configured_secrets_dir() or Path(DEFAULT_SECRETS_DIR)
     path = folder / file
     try:
         value = path.read_text(encoding="utf-8").strip()
