@@ -26,8 +26,54 @@ def test_defaults_without_environment() -> None:
     assert settings.uses_embedded_database
     assert settings.log_level == "INFO"
     assert settings.pushgateway_url is None
-    assert settings.data_dir == Path(".etl")
+    assert settings.data_dir == Path.cwd() / ".etl"
+    assert settings.data_dir.is_absolute()
     assert settings.transaction_attempts == 10
+
+
+def test_every_path_setting_is_absolute_once_read(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Relative paths are taken against the working directory when the settings are read, in the
+    base settings and in every zone's subclass, so that dbt (which resolves a relative target path
+    against its project folder) and subprocesses see the same folders as the job."""
+    from etl_conformed.cli import ConformedSettings
+    from etl_semantic.cli import SemanticSettings
+    from etl_staging.cli import StagingSettings
+
+    (tmp_path / "secrets").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ETL_DATA_DIR", "data/etl")
+    monkeypatch.setenv("ETL_SECRETS_DIR", "secrets")
+    monkeypatch.setenv("ETL_SOURCES_FILE", "conf/sources.yml")
+    monkeypatch.setenv("ETL_EXPORT_DIR", "out/../exports")
+    monkeypatch.setenv("ETL_OPENLINEAGE_FILE", "lineage.jsonl")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+    staging = load_settings(StagingSettings)
+    semantic = load_settings(SemanticSettings)
+    conformed = load_settings(ConformedSettings)
+    assert load_settings(Settings, data_dir="~/etl").data_dir == tmp_path / "home" / "etl"
+    monkeypatch.chdir("/")  # a later change of directory changes nothing
+
+    for settings in (staging, semantic, conformed):
+        assert settings.data_dir == tmp_path / "data" / "etl"
+        assert settings.secrets_dir == tmp_path / "secrets"
+        assert settings.openlineage_file == tmp_path / "lineage.jsonl"
+    assert staging.sources_file == tmp_path / "conf" / "sources.yml"
+    assert semantic.export_dir == tmp_path / "exports"
+
+
+def test_dbt_project_folders_are_absolute(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from etl_shared import DbtProject
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "dbt_project.yml").write_text("name: p\n")
+    monkeypatch.chdir(tmp_path)
+    dbt = DbtProject(Path("project"), profile="p", schema="s", work_dir=Path("data/dbt/p"))
+    assert dbt.project_dir == project
+    assert dbt.target_path == tmp_path / "data" / "dbt" / "p" / "target"
 
 
 def test_environment_with_prefix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
