@@ -3,6 +3,7 @@ or --all; otherwise only the entities with new staging pulls (and what every run
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import psycopg
@@ -171,13 +172,100 @@ def test_everything_is_built_after_a_failure_a_manual_selection_or_a_change(ware
     assert last_job(warehouse)["built"] == "no new pulls"
 
 
-def test_every_source_entity_maps_to_its_validated_and_history_models() -> None:
-    from etl_conformed.cli import CONSUMERS, project_dir, validated_model
+def test_the_consumers_come_from_the_models(warehouse: Warehouse) -> None:
+    """Which model consumes which source entity is read from the project's manifest (meta
+    etl_consumes, set by history_config), not from a list in Python."""
+    import json
 
-    models = {path.stem for path in (project_dir() / "models").rglob("*.sql")}
-    for consumer in CONSUMERS.values():
-        assert consumer in models
-        assert validated_model(consumer) in models
+    from etl_conformed._consumers import consumers_from_manifest
+
+    assert warehouse.run() == 0
+    manifest = json.loads((warehouse.data_dir / "dbt" / "conformed" / "target" / "manifest.json").read_text())
+    project = consumers_from_manifest(manifest)
+    histories = {key: [c.model for c in found] for key, found in project.consumers.items()}
+    assert histories == {
+        ("oltp", "customers"): ["customer_history"],
+        ("oltp", "products"): ["product_history"],
+        ("oltp", "orders"): ["sales_order_history"],
+        ("oltp", "order_lines"): ["sales_order_line_history"],
+        ("web", "web_events"): ["web_event_history"],
+        ("crm", "accounts"): ["crm_account_history"],
+        ("crm", "contacts"): ["crm_contact_history"],
+        ("crm", "opportunities"): ["crm_opportunity_history"],
+        ("fx", "ecb_rates"): ["fx_rate_history"],
+    }
+    assert project.consumers[("oltp", "customers")][0].selectors == ("validated_customer+",)
+    assert project.volume_tests[("oltp", "customers")] == ["volume_oltp__customers"]
+    assert project.every_run == ["fx_rate"]
+
+
+def test_a_declaration_that_names_no_entity_is_refused() -> None:
+    from etl_conformed._consumers import consumers_from_manifest
+    from etl_shared import ConfigurationError
+
+    bad = {
+        "nodes": {
+            "model.d.h": {"resource_type": "model", "name": "h", "config": {"meta": {"etl_consumes": "x"}}}
+        }
+    }
+    with pytest.raises(ConfigurationError, match=r"model h .*etl_consumes must be"):
+        consumers_from_manifest(bad)
+    # a consumer reading staging directly builds itself and what follows it
+    direct = {
+        "nodes": {
+            "model.d.h": {
+                "resource_type": "model",
+                "name": "h",
+                "depends_on": {"nodes": []},
+                "config": {"meta": {"etl_consumes": {"source": "s", "entity": "e"}}},
+            }
+        }
+    }
+    assert consumers_from_manifest(direct).consumers[("s", "e")][0].selectors == ("h+",)
+
+
+def test_a_pull_no_model_consumes_is_named_and_fails_the_status_check(
+    warehouse: Warehouse, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    from etl_pipeline.cli import main as etl_main
+
+    customers(warehouse, None)
+    assert warehouse.run() == 0
+    # A team's new entity that no conformed model reads yet.
+    warehouse.pull("erp", "invoices", ["invoice_id"], [[1], [2]])
+    capsys.readouterr()
+    assert warehouse.run() == 0
+    out = capsys.readouterr().out
+    assert "no model of the conformed project consumes this source entity" in out and "erp.invoices" in out
+    assert last_job(warehouse)["built"].endswith("; no model consumes erp.invoices")
+    ((counts,),) = warehouse.rows(
+        "select counts -> 'unconsumed_pulls' from ops.job_runs where zone = 'conformed'"
+        " order by started_at desc limit 1"
+    )
+    assert counts == {"erp.invoices": 1}
+
+    sources = tmp_path / "sources.yml"
+    sources.write_text(
+        "sources:\n"
+        "  - name: erp\n    kind: database\n    freshness_sla_hours: 1\n"
+        "    connection: {url_env: ERP_URL}\n"
+        "    entities:\n      - {name: invoices, table: erp.invoices, key: [invoice_id]}\n"
+    )
+    # Within the SLA: shown, not failing.
+    assert etl_main(["status", "--check", "--sources-file", str(sources)]) == 0
+    assert "1 committed pull(s) not read by any conformed model" in capsys.readouterr().out
+    # A newer pull keeps the entity fresh, but the first one has waited unread for two hours.
+    warehouse.execute(
+        "update staging.pulls set committed_at = committed_at - interval '2 hours'"
+        " where source = 'erp' and entity = 'invoices'"
+    )
+    warehouse.pull("erp", "invoices", ["invoice_id"], [[1], [2], [3]])
+    capsys.readouterr()
+    assert etl_main(["status", "--check", "--json", "--sources-file", str(sources)]) == 1
+    status = json.loads(capsys.readouterr().out)
+    assert status["stale"] == [] and status["unconsumed"] == ["erp.invoices"]
+    assert etl_main(["status", "--sources-file", str(sources)]) == 0
+    assert "erp.invoices pulls unconsumed past the SLA" in capsys.readouterr().out
 
 
 T1 = "2025-03-01T08:00:00Z"

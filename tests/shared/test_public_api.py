@@ -72,6 +72,11 @@ EXPECTED = {
     "resolve_database_url",
     "run_job",
     "run_retention",
+    "zone_manifest",
+    "zone_project",
+    "zone_variables",
+    "absolute_path",
+    "configured_secrets_dir",
     # lineage
     "Dataset",
     "OpenLineageEmitter",

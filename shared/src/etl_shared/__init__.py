@@ -3,7 +3,16 @@
 from ._audit import JobAudit, NodeResult, QualityResult
 from ._db import CopyWriter, Database, redact_url, run_transaction
 from ._dbt import DbtOutcome, DbtProject, build_zone, detect_cockroachdb, profile_from_url, raise_for_outcome
-from ._dbt_zone import DbtZoneSettings, Selection, ZoneHooks, dbt_zone_main, run_retention
+from ._dbt_zone import (
+    DbtZoneSettings,
+    Selection,
+    ZoneHooks,
+    dbt_zone_main,
+    run_retention,
+    zone_manifest,
+    zone_project,
+    zone_variables,
+)
 from ._embedded import WAREHOUSE_DATABASE, EmbeddedPostgres, start_embedded
 from ._errors import (
     EXIT_CONFIGURATION,
@@ -107,4 +116,7 @@ __all__ = [
     "run_transaction",
     "start_embedded",
     "url_namespace",
+    "zone_manifest",
+    "zone_project",
+    "zone_variables",
 ]

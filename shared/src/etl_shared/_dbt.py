@@ -75,6 +75,8 @@ class DbtOutcome:
     #: those of ``models`` that persist from run to run (incremental): a table rebuilt every run
     #: gets no statistics from refresh_statistics, the next run replaces it anyway.
     incremental_models: list[str] = field(default_factory=list)
+    #: the project's manifest.json after the build (build_zone sets it; None when dbt wrote none)
+    manifest_path: Path | None = None
 
     @property
     def failed_nodes(self) -> list[NodeResult]:
@@ -223,6 +225,31 @@ class DbtProject:
             and stamp.is_file()
             and stamp.read_text(encoding="utf-8") == key
         )
+
+    def manifest(
+        self, url: str, *, checksum: str, variables: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The project's parsed manifest (target/manifest.json, as a dict), for a zone to read what the
+        models declare before it decides what to build.
+
+        The manifest a build of the same project checksum wrote is read as it is (build_zone's artefacts
+        key starts with the checksum); otherwise ``dbt parse`` writes it first (a first run, a release,
+        a container whose data folder is not a volume). ``variables`` must be those of the build, so
+        that the build reuses this parse."""
+        path = self.target_path / "manifest.json"
+        stamp = self._artefacts_stamp
+        current = (
+            path.is_file() and stamp.is_file() and stamp.read_text(encoding="utf-8").split(" ")[0] == checksum
+        )
+        if not current:
+            # the stamp names the artefacts of a build; a parse's manifest.json is not one
+            stamp.unlink(missing_ok=True)
+            result = self.invoke("parse", url, variables=variables)
+            if not result.success or not path.is_file():
+                reason = str(result.exception).strip() if result.exception is not None else "see the dbt log"
+                raise TransformError(f"dbt parse of {self.project_dir} failed: {reason}")
+        loaded: dict[str, Any] = json.loads(path.read_bytes())
+        return loaded
 
     def build(
         self,
@@ -532,6 +559,8 @@ def build_zone(
             artefacts_key=f"{checksum} cockroachdb={all_vars['is_cockroachdb']}" if checksum else None,
             on_model_built=counter.submit,
         )
+        manifest = project.target_path / "manifest.json"
+        outcome.manifest_path = manifest if manifest.is_file() else None
         context.audit.record_nodes(outcome.nodes)
         context.audit.record_quality(outcome.quality)
         record_dbt_lineage(context, project, outcome)

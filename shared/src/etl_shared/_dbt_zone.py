@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ._dbt import DbtOutcome, DbtProject, build_zone
+from ._dbt import DbtOutcome, DbtProject, build_zone, detect_cockroachdb
 from ._errors import EXIT_CONFIGURATION, ConfigurationError
 from ._job import JobContext, resolve_database_url, run_job
 from ._retention import RetentionRule, apply_retention_rules
@@ -51,15 +51,43 @@ class ZoneHooks:
     """What a zone adds to the shared dbt job: ``before_build`` runs first (inside the job);
     ``variables`` adds dbt vars from the settings; ``select`` may narrow the build to what has new
     input (used only when the previous run of the zone succeeded with the same project, see
-    :func:`selection_blocked_by`); ``on_built`` runs after the dbt build whatever its outcome (a
+    :func:`selection_blocked_by`; its second argument returns the project's dbt manifest, parsed
+    if need be, for what the models declare); ``on_built`` runs after the dbt build whatever its outcome (a
     summary for the job's audit row, exports); ``retention`` lists the tables to clean after a
     successful build."""
 
     before_build: Callable[[JobContext], None] | None = None
     variables: Callable[[DbtZoneSettings], dict[str, Any]] | None = None
-    select: Callable[[JobContext], Selection] | None = None
+    select: Callable[[JobContext, Callable[[], dict[str, Any]]], Selection] | None = None
     on_built: Callable[[JobContext, DbtOutcome], None] | None = None
     retention: Callable[[JobContext], list[RetentionRule]] | None = None
+
+
+def zone_project(zone: str, project_dir: Path, settings: DbtZoneSettings) -> DbtProject:
+    """A dbt zone's project, its artefacts under ``<data dir>/dbt/<zone>``."""
+    return DbtProject(
+        project_dir,
+        profile=zone,
+        schema=zone,
+        work_dir=settings.data_dir / "dbt" / zone,
+        threads=settings.dbt_threads,
+    )
+
+
+def zone_variables(settings: DbtZoneSettings, hooks: ZoneHooks | None = None) -> dict[str, Any]:
+    """The dbt vars a zone's project runs with (the same from run to run: see DbtProject.invoke)."""
+    variables: dict[str, Any] = {"reporting_currency": settings.reporting_currency}
+    if hooks is not None and hooks.variables is not None:
+        variables.update(hooks.variables(settings))
+    return variables
+
+
+def zone_manifest(project: DbtProject, url: str, variables: dict[str, Any]) -> dict[str, Any]:
+    """The project's dbt manifest as a build with ``variables`` sees it (parsed if need be)."""
+    build_vars = {"is_cockroachdb": detect_cockroachdb(url), **variables}  # build_zone's
+    return project.manifest(
+        url, checksum=project_checksum(project.project_dir, variables), variables=build_vars
+    )
 
 
 def project_checksum(project_dir: Path, variables: dict[str, Any]) -> str:
@@ -136,20 +164,12 @@ def dbt_zone_main(
     args = _parser(zone, description).parse_args(argv)
     try:
         settings = load_settings(settings_cls)
-        project = DbtProject(
-            project_dir,
-            profile=zone,
-            schema=zone,
-            work_dir=settings.data_dir / "dbt" / zone,
-            threads=settings.dbt_threads,
-        )
+        project = zone_project(zone, project_dir, settings)
     except ConfigurationError as exc:
         sys.stderr.write(f"etl-{zone}: configuration error: {exc}\n")
         return EXIT_CONFIGURATION
     hooks = hooks or ZoneHooks()
-    variables: dict[str, Any] = {"reporting_currency": settings.reporting_currency}
-    if hooks.variables is not None:
-        variables.update(hooks.variables(settings))
+    variables = zone_variables(settings, hooks)
     if args.command == "docs":
         url = resolve_database_url(settings)
         result = project.invoke(
@@ -213,7 +233,7 @@ def _plan(
         summary["built"] = f"everything: {reason}"
         _log.info("building every model: %s", reason)
         return [], False
-    selection = hooks.select(context)
+    selection = hooks.select(context, lambda: zone_manifest(project, context.db.url, variables))
     summary.update(built=selection.reason, select=selection.select)
     _log.info("building what has new input: %s", selection.reason, extra={"select": selection.select})
     return selection.select, True

@@ -7,15 +7,14 @@ lets an operator release a staging pull that keeps failing the data-quality thre
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from etl_shared import (
     EXIT_CONFIGURATION,
@@ -25,6 +24,7 @@ from etl_shared import (
     DataQualityError,
     DbtOutcome,
     DbtZoneSettings,
+    EtlError,
     JobContext,
     RetentionRule,
     Selection,
@@ -33,28 +33,21 @@ from etl_shared import (
     history_retention_rules,
     load_settings,
     resolve_database_url,
+    zone_manifest,
+    zone_project,
+    zone_variables,
 )
+
+from ._consumers import Consumer, consumers_from_manifest
 
 ZONE = "conformed"
 _log = logging.getLogger(__name__)
 
-#: The history model that consumes each staging source entity (models/history/*_history.sql).
-CONSUMERS: dict[tuple[str, str], str] = {
-    ("oltp", "customers"): "customer_history",
-    ("oltp", "products"): "product_history",
-    ("oltp", "orders"): "sales_order_history",
-    ("oltp", "order_lines"): "sales_order_line_history",
-    ("web", "web_events"): "web_event_history",
-    ("crm", "accounts"): "crm_account_history",
-    ("crm", "contacts"): "crm_contact_history",
-    ("crm", "opportunities"): "crm_opportunity_history",
-    ("fx", "ecb_rates"): "fx_rate_history",
-}
-
-#: What every run builds, new pulls or not: the freshness tests of the staging pulls, and the daily
-#: FX rates (they carry the last published rate forward to today). An entity's volume test (its newest
-#: pull against the one before) runs with a new pull of it: without one its answer is the same.
-EVERY_RUN = ["test_name:pull_freshness", "fx_rate"]
+#: What every run builds, new pulls or not: the freshness tests of the staging pulls, and the models
+#: whose config says ``meta: {etl_every_run: true}`` (the demo's daily FX rates, which carry the last
+#: published rate forward to today). An entity's volume test (its newest pull against the one before)
+#: runs with a new pull of it: without one its answer is the same.
+EVERY_RUN = ["test_name:pull_freshness"]
 
 QUARANTINE_RETENTION = RetentionRule(
     "conformed.quarantine", "quarantined_at", ("run_id", "rule_id", "pull_id", "batch_no", "row_no")
@@ -130,75 +123,114 @@ def summarise_record_rules(context: JobContext, outcome: DbtOutcome) -> None:
 
 EMPTY_PULL_NOTE = "no records: nothing to process, its models were not run"
 
+_COMMITTED_PULLS = """
+select pulls.source, pulls.entity, pulls.pull_id, coalesce(pulls.record_count, 1) > 0,
+    array(select consumed.consumer from conformed.consumed_pulls as consumed
+          where consumed.pull_id = pulls.pull_id)
+from staging.pulls as pulls
+where pulls.status = 'committed'
+order by pulls.source, pulls.entity, pulls.pull_id
+"""
 
-def select_new_pulls(context: JobContext) -> Selection:
-    """Build only the entities with committed staging pulls not consumed yet: for each, its validated
-    model and everything downstream of it (history, conformed models, their tests) and the volume test
-    of its pulls, plus :data:`EVERY_RUN`. An entity with nothing new is left as it is, and the seeds are
-    not reloaded: they change only with a release, and a release makes the run build everything.
 
-    An entity whose new pulls hold no record at all (the FX file source commits an empty pull when the
-    file has not changed: every weekend) has nothing to process either: an incremental pull adds
+def select_new_pulls(context: JobContext, manifest: Callable[[], dict[str, Any]]) -> Selection:
+    """Build only what has committed staging pulls its consumer has not read yet: for each such
+    consumer (a model declaring ``meta: {etl_consumes: ...}``, see _consumers), its parent models and
+    everything downstream of them (validated model, history, conformed models, their tests) and the
+    volume test of its entity's pulls, plus :data:`EVERY_RUN` and the models declared to run every
+    time. An entity with nothing new is left as it is, and the seeds are not reloaded: they change
+    only with a release, and a release makes the run build everything.
+
+    A consumer whose new pulls hold no record at all (the FX file source commits an empty pull when
+    the file has not changed: every weekend) has nothing to process either: an incremental pull adds
     nothing, and an empty full pull deletes nothing (scd2_history reads absence only from a pull with
-    records). Its pulls are marked processed here, with a note, and only their volume test runs."""
+    records). Its pulls are marked processed here, with a note, and only their volume test runs.
+    Pulls of an entity no model consumes are named in the reason (and warned about after the build)."""
+    project = consumers_from_manifest(manifest())
+    pending: dict[str, Consumer] = {}
+    empty: dict[str, list[Any]] = {}
+    new_entities: set[tuple[str, str]] = set()
+    unconsumed: set[tuple[str, str]] = set()
     with context.db.connect(autocommit=True) as conn:
-        rows = conn.execute(
-            "select pulls.source, pulls.entity, bool_or(coalesce(pulls.record_count, 1) > 0)"
-            " from staging.pulls as pulls"
-            " where pulls.status = 'committed' and not exists ("
-            "  select 1 from conformed.consumed_pulls as consumed where consumed.pull_id = pulls.pull_id)"
-            " group by 1, 2 order by 1, 2"
-        ).fetchall()
-        new = [(source, entity) for source, entity, _ in rows if (source, entity) in CONSUMERS]
-        empty = [
-            (source, entity) for source, entity, records in rows if (source, entity) in new and not records
-        ]
-        for source, entity in empty:
+        pulls = conn.execute(_COMMITTED_PULLS).fetchall()
+        for consumer in (c for found in project.consumers.values() for c in found):
+            new = [
+                (pull_id, has_records)
+                for source, entity, pull_id, has_records, readers in pulls
+                if (source, entity) == (consumer.source, consumer.entity) and consumer.model not in readers
+            ]
+            if not new:
+                continue
+            new_entities.add((consumer.source, consumer.entity))
+            if any(has_records for _, has_records in new):
+                pending[consumer.model] = consumer
+            else:
+                empty[consumer.model] = [pull_id for pull_id, _ in new]
+        for source, entity, _, _, readers in pulls:
+            if not readers and (source, entity) not in project.consumers:
+                unconsumed.add((source, entity))
+        for model, pull_ids in empty.items():
             conn.execute(
                 "insert into conformed.consumed_pulls"
                 " (consumer, pull_id, source, entity, disposition, run_id, note, consumed_at)"
                 " select %s, pulls.pull_id, pulls.source, pulls.entity, 'processed', %s, %s, now()"
-                " from staging.pulls as pulls"
-                " where pulls.source = %s and pulls.entity = %s and pulls.status = 'committed'"
-                " and pulls.record_count = 0"
+                " from staging.pulls as pulls where pulls.pull_id = any(%s)"
                 " on conflict (consumer, pull_id) do nothing",
-                (CONSUMERS[(source, entity)], context.settings.run_id, EMPTY_PULL_NOTE, source, entity),
+                (model, context.settings.run_id, EMPTY_PULL_NOTE, pull_ids),
             )
-    pending = [key for key in new if key not in empty]
-    idle = sorted(set(CONSUMERS) - set(new))
-    names = ", ".join(f"{source}.{entity}" for source, entity in pending)
-    idle_names = ", ".join(f"{source}.{entity}" for source, entity in idle) or "-"
-    reason = f"new pulls of {names}; nothing new for {idle_names}" if pending else "no new pulls"
-    if empty:
-        reason += "; only empty pulls of " + ", ".join(f"{source}.{entity}" for source, entity in empty)
-    volume = volume_tests()
-    return Selection(
-        select=[
-            *(f"{validated_model(CONSUMERS[key])}+" for key in pending),
-            *(volume[key] for key in new if key in volume),
-            *EVERY_RUN,
-        ],
-        reason=reason,
-    )
+
+    def names(keys: Any) -> str:
+        return ", ".join(f"{source}.{entity}" for source, entity in sorted(set(keys))) or "-"
+
+    built = {(c.source, c.entity) for c in pending.values()}
+    idle = project.entities - new_entities
+    empty_entities = new_entities - built
+    reason = f"new pulls of {names(built)}; nothing new for {names(idle)}" if built else "no new pulls"
+    if empty_entities:
+        reason += "; only empty pulls of " + names(empty_entities)
+    if unconsumed:
+        reason += "; no model consumes " + names(unconsumed)
+    selectors = sorted({selector for c in pending.values() for selector in c.selectors})
+    volume = sorted({test for key in new_entities for test in project.volume_tests.get(key, [])})
+    return Selection(select=[*selectors, *volume, *EVERY_RUN, *project.every_run], reason=reason)
 
 
-def volume_tests() -> dict[tuple[str, str], str]:
-    """The volume tests declared in the project's sources.yml, by (source, entity)."""
-    declared = yaml.safe_load((project_dir() / "models" / "sources.yml").read_text(encoding="utf-8"))
-    found: dict[tuple[str, str], str] = {}
-    for source in declared.get("sources", []):
-        for table in source.get("tables", []):
-            for test in table.get("data_tests", []):
-                spec = test.get("pull_volume_within_band") if isinstance(test, dict) else None
-                if spec:
-                    arguments = spec["arguments"]
-                    found[(arguments["source_name"], arguments["entity"])] = spec["name"]
-    return found
+def report_unconsumed(context: JobContext, outcome: DbtOutcome) -> None:
+    """Warn about, and count in the job's summary, the committed pulls of every source entity that no
+    model of the project consumes: they would otherwise wait unread for ever. ``etl status`` shows
+    them, and ``etl status --check`` fails once they are older than the entity's freshness SLA."""
+    if outcome.manifest_path is None:
+        return
+    project = consumers_from_manifest(json.loads(outcome.manifest_path.read_bytes()))
+    with context.db.connect(autocommit=True) as conn:
+        rows = conn.execute(
+            "select pulls.source, pulls.entity, count(*) from staging.pulls as pulls"
+            " where pulls.status = 'committed' and not exists ("
+            "  select 1 from conformed.consumed_pulls as consumed where consumed.pull_id = pulls.pull_id)"
+            " group by 1, 2 order by 1, 2"
+        ).fetchall()
+    orphans = {
+        f"{source}.{entity}": int(n)
+        for source, entity, n in rows
+        if (source, entity) not in project.consumers
+    }
+    if not orphans:
+        return
+    context.counts["unconsumed_pulls"] = orphans
+    for name, count in orphans.items():
+        _log.warning(
+            "%d committed pull(s) of %s: no model of the conformed project consumes this source entity;"
+            " declare meta etl_consumes on the model that reads it (docs/onboarding.md), or remove the"
+            " entity from the sources file. etl status lists it as unconsumed",
+            count,
+            name,
+            extra={"entity": name, "pulls": count},
+        )
 
 
-def validated_model(consumer: str) -> str:
-    """The validated model feeding a history model: ``customer_history`` -> ``validated_customer``."""
-    return "validated_" + consumer.removesuffix("_history")
+def on_built(context: JobContext, outcome: DbtOutcome) -> None:
+    report_unconsumed(context, outcome)
+    summarise_record_rules(context, outcome)
 
 
 def retention_rules(context: JobContext) -> list[RetentionRule]:
@@ -222,7 +254,14 @@ def skip_pull(argv: Sequence[str]) -> int:
     except (ValueError, ConfigurationError) as exc:
         sys.stderr.write(f"etl-conformed skip-pull: {exc}\n")
         return EXIT_CONFIGURATION
-    db = Database(resolve_database_url(settings, announce=False))
+    url = resolve_database_url(settings, announce=False)
+    db = Database(url)
+    project = zone_project(ZONE, project_dir(), settings)
+    try:
+        declared = consumers_from_manifest(zone_manifest(project, url, zone_variables(settings)))
+    except EtlError as exc:
+        sys.stderr.write(f"etl-conformed skip-pull: {exc}\n")
+        return exc.exit_code
 
     def work(conn: Any) -> str:
         row = conn.execute(
@@ -231,22 +270,26 @@ def skip_pull(argv: Sequence[str]) -> int:
         if row is None:
             raise ConfigurationError(f"no staging pull {pull_id}")
         source, entity, status = row
-        consumer = CONSUMERS.get((source, entity))
-        if consumer is None:
+        consumers = [c.model for c in declared.consumers.get((source, entity), [])]
+        if not consumers:
             raise ConfigurationError(
-                f"pull {pull_id} is of {source}.{entity}, which the conformed zone does not read"
+                f"pull {pull_id} is of {source}.{entity}, which no model of the conformed zone reads"
             )
         if status != "committed":
             raise ConfigurationError(f"pull {pull_id} is {status}, not committed: nothing to skip")
-        inserted = conn.execute(
-            "insert into conformed.consumed_pulls (consumer, pull_id, source, entity, disposition, run_id, note,"
-            " consumed_at) values (%s, %s, %s, %s, 'skipped', %s, %s, now())"
-            " on conflict (consumer, pull_id) do nothing",
-            (consumer, pull_id, source, entity, settings.run_id, args.reason),
-        ).rowcount
-        if not inserted:
-            raise ConfigurationError(f"pull {pull_id} was already consumed by {consumer}")
-        return consumer
+        skipped = []
+        for consumer in consumers:
+            inserted = conn.execute(
+                "insert into conformed.consumed_pulls (consumer, pull_id, source, entity, disposition, run_id,"
+                " note, consumed_at) values (%s, %s, %s, %s, 'skipped', %s, %s, now())"
+                " on conflict (consumer, pull_id) do nothing",
+                (consumer, pull_id, source, entity, settings.run_id, args.reason),
+            ).rowcount
+            if inserted:
+                skipped.append(consumer)
+        if not skipped:
+            raise ConfigurationError(f"pull {pull_id} was already consumed by {', '.join(consumers)}")
+        return ", ".join(skipped)
 
     try:
         consumer = db.transaction(work, name="skip pull")
@@ -268,5 +311,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv,
         description="Conformed zone: dbt build with data quality and change history"
         " (commands: run, docs, skip-pull).",
-        hooks=ZoneHooks(select=select_new_pulls, on_built=summarise_record_rules, retention=retention_rules),
+        hooks=ZoneHooks(select=select_new_pulls, on_built=on_built, retention=retention_rules),
     )

@@ -87,6 +87,17 @@ class SourceEntityStatus:
     last_pull_status: str | None = None  # of the newest pull, whatever its status
     last_pull_error: str | None = None
     last_backfill_at: datetime | None = None
+    #: committed pulls no conformed model has read (conformed.consumed_pulls), and the oldest one's age
+    unconsumed_pulls: int = 0
+    unconsumed_age_hours: float | None = None
+
+    @property
+    def unconsumed_overdue(self) -> bool:
+        """A committed pull waits unread for longer than the freshness SLA: no model consumes the
+        entity, or its conformed job keeps failing."""
+        if self.sla_hours is None or self.unconsumed_age_hours is None:
+            return False
+        return self.unconsumed_age_hours > self.sla_hours
 
     @property
     def stale(self) -> bool:
@@ -110,6 +121,7 @@ class SourceEntityStatus:
             data[key] = value.isoformat() if value else None
         data["stale"] = self.stale
         data["freshness"] = self.freshness
+        data["unconsumed_overdue"] = self.unconsumed_overdue
         return data
 
 
@@ -125,18 +137,24 @@ class Status:
         return [s for s in self.sources if s.stale]
 
     @property
+    def unconsumed(self) -> list[SourceEntityStatus]:
+        """Entities with a committed pull left unread for longer than their freshness SLA."""
+        return [s for s in self.sources if s.unconsumed_overdue]
+
+    @property
     def failed_zones(self) -> list[str]:
         return [zone for zone, run in self.zones.items() if run is not None and run.status == "failed"]
 
     @property
     def healthy(self) -> bool:
-        return not self.stale and not self.failed_zones
+        return not self.stale and not self.failed_zones and not self.unconsumed
 
     def as_json(self) -> dict[str, Any]:
         return {
             "healthy": self.healthy,
             "failed_zones": self.failed_zones,
             "stale": [f"{s.source}.{s.entity}" for s in self.stale],
+            "unconsumed": [f"{s.source}.{s.entity}" for s in self.unconsumed],
             "zones": {zone: (run.as_json() if run else None) for zone, run in self.zones.items()},
             "staging_pulls": [s.as_json() for s in self.sources],
             "sources_file": self.sources_file,
@@ -234,8 +252,12 @@ select
         filter (where p.status = 'committed' and p.backfill_from is null))[1],
     (array_agg(p.status order by p.started_at desc))[1],
     (array_agg(p.error order by p.started_at desc))[1],
-    max(p.committed_at) filter (where p.status = 'committed' and p.backfill_from is not null)
+    max(p.committed_at) filter (where p.status = 'committed' and p.backfill_from is not null),
+    count(*) filter (where p.status = 'committed' and c.pull_id is null),
+    extract(epoch from now() - min(p.committed_at) filter (where p.status = 'committed' and c.pull_id is null))
 from staging.pulls as p
+left join (select distinct consumed.pull_id from conformed.consumed_pulls as consumed) as c
+    on c.pull_id = p.pull_id
 group by p.source, p.entity
 """
 
@@ -273,7 +295,18 @@ def current_status(db: Database, *, sources_file: Path | None = None) -> Status:
         found = pulls.get(key)
         if found is None:
             continue
-        committed, last_at, age_s, records, pull_id, last_status, last_error, backfill_at = found
+        (
+            committed,
+            last_at,
+            age_s,
+            records,
+            pull_id,
+            last_status,
+            last_error,
+            backfill_at,
+            unconsumed,
+            unconsumed_age_s,
+        ) = found
         item.committed_pulls = int(committed or 0)
         item.last_committed_at = last_at
         item.age_hours = float(age_s) / 3600 if age_s is not None else None
@@ -282,5 +315,7 @@ def current_status(db: Database, *, sources_file: Path | None = None) -> Status:
         item.last_pull_status = last_status
         item.last_pull_error = last_error.strip().splitlines()[0][:300] if last_error else None
         item.last_backfill_at = backfill_at
+        item.unconsumed_pulls = int(unconsumed or 0)
+        item.unconsumed_age_hours = float(unconsumed_age_s) / 3600 if unconsumed_age_s is not None else None
     status.sources = list(entities.values())
     return status

@@ -194,14 +194,21 @@ def _format_status(status: Status) -> str:
             f"  {src.last_records if src.last_records is not None else '-'} rows"
             f"  {src.committed_pulls} committed" + ("" if src.configured else "  (not in the sources file)")
         )
+        if src.unconsumed_pulls:
+            age = f"{src.unconsumed_age_hours:.1f}h" if src.unconsumed_age_hours is not None else "-"
+            lines.append(
+                f"      {src.unconsumed_pulls} committed pull(s) not read by any conformed model, oldest {age}"
+                + ("  UNCONSUMED past the SLA" if src.unconsumed_overdue else "")
+            )
         if src.last_pull_status == "failed":
             lines.append(f"      last pull FAILED: {src.last_pull_error or '(no error recorded)'}")
-    if status.failed_zones or status.stale:
+    if status.failed_zones or status.stale or status.unconsumed:
         lines.append(
             "Attention: "
             + "; ".join(
                 [f"{zone} failed" for zone in status.failed_zones]
                 + [f"{s.source}.{s.entity} stale" for s in status.stale]
+                + [f"{s.source}.{s.entity} pulls unconsumed past the SLA" for s in status.unconsumed]
             )
         )
     return "\n".join(lines) + "\n"

@@ -356,7 +356,10 @@ drop index if exists {{ names | join(', ') }} cascade
 
 {#- The config every history model shares. -#}
 {% macro history_config(keys, source_name, entity, snapshot=false) -%}
+{#- meta etl_consumes: what the conformed job reads to know that a pull of source_name.entity is this
+    model's input (etl_conformed._consumers) -#}
 {{ config(
+    meta={'etl_consumes': {'source': source_name, 'entity': entity}},
     materialized='incremental',
     incremental_strategy='history',
     unique_key=keys + ['valid_from', 'pull_id'],

@@ -3,7 +3,13 @@
 -- before publication) carries forward the last rate published before it; published_rate_date says
 -- which one, is_carried_forward whether it was carried. EUR is 1 on every day. A withdrawn currency
 -- (seeds/currency_codes.csv, e.g. HRK since the euro) is carried no further than its last day.
-{{ config(materialized='table', indexes=[{'columns': ['currency_code', 'rate_date'], 'unique': true}]) }}
+-- Built by every run (meta etl_every_run), new pulls or not: it carries the last published rate
+-- forward to today.
+{{ config(
+    materialized='table',
+    indexes=[{'columns': ['currency_code', 'rate_date'], 'unique': true}],
+    meta={'etl_every_run': true},
+) }}
 
 {#- fx_rate_history holds every rate since 1999 (220,000 on the benchmark): it is read twice, once
     for the bounds of each currency's calendar and once for the rates inside them, rather than
