@@ -73,6 +73,8 @@ EXPECTED = {
     "run_job",
     "run_retention",
     "zone_manifest",
+    "declared_retention_rules",
+    "model_retention_rules",
     "zone_project",
     "zone_variables",
     "absolute_path",

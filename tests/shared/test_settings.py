@@ -31,9 +31,7 @@ def test_defaults_without_environment() -> None:
     assert settings.transaction_attempts == 10
 
 
-def test_every_path_setting_is_absolute_once_read(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_every_path_setting_is_absolute_once_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Relative paths are taken against the working directory when the settings are read, in the
     base settings and in every zone's subclass, so that dbt (which resolves a relative target path
     against its project folder) and subprocesses see the same folders as the job."""

@@ -8,6 +8,7 @@ from ._dbt_zone import (
     Selection,
     ZoneHooks,
     dbt_zone_main,
+    model_retention_rules,
     run_retention,
     zone_manifest,
     zone_project,
@@ -45,7 +46,12 @@ from ._locks import LeaseLock
 from ._logging import JsonFormatter, bind_context, configure_logging, log_context, redact
 from ._metrics import JobMetrics
 from ._migrations import Migration, apply_migrations, bundled_migrations, load_migrations
-from ._retention import RetentionRule, apply_retention_rules, history_retention_rules
+from ._retention import (
+    RetentionRule,
+    apply_retention_rules,
+    declared_retention_rules,
+    history_retention_rules,
+)
 from ._settings import Settings, absolute_path, configured_secrets_dir, load_settings, new_run_id
 
 __all__ = [
@@ -96,6 +102,7 @@ __all__ = [
     "count_rows",
     "database_namespace",
     "dbt_zone_main",
+    "declared_retention_rules",
     "detect_cockroachdb",
     "exit_code_for",
     "file_namespace",
@@ -104,6 +111,7 @@ __all__ = [
     "load_migrations",
     "load_settings",
     "log_context",
+    "model_retention_rules",
     "new_run_id",
     "profile_from_url",
     "raise_for_outcome",

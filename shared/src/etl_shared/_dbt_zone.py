@@ -18,7 +18,7 @@ from pydantic import Field
 from ._dbt import DbtOutcome, DbtProject, build_zone, detect_cockroachdb
 from ._errors import EXIT_CONFIGURATION, ConfigurationError
 from ._job import JobContext, resolve_database_url, run_job
-from ._retention import RetentionRule, apply_retention_rules
+from ._retention import RetentionRule, apply_retention_rules, declared_retention_rules
 from ._settings import Settings, load_settings
 
 _log = logging.getLogger(__name__)
@@ -54,13 +54,13 @@ class ZoneHooks:
     :func:`selection_blocked_by`; its second argument returns the project's dbt manifest, parsed
     if need be, for what the models declare); ``on_built`` runs after the dbt build whatever its outcome (a
     summary for the job's audit row, exports); ``retention`` lists the tables to clean after a
-    successful build."""
+    successful build (:func:`model_retention_rules` gives those the models declare)."""
 
     before_build: Callable[[JobContext], None] | None = None
     variables: Callable[[DbtZoneSettings], dict[str, Any]] | None = None
     select: Callable[[JobContext, Callable[[], dict[str, Any]]], Selection] | None = None
     on_built: Callable[[JobContext, DbtOutcome], None] | None = None
-    retention: Callable[[JobContext], list[RetentionRule]] | None = None
+    retention: Callable[[JobContext, DbtOutcome], list[RetentionRule]] | None = None
 
 
 def zone_project(zone: str, project_dir: Path, settings: DbtZoneSettings) -> DbtProject:
@@ -125,6 +125,13 @@ def selection_blocked_by(context: JobContext, zone: str, checksum: str) -> str |
     return None
 
 
+def model_retention_rules(outcome: DbtOutcome) -> list[RetentionRule]:
+    """The retention rules the project's models declare (meta etl_retention), from the build's manifest."""
+    if outcome.manifest_path is None:
+        return []
+    return declared_retention_rules(json.loads(outcome.manifest_path.read_bytes()))
+
+
 def run_retention(context: JobContext, rules: list[RetentionRule]) -> dict[str, int]:
     settings = context.settings
     assert isinstance(settings, DbtZoneSettings)
@@ -186,7 +193,7 @@ def dbt_zone_main(
         if hooks.before_build is not None:
             hooks.before_build(context)
         select, new_input_only = _plan(context, zone, project, variables, hooks, args)
-        build_zone(
+        outcome = build_zone(
             context,
             project,
             select=select,
@@ -198,7 +205,7 @@ def dbt_zone_main(
             run_values={"skip_unchanged": "true" if new_input_only else "false"},
         )
         if hooks.retention is not None:
-            run_retention(context, hooks.retention(context))
+            run_retention(context, hooks.retention(context, outcome))
 
     return run_job(zone, zone, settings, work)
 

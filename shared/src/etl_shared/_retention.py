@@ -15,10 +15,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from psycopg import sql
 
 from ._db import Database
+from ._errors import ConfigurationError
 
 _log = logging.getLogger(__name__)
 
@@ -101,3 +103,38 @@ def history_retention_rules(db: Database, schema: str) -> list[RetentionRule]:
         RetentionRule(f"{schema}.{name}", "valid_to", tuple(keys.get(name, ["version_id"])))
         for (name,) in rows
     ]
+
+
+#: The meta key of a model that declares its own retention (see declared_retention_rules).
+RETENTION_META_KEY = "etl_retention"
+
+
+def declared_retention_rules(manifest: dict[str, Any]) -> list[RetentionRule]:
+    """One rule per model of a dbt manifest whose config declares
+    ``meta: {etl_retention: {column: <time column>, keys: [<key column>, ...]}}``: its rows whose
+    ``column`` is older than the retention cutoff are deleted after a successful run. The column says
+    which time counts: a business date (``order_date``) or the load time (``loaded_at``). The table is
+    the model's relation (schema and alias) as dbt builds it."""
+    rules = []
+    for unique_id, node in sorted(manifest.get("nodes", {}).items()):
+        if node.get("resource_type") != "model":
+            continue
+        declared = ((node.get("config") or {}).get("meta") or {}).get(RETENTION_META_KEY)
+        if declared is None:
+            continue
+        column = declared.get("column") if isinstance(declared, dict) else None
+        keys = declared.get("keys") if isinstance(declared, dict) else None
+        if (
+            not isinstance(column, str)
+            or not isinstance(keys, list)
+            or not keys
+            or not all(isinstance(k, str) for k in keys)
+        ):
+            raise ConfigurationError(
+                f"model {node.get('name', unique_id)} ({node.get('original_file_path', unique_id)}): meta"
+                f" {RETENTION_META_KEY} must be {{column: <time column>, keys: [<key column>, ...]}},"
+                f" not {declared!r}"
+            )
+        table = f"{node['schema']}.{node.get('alias') or node['name']}"
+        rules.append(RetentionRule(table, column, tuple(keys)))
+    return rules

@@ -32,6 +32,7 @@ from etl_shared import (
     dbt_zone_main,
     history_retention_rules,
     load_settings,
+    model_retention_rules,
     resolve_database_url,
     zone_manifest,
     zone_project,
@@ -233,8 +234,9 @@ def on_built(context: JobContext, outcome: DbtOutcome) -> None:
     summarise_record_rules(context, outcome)
 
 
-def retention_rules(context: JobContext) -> list[RetentionRule]:
-    return [*history_retention_rules(context.db, ZONE), QUARANTINE_RETENTION]
+def retention_rules(context: JobContext, outcome: DbtOutcome) -> list[RetentionRule]:
+    """Every history's closed versions, the quarantine, and what the models declare (meta etl_retention)."""
+    return [*history_retention_rules(context.db, ZONE), QUARANTINE_RETENTION, *model_retention_rules(outcome)]
 
 
 def skip_pull_parser() -> argparse.ArgumentParser:

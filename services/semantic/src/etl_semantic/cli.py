@@ -21,18 +21,13 @@ from etl_shared import (
     DbtOutcome,
     DbtZoneSettings,
     JobContext,
-    RetentionRule,
     ZoneHooks,
     dbt_zone_main,
+    model_retention_rules,
 )
 
 ZONE = "semantic"
 _log = logging.getLogger(__name__)
-
-RETENTION = [
-    RetentionRule("semantic.fct_sales", "sales_order_date", ("sales_key",)),
-    RetentionRule("semantic.fct_orders", "order_date", ("order_key",)),
-]
 
 
 class SemanticSettings(DbtZoneSettings):
@@ -138,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             before_build=provision_pii_key,
             variables=dbt_variables,
             on_built=write_exports,
-            retention=lambda _context: RETENTION,
+            # what the models declare: meta etl_retention (fct_sales, fct_orders)
+            retention=lambda _context, outcome: model_retention_rules(outcome),
         ),
     )

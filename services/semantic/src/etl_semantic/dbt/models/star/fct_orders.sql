@@ -4,11 +4,13 @@
 -- removes them first so that a deleted order disappears.
 -- The post-hook refreshes the statistics after many rows were replaced: without them the planner
 -- chose a nested loop for a relationship test, which ran for minutes at 1,000,000 orders.
+-- Retention (meta etl_retention, ETL_RETENTION_DAYS) by business date: the facts of older orders go.
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
     unique_key='order_key',
     on_schema_change='fail',
+    meta={'etl_retention': {'column': 'order_date', 'keys': ['order_key']}},
     indexes=[{'columns': ['order_key'], 'unique': true}, {'columns': ['order_source_loaded_at']}],
     post_hook=["analyze {{ this }}", "{{ ensure_index(['order_date']) }}"],
     pre_hook="{% if is_incremental() %}delete from {{ this }} where order_id in (select touched.order_id from ({{ touched_orders(this) }}) as touched){% endif %}",

@@ -13,11 +13,13 @@
 -- its old lines.
 -- The post-hook refreshes the statistics after many rows were replaced: without them the planner
 -- chose a nested loop for a relationship test, which ran for minutes at 1,000,000 orders.
+-- Retention (meta etl_retention, ETL_RETENTION_DAYS) by business date: the facts of older orders go.
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
     unique_key='sales_key',
     on_schema_change='fail',
+    meta={'etl_retention': {'column': 'sales_order_date', 'keys': ['sales_key']}},
     indexes=[{'columns': ['sales_key'], 'unique': true}, {'columns': ['sales_order_id']}, {'columns': ['sales_order_date']}, {'columns': ['sales_source_loaded_at']}],
     post_hook="analyze {{ this }}",
     pre_hook="{% if is_incremental() %}delete from {{ this }} where sales_order_id in (select touched.order_id from ({{ touched_orders(this, 'sales_source_loaded_at') }}) as touched){% endif %}",
