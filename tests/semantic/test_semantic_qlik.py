@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from pathlib import Path
 
 import psycopg
@@ -15,10 +17,11 @@ from etl_semantic._qlik import (
     main,
     naming_problems,
     qlik_app_tables,
+    qlik_apps,
     semantic_tables,
     write_load_script,
 )
-from etl_shared import Database, TransformError, apply_migrations, exit_code_for
+from etl_shared import ConfigurationError, Database, TransformError, apply_migrations, exit_code_for
 
 # A small semantic schema that follows the convention: keys end in _key, every other field carries its
 # table's subject. Column order on purpose not alphabetical (semantic_tables keeps ordinal order).
@@ -137,7 +140,7 @@ def test_naming_problems_with_another_key_suffix() -> None:
 
 
 def test_the_app_is_the_sales_star() -> None:
-    app = qlik_app_tables(STAR)
+    app = qlik_app_tables(STAR, "fct_sales")
 
     # fct_orders and customer_360 share keys with fct_sales but would loop; dim_geography shares none.
     assert list(app) == ["dim_customer", "dim_date", "dim_product", "fct_sales"]
@@ -146,7 +149,10 @@ def test_the_app_is_the_sales_star() -> None:
 
 
 def test_no_app_without_fct_sales() -> None:
-    assert qlik_app_tables({name: fields for name, fields in STAR.items() if name != "fct_sales"}) == {}
+    assert (
+        qlik_app_tables({name: fields for name, fields in STAR.items() if name != "fct_sales"}, "fct_sales")
+        == {}
+    )
     assert association_problems({}) == []
 
 
@@ -221,7 +227,7 @@ def test_a_key_in_three_tables_is_a_hub_not_a_loop() -> None:
 
 
 def test_a_table_sharing_nothing_is_disconnected() -> None:
-    tables = {**qlik_app_tables(STAR), "dim_geography": STAR["dim_geography"]}
+    tables = {**qlik_app_tables(STAR, "fct_sales"), "dim_geography": STAR["dim_geography"]}
 
     assert association_problems(tables) == [
         "disconnected: table dim_geography shares no field with any other table"
@@ -306,6 +312,44 @@ def test_load_script_refuses_a_table_without_columns() -> None:
         load_script({"dim_empty": []})
 
 
+# --- qlik_apps: the apps the models declare --------------------------------------------------------
+
+APP_MODEL = {
+    "resource_type": "model",
+    "name": "fct_sales",
+    "alias": "fct_sales",
+    "original_file_path": "models/star/fct_sales.sql",
+    "config": {"meta": {"etl_qlik_app": "semantic_star"}},
+}
+
+
+def test_the_apps_are_the_facts_that_declare_one() -> None:
+    other = {
+        **APP_MODEL,
+        "name": "fct_claims",
+        "alias": "claims",
+        "config": {"meta": {"etl_qlik_app": "claims"}},
+    }
+    plain = {**APP_MODEL, "name": "fct_orders", "config": {"meta": {}}}
+    manifest = {"nodes": {"model.s.a": APP_MODEL, "model.s.b": other, "model.s.c": plain}}
+    assert qlik_apps(manifest) == {"semantic_star": "fct_sales", "claims": "claims"}
+
+
+@pytest.mark.parametrize(
+    ("second", "message"),
+    [
+        ({"etl_qlik_app": "semantic_star"}, "app 'semantic_star' is already the app of fct_sales"),
+        ({"etl_qlik_app": "Bad Name"}, "must be an app name"),
+    ],
+)
+def test_a_bad_app_declaration_names_the_model(second: dict, message: str) -> None:
+    bad = {**APP_MODEL, "name": "fct_two", "alias": None, "config": {"meta": second}}
+    manifest = {"nodes": {"model.s.a": APP_MODEL, "model.s.b": bad}}
+    with pytest.raises(ConfigurationError, match=re.escape(message)) as raised:
+        qlik_apps(manifest)
+    assert "model fct_two" in str(raised.value)
+
+
 # --- write_load_script -----------------------------------------------------------------------------
 
 
@@ -315,8 +359,8 @@ def test_write_load_script_writes_the_app_script(database_url: str, tmp_path: Pa
     folder = tmp_path / "exports" / "qlik"
 
     with psycopg.connect(database_url, autocommit=True) as conn:
-        written = write_load_script(conn, folder)
-        again = write_load_script(conn, folder)
+        written = write_load_script(conn, folder, "semantic_star", "fct_sales")
+        again = write_load_script(conn, folder, "semantic_star", "fct_sales")
 
     data = (folder / "semantic_star.qvs").read_bytes()
     assert written == QlikScriptFile(
@@ -327,7 +371,7 @@ def test_write_load_script_writes_the_app_script(database_url: str, tmp_path: Pa
         sha256=hashlib.sha256(data).hexdigest(),
     )
     assert again == written
-    assert data.decode() == load_script(qlik_app_tables(STAR))
+    assert data.decode() == load_script(qlik_app_tables(STAR, "fct_sales"))
     assert '"semantic"."fct_sales"' in data.decode() and "fct_orders" not in data.decode()
     assert [p.name for p in folder.iterdir()] == ["semantic_star.qvs"]  # no temporary file left
 
@@ -340,7 +384,7 @@ def test_write_load_script_refuses_a_shared_non_key_field(database_url: str, tmp
         conn.execute("alter table semantic.dim_customer add column date_key text")
 
         with pytest.raises(TransformError) as raised:
-            write_load_script(conn, tmp_path / "out")
+            write_load_script(conn, tmp_path / "out", "semantic_star", "fct_sales")
 
     message = str(raised.value)
     assert "3 problem(s)" in message
@@ -354,12 +398,12 @@ def test_write_load_script_refuses_a_shared_non_key_field(database_url: str, tmp
 def test_write_load_script_keeps_the_previous_script_on_failure(database_url: str, tmp_path: Path) -> None:
     _semantic_database(database_url)
     with psycopg.connect(database_url, autocommit=True) as conn:
-        written = write_load_script(conn, tmp_path, "app.qvs")
+        written = write_load_script(conn, tmp_path, "app", "fct_sales")
         conn.execute("alter table semantic.customer_360 add column order_status text")
         with pytest.raises(
             TransformError, match="field order_status is in tables customer_360 and fct_orders"
         ):
-            write_load_script(conn, tmp_path, "app.qvs")
+            write_load_script(conn, tmp_path, "app", "fct_sales")
 
     assert hashlib.sha256(written.path.read_bytes()).hexdigest() == written.sha256
     assert [p.name for p in tmp_path.iterdir()] == ["app.qvs"]
@@ -370,7 +414,7 @@ def test_write_load_script_needs_fct_sales(database_url: str, tmp_path: Path) ->
     apply_migrations(Database(database_url, base_delay_s=0.001))
     with psycopg.connect(database_url, autocommit=True) as conn:
         with pytest.raises(TransformError, match=r"no table semantic\.fct_sales"):
-            write_load_script(conn, tmp_path)
+            write_load_script(conn, tmp_path, "semantic_star", "fct_sales")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -380,6 +424,13 @@ def test_main_writes_the_script_or_exits_with_the_error_code(
 ) -> None:
     _semantic_database(database_url)
     monkeypatch.setenv("ETL_DATABASE_URL", database_url)
+    monkeypatch.setenv("ETL_DATA_DIR", str(tmp_path / "data"))
+    # the apps come from the semantic job's last manifest: none yet
+    assert main(["--out", str(tmp_path / "a")]) == exit_code_for(ConfigurationError("x"))
+    assert "run the semantic job" in capsys.readouterr().err
+    manifest = tmp_path / "data" / "dbt" / "semantic" / "target" / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps({"nodes": {"model.semantic.fct_sales": APP_MODEL}}))
 
     assert main(["--out", str(tmp_path / "a")]) == 0
     assert "semantic_star.qvs (4 tables" in capsys.readouterr().out

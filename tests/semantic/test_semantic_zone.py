@@ -319,7 +319,7 @@ def test_semantic_tables_follow_the_qlik_naming(warehouse: Warehouse) -> None:
         tables = semantic_tables(conn)
     assert set(SEMANTIC_TABLES) <= set(tables)
     assert naming_problems(tables) == []
-    app = qlik_app_tables(tables)
+    app = qlik_app_tables(tables, "fct_sales")
     assert sorted(app) == [
         "dim_currency",
         "dim_customer",

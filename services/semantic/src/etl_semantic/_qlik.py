@@ -5,16 +5,20 @@ names every key field ``<subject>_key`` and prefixes every other field with its 
 (``customer_email``, ``sales_quantity``), so that tables associate through keys only. Two tables that
 share two or more fields make Qlik build a synthetic key; two association paths between the same tables
 make a circular reference (a loop, which Qlik breaks by disconnecting a table). This module checks both
-on the tables of the ``semantic`` schema and writes the load script of the Qlik app (the sales star:
-the dimensions plus ``fct_sales``), see docs/data-model.md, section Qlik.
+on the tables of the ``semantic`` schema and writes the load script of each Qlik app a model declares:
+a fact model whose config carries ``meta: {etl_qlik_app: <app>}`` gets the script ``<app>.qvs`` of the
+star it forms with every ``dim_*`` table sharing a key with it (the demo: ``fct_sales`` declares
+``semantic_star``), see docs/data-model.md, section Qlik.
 
-Regenerate the script with ``python -m etl_semantic._qlik [--out FOLDER]`` (reads ``ETL_DATABASE_URL``).
+Regenerate the scripts with ``python -m etl_semantic._qlik [--out FOLDER]`` (reads ``ETL_DATABASE_URL``
+and the semantic job's last dbt manifest).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import sys
@@ -29,6 +33,7 @@ from typing import Any
 import psycopg
 
 from etl_shared import (
+    ConfigurationError,
     Database,
     EtlError,
     Settings,
@@ -39,13 +44,14 @@ from etl_shared import (
 )
 
 __all__ = [
-    "APP_FACT_TABLE",
+    "QLIK_APP_META_KEY",
     "QlikScriptFile",
     "association_problems",
     "load_script",
     "main",
     "naming_problems",
     "qlik_app_tables",
+    "qlik_apps",
     "semantic_tables",
     "write_load_script",
 ]
@@ -53,11 +59,10 @@ __all__ = [
 KEY_SUFFIX = "_key"
 DIMENSION_PREFIX = "dim_"
 FACT_PREFIX = "fct_"
-APP_FACT_TABLE = "fct_sales"
-"""The one fact of the Qlik app. A second fact sharing customer_key and date_key with it would make a
-circular reference, so fct_orders and the aggregates serve reports and other apps."""
-
-SCRIPT_FILE_NAME = "semantic_star.qvs"
+QLIK_APP_META_KEY = "etl_qlik_app"
+"""The meta key of the one fact of a Qlik app. A second fact sharing two keys with it would make a
+circular reference, so an app has one fact (the demo's fct_orders and aggregates serve reports)."""
+_APP_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _SKIPPED_PREFIXES = ("validated_", "dbt_")
 _SKIPPED_SUFFIXES = ("__dbt_tmp", "__dbt_backup")
 
@@ -246,18 +251,44 @@ def _canonical(cycle: list[_Node]) -> list[str]:
     return min(forward, backward)
 
 
-def qlik_app_tables(tables: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
-    """The tables of the Qlik app: ``fct_sales`` and every ``dim_*`` table sharing a key with it,
-    dimensions first. Empty when there is no ``fct_sales``."""
-    if APP_FACT_TABLE not in tables:
+def qlik_apps(manifest: Mapping[str, Any]) -> dict[str, str]:
+    """App name -> its fact table, for every model of a dbt manifest declaring
+    ``meta: {etl_qlik_app: <app>}``. Raises ConfigurationError, naming the models, for a malformed app
+    name or an app that two models declare."""
+    apps: dict[str, str] = {}
+    for unique_id, node in sorted(manifest.get("nodes", {}).items()):
+        if node.get("resource_type") != "model":
+            continue
+        app = ((node.get("config") or {}).get("meta") or {}).get(QLIK_APP_META_KEY)
+        if app is None:
+            continue
+        table = node.get("alias") or node["name"]
+        where = f"model {node['name']} ({node.get('original_file_path', unique_id)})"
+        if not isinstance(app, str) or not _APP_NAME.match(app):
+            raise ConfigurationError(
+                f"{where}: meta {QLIK_APP_META_KEY} must be an app name of lower-case letters, digits and _,"
+                f" not {app!r}"
+            )
+        if app in apps:
+            raise ConfigurationError(
+                f"{where}: Qlik app {app!r} is already the app of {apps[app]}; an app has one fact"
+            )
+        apps[app] = table
+    return apps
+
+
+def qlik_app_tables(tables: Mapping[str, Sequence[str]], fact: str) -> dict[str, list[str]]:
+    """The tables of the Qlik app of ``fact``: the fact and every ``dim_*`` table sharing a key with it,
+    dimensions first. Empty when there is no table ``fact``."""
+    if fact not in tables:
         return {}
-    fact_keys = {field for field in tables[APP_FACT_TABLE] if field.endswith(KEY_SUFFIX)}
+    fact_keys = {field for field in tables[fact] if field.endswith(KEY_SUFFIX)}
     app = {
         name: list(fields)
         for name, fields in sorted(tables.items())
         if name.startswith(DIMENSION_PREFIX) and fact_keys & set(fields)
     }
-    app[APP_FACT_TABLE] = list(tables[APP_FACT_TABLE])
+    app[fact] = list(tables[fact])
     return app
 
 
@@ -323,34 +354,37 @@ def _and(names: Sequence[str]) -> str:
 def write_load_script(
     conn: psycopg.Connection[Any],
     folder: Path,
-    file_name: str = SCRIPT_FILE_NAME,
+    app: str,
+    fact: str,
     *,
+    file_name: str | None = None,
     connection: str = "ETL_SEMANTIC",
     schema: str = "semantic",
 ) -> QlikScriptFile:
-    """Check the semantic schema and write the Qlik app's load script to ``folder / file_name``.
+    """Check the semantic schema and write the load script of the Qlik app ``app`` (the star of
+    ``fact``) to ``folder / file_name`` (default ``<app>.qvs``).
 
     Raises TransformError listing every problem (naming over all the schema's tables, associations
     over the app's tables) and then writes nothing: an app loaded with a synthetic key or a loop shows
     wrong numbers without an error. The file is replaced atomically, so Qlik never reads half a script."""
     tables = semantic_tables(conn, schema)
-    app = qlik_app_tables(tables)
-    problems = naming_problems(tables) + association_problems(app)
-    if not app:
-        problems.append(f"there is no table {schema}.{APP_FACT_TABLE}: run the semantic job first")
+    star = qlik_app_tables(tables, fact)
+    problems = naming_problems(tables) + association_problems(star)
+    if not star:
+        problems.append(f"there is no table {schema}.{fact}: run the semantic job first")
     if problems:
         raise TransformError(
-            f"the Qlik load script was not written, {len(problems)} problem(s) in schema {schema}: "
-            + "; ".join(problems)
+            f"the Qlik load script of app {app} was not written, {len(problems)} problem(s) in schema"
+            f" {schema}: " + "; ".join(problems)
         )
-    data = load_script(app, connection=connection, schema=schema).encode("utf-8")
+    data = load_script(star, connection=connection, schema=schema).encode("utf-8")
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / file_name
+    path = folder / (file_name or f"{app}.qvs")
     _write_atomically(path, data)
     return QlikScriptFile(
         kind="qlik_load_script",
         path=path,
-        rows=len(app),
+        rows=len(star),
         bytes=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
     )
@@ -372,24 +406,36 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m etl_semantic._qlik``: write the load script of the current semantic schema."""
+    """``python -m etl_semantic._qlik``: write the load script of each Qlik app the semantic models
+    declare, from the current semantic schema and the semantic job's last dbt manifest."""
     parser = argparse.ArgumentParser(
-        prog="python -m etl_semantic._qlik", description="Write the Qlik load script of the semantic schema."
+        prog="python -m etl_semantic._qlik", description="Write the Qlik load scripts of the semantic schema."
     )
     parser.add_argument("--out", type=Path, help="output folder (default: <ETL_DATA_DIR>/exports)")
     args = parser.parse_args(argv)
     try:
         settings = load_settings(Settings)
         folder = args.out if args.out is not None else settings.data_dir / "exports"
+        manifest = settings.data_dir / "dbt" / "semantic" / "target" / "manifest.json"
+        if not manifest.is_file():
+            raise ConfigurationError(
+                f"no dbt manifest at {manifest}: run the semantic job (etl-semantic run) first"
+            )
+        apps = qlik_apps(json.loads(manifest.read_bytes()))
+        if not apps:
+            raise ConfigurationError(
+                f"no semantic model declares meta {QLIK_APP_META_KEY}: no Qlik app to write"
+            )
         database = Database(resolve_database_url(settings, announce=False), application_name="etl-semantic")
         with database.connect(autocommit=True) as conn:
-            written = write_load_script(conn, folder)
+            written = [write_load_script(conn, folder, app, fact) for app, fact in apps.items()]
     except (EtlError, psycopg.Error) as exc:
         sys.stderr.write(f"{exc}\n")
         return exit_code_for(exc)
-    sys.stdout.write(
-        f"{written.path} ({written.rows} tables, {written.bytes} bytes, sha256 {written.sha256})\n"
-    )
+    for script in written:
+        sys.stdout.write(
+            f"{script.path} ({script.rows} tables, {script.bytes} bytes, sha256 {script.sha256})\n"
+        )
     return 0
 
 

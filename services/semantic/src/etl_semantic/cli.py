@@ -8,6 +8,7 @@ command.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections.abc import Sequence
@@ -101,8 +102,9 @@ def provision_pii_key(context: JobContext) -> None:
 
 
 def write_exports(context: JobContext, outcome: DbtOutcome) -> None:
-    """After a successful build: the Watershed upload and the Qlik load script, recorded in ops.exports."""
-    from ._qlik import write_load_script
+    """After a successful build: the Watershed upload and the load script of each Qlik app the models
+    declare (meta etl_qlik_app), recorded in ops.exports."""
+    from ._qlik import QLIK_APP_META_KEY, qlik_apps, write_load_script
     from ._watershed import export_watershed
 
     if not outcome.success:
@@ -110,13 +112,19 @@ def write_exports(context: JobContext, outcome: DbtOutcome) -> None:
     settings = context.settings
     assert isinstance(settings, SemanticSettings)
     folder = settings.export_dir or settings.data_dir / "exports"
+    apps = qlik_apps(json.loads(outcome.manifest_path.read_bytes())) if outcome.manifest_path else {}
+    if not apps:
+        _log.warning("no semantic model declares meta %s: no Qlik load script written", QLIK_APP_META_KEY)
     with context.db.connect(autocommit=True) as conn:
         files: list[Any] = list(export_watershed(conn, folder, f"watershed_{settings.run_id}"))
-        files.append(write_load_script(conn, folder))
+        files += [write_load_script(conn, folder, app, fact) for app, fact in apps.items()]
     context.audit.record_exports(files)
-    context.counts["exports"] = {
-        f.kind: {"path": str(f.path), "rows": f.rows, "sha256": f.sha256} for f in files
-    }
+    # by kind; a second Qlik app's script by kind and app ("qlik_load_script:<app>")
+    exported: dict[str, Any] = {}
+    for f in files:
+        name = f.kind if f.kind not in exported else f"{f.kind}:{f.path.stem}"
+        exported[name] = {"path": str(f.path), "rows": f.rows, "sha256": f.sha256}
+    context.counts["exports"] = exported
     for f in files:
         context.metrics.observe_export(f.kind, rows=f.rows, byte_count=f.bytes)
         _log.info("exported %s: %s (%d rows, sha256 %s)", f.kind, f.path, f.rows, f.sha256[:12])

@@ -19,7 +19,10 @@
     incremental_strategy='delete+insert',
     unique_key='sales_key',
     on_schema_change='fail',
-    meta={'etl_retention': {'column': 'sales_order_date', 'keys': ['sales_key']}},
+    meta={
+        'etl_retention': {'column': 'sales_order_date', 'keys': ['sales_key']},
+        'etl_qlik_app': 'semantic_star',
+    },
     indexes=[{'columns': ['sales_key'], 'unique': true}, {'columns': ['sales_order_id']}, {'columns': ['sales_order_date']}, {'columns': ['sales_source_loaded_at']}],
     post_hook="analyze {{ this }}",
     pre_hook="{% if is_incremental() %}delete from {{ this }} where sales_order_id in (select touched.order_id from ({{ touched_orders(this, 'sales_source_loaded_at') }}) as touched){% endif %}",
