@@ -121,7 +121,7 @@ def test_skip_pull_refuses_unknown_and_consumed_pulls(warehouse: Warehouse, caps
 
     other = warehouse.pull("elsewhere", "things", ["id"], [[1]])
     assert warehouse.run("skip-pull", str(other), "--reason", "x") == 2
-    assert "does not read" in capsys.readouterr().err
+    assert "which no model of the conformed zone reads" in capsys.readouterr().err
 
 
 def test_a_stale_source_warns_after_26_hours_and_fails_after_50(warehouse: Warehouse) -> None:
