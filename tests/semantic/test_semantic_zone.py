@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
@@ -411,3 +412,49 @@ def test_retention_deletes_old_facts_in_batches(warehouse: Warehouse) -> None:
         "select counts from ops.job_runs where zone = 'semantic' order by started_at desc limit 1"
     )[0]
     assert counts["retention"]["deleted"] == {"semantic.fct_sales": 2, "semantic.fct_orders": 1}
+
+
+def test_the_calendar_spans_the_business_dates_or_the_configured_range(warehouse: Warehouse) -> None:
+    load(warehouse)
+    # An order decades before the others (kept: retention of 100 years): the calendar reaches back to
+    # its year, and its facts resolve to a real day, not the unknown member.
+    warehouse.pull(
+        "oltp",
+        "orders",
+        ORDERS,
+        [[14, 1, "1994-03-01", "1994-03-01T10:00:00Z", "delivered", "EUR", "2026-02-20T10:00:00Z"]],
+        mode="incremental",
+    )
+    warehouse.pull(
+        "oltp",
+        "order_lines",
+        LINES,
+        [[14, 1, 5, 1, "20.00", "0", "2026-02-20T10:00:00Z"]],
+        mode="incremental",
+    )
+    assert warehouse.run() == 0
+    assert warehouse.semantic(retention_days="36500") == 0
+    calendar = "select min(date_value)::text, max(date_value)::text, count(date_value) from semantic.dim_date"
+    ((first, last, days),) = warehouse.rows(calendar)
+    assert first == "1994-01-01" and last.endswith("-12-31") and int(last[:4]) >= 2027
+    assert days == (date.fromisoformat(last) - date(1994, 1, 1)).days + 1  # every day, once
+    assert warehouse.rows(
+        "select d.date_value::text from semantic.fct_sales as f"
+        " inner join semantic.dim_date as d on d.date_key = f.date_key where f.sales_order_id = 14"
+    ) == [("1994-03-01",)]
+
+    # A configured range: exactly those days; a fact outside it resolves to the unknown member once the
+    # facts are rebuilt (docs/configuration.md: a changed range needs --full-refresh).
+    assert (
+        warehouse.semantic("run", "--full-refresh", calendar_start="2026-01-01", calendar_end="2026-12-31")
+        == 0
+    )
+    assert warehouse.rows(calendar) == [("2026-01-01", "2026-12-31", 365)]
+    assert warehouse.rows(
+        "select d.date_value from semantic.fct_sales as f"
+        " inner join semantic.dim_date as d on d.date_key = f.date_key where f.sales_order_id = 14"
+    ) == [(None,)]
+    assert (
+        warehouse.semantic(calendar_start="2026-12-31", calendar_end="2026-01-01", retention_days="36500")
+        == 2
+    )

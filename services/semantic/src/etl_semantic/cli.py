@@ -12,11 +12,12 @@ import json
 import logging
 import secrets
 from collections.abc import Sequence
+from datetime import date
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from etl_shared import (
     DbtOutcome,
@@ -47,6 +48,23 @@ class SemanticSettings(DbtZoneSettings):
         description="Home page of the actor accounts and base of the activity IRIs in the Watershed upload",
     )
     fiscal_year_start_month: int = Field(default=1, ge=1, le=12, description="First month of the fiscal year")
+    calendar_start: date | None = Field(
+        default=None,
+        description="First day of dim_date; unset: 1 January of the year of the earliest business date",
+    )
+    calendar_end: date | None = Field(
+        default=None,
+        description="Last day of dim_date; unset: 31 December of the later of next year and the year of"
+        " the latest business date",
+    )
+
+    @model_validator(mode="after")
+    def _check_calendar(self) -> SemanticSettings:
+        if self.calendar_start and self.calendar_end and self.calendar_start > self.calendar_end:
+            raise ValueError(
+                f"calendar_start {self.calendar_start} is after calendar_end {self.calendar_end}"
+            )
+        return self
 
 
 def project_dir() -> Path:
@@ -57,6 +75,8 @@ def dbt_variables(settings: Any) -> dict[str, Any]:
     return {
         "watershed_home_page": settings.watershed_home_page.rstrip("/"),
         "fiscal_year_start_month": settings.fiscal_year_start_month,
+        "calendar_start": settings.calendar_start.isoformat() if settings.calendar_start else None,
+        "calendar_end": settings.calendar_end.isoformat() if settings.calendar_end else None,
         "retention_days": settings.retention_days,
     }
 

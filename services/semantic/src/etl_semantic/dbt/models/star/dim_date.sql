@@ -1,15 +1,37 @@
--- Calendar dimension: one row per day from var date_start (default 2020-01-01) to var date_end
--- (default: the end of next year), with ISO week and fiscal columns (the fiscal year starts in
+-- Calendar dimension: one row per day, with ISO week and fiscal columns (the fiscal year starts in
 -- month var fiscal_year_start_month, default 1; fiscal year N ends in calendar year N), plus the
--- unknown member.
+-- unknown member. It spans the business dates present: from 1 January of the year of the earliest
+-- order date (or of this year) to 31 December of the later of next year and the year of the latest
+-- order date. Vars calendar_start and calendar_end (ETL_CALENDAR_START, ETL_CALENDAR_END) fix either
+-- end instead; a fact dated outside the calendar resolves to the unknown member.
 {{ config(materialized='table') }}
 
-with days as (
+{%- set calendar_start = var('calendar_start', none) %}
+{%- set calendar_end = var('calendar_end', none) %}
+{#- coalesce: least() and greatest() with a null (no order yet) differ between PostgreSQL and others -#}
+{%- set earliest = "date_trunc('year', least(coalesce(order_dates.first_date, current_date), current_date))::date" %}
+{%- set latest = "(date_trunc('year', greatest(coalesce(order_dates.last_date, current_date), current_date + interval '1 year'))"
+    ~ " + interval '1 year' - interval '1 day')::date" %}
+
+with order_dates as (
+    select
+        min(sales_order.order_date) as first_date,
+        max(sales_order.order_date) as last_date
+    from {{ source('conformed', 'sales_order') }} as sales_order
+),
+
+bounds as (
+    select
+        {{ "date '" ~ calendar_start ~ "'" if calendar_start else earliest }} as first_day,
+        {{ "date '" ~ calendar_end ~ "'" if calendar_end else latest }} as last_day
+    from order_dates
+),
+
+days as (
     select calendar.day::date as date_value
-    from generate_series(
-        '{{ var("date_start", "2020-01-01") }}'::timestamp,
-        {{ var("date_end", "(date_trunc('year', current_date) + interval '2 years' - interval '1 day')") }}::timestamp,
-        interval '1 day'
+    from bounds
+    cross join lateral generate_series(
+        bounds.first_day::timestamp, bounds.last_day::timestamp, interval '1 day'
     ) as calendar (day)
 ),
 
