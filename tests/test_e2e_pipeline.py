@@ -69,10 +69,13 @@ def status(env: dict[str, str]) -> dict:
     return json.loads(result.stdout)
 
 
-def committed_pulls(url: str) -> dict[tuple[str, str], int]:
+def committed_pulls(url: str, *, key_listings: bool = False) -> dict[tuple[str, str], int]:
+    """Committed data pulls (or key listings) per source entity."""
     with psycopg.connect(url) as conn:
         rows = conn.execute(
-            "select source, entity, count(*) from staging.pulls where status = 'committed' group by 1, 2"
+            "select source, entity, count(*) from staging.pulls where status = 'committed'"
+            " and (mode = 'keys') = %s group by 1, 2",
+            (key_listings,),
         ).fetchall()
     return {(s, e): n for s, e, n in rows}
 
@@ -97,7 +100,11 @@ def test_etl_run_twice_is_idempotent(demo: dict[str, str]) -> None:
         assert after_second["zones"][zone]["status"] == "succeeded"
         assert after_second["zones"][zone]["run_id"] != after_first["zones"][zone]["run_id"]
     assert committed_pulls(demo["ETL_DATABASE_URL"]) == dict.fromkeys(ENTITIES, 2)
-    assert "only empty pulls of" in after_second["zones"]["conformed"]["counts"]["dbt_project"]["built"]
+    # orders and order lines list their keys after every pull (reconcile_keys): nothing was deleted
+    listed = {("oltp", "orders"): 2, ("oltp", "order_lines"): 2}
+    assert committed_pulls(demo["ETL_DATABASE_URL"], key_listings=True) == listed
+    built = after_second["zones"]["conformed"]["counts"]["dbt_project"]["built"]
+    assert built.startswith("new pulls of ") and "oltp.orders" in built
 
     conformed = after_first["zones"]["conformed"]["tables"] | after_second["zones"]["conformed"]["tables"]
     semantic = after_second["zones"]["semantic"]["tables"]

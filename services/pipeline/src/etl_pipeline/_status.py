@@ -239,17 +239,20 @@ def configured_entities(sources_file: Path | None = None) -> tuple[str, list[tup
     return str(path), found
 
 
+#: Per source entity: its data pulls (key listings, mode 'keys', left out but for the unconsumed count),
+#: the newest pull whatever its status, and the committed pulls no conformed model has read.
 _PULLS_QUERY = """
 select
     p.source,
     p.entity,
-    count(*) filter (where p.status = 'committed'),
-    max(p.committed_at) filter (where p.status = 'committed' and p.backfill_from is null),
-    extract(epoch from now() - max(p.committed_at) filter (where p.status = 'committed' and p.backfill_from is null)),
+    count(*) filter (where p.status = 'committed' and p.mode <> 'keys'),
+    max(p.committed_at) filter (where p.status = 'committed' and p.backfill_from is null and p.mode <> 'keys'),
+    extract(epoch from now() - max(p.committed_at)
+        filter (where p.status = 'committed' and p.backfill_from is null and p.mode <> 'keys')),
     (array_agg(p.record_count order by p.committed_at desc)
-        filter (where p.status = 'committed' and p.backfill_from is null))[1],
+        filter (where p.status = 'committed' and p.backfill_from is null and p.mode <> 'keys'))[1],
     (array_agg(p.pull_id::text order by p.committed_at desc)
-        filter (where p.status = 'committed' and p.backfill_from is null))[1],
+        filter (where p.status = 'committed' and p.backfill_from is null and p.mode <> 'keys'))[1],
     (array_agg(p.status order by p.started_at desc))[1],
     (array_agg(p.error order by p.started_at desc))[1],
     max(p.committed_at) filter (where p.status = 'committed' and p.backfill_from is not null),

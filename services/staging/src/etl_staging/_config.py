@@ -53,12 +53,35 @@ class DatabaseConnection(_Strict):
         return self
 
 
+class KeyReconciliation(_Strict):
+    """Deletes of an incremental entity: its key set is pulled (a pull of mode ``keys``), and the
+    conformed history records a delete for each current key missing from it."""
+
+    every_days: float = Field(
+        default=0,
+        ge=0,
+        description="0: after every pull; N: after a pull when the last key listing is N days old or more",
+    )
+
+
 class DatabaseEntity(_Strict):
     name: str = Field(pattern=_NAME)
     table: str = Field(pattern=r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$", description="schema.table")
     key: list[str] = Field(default_factory=list, description="Columns ordering a full pull (deterministic)")
     cursor: str | None = Field(default=None, description="Watermark column: incremental pulls when set")
+    reconcile_keys: KeyReconciliation | None = Field(
+        default=None, description="Incremental entities: pull the key set on a schedule, to see hard deletes"
+    )
     freshness_sla_hours: float | None = freshness_sla_field()
+
+    @model_validator(mode="after")
+    def _check_reconciliation(self) -> DatabaseEntity:
+        if self.reconcile_keys is not None and (self.cursor is None or not self.key):
+            raise ValueError(
+                f"entity {self.name}: reconcile_keys needs an incremental entity (cursor) with a key; an entity"
+                " pulled whole already shows its deletes"
+            )
+        return self
 
 
 class FileGroup(_Strict):

@@ -394,11 +394,15 @@ def _to_batch(records: list[dict[str, Any]]) -> Batch:
 class DatabaseExtractor:
     """Full or incremental (by watermark column) extraction, streamed with a server-side cursor."""
 
-    def __init__(self, source: str, entity: DatabaseEntity, *, url: str, batch_size: int) -> None:
+    def __init__(
+        self, source: str, entity: DatabaseEntity, *, url: str, batch_size: int, keys_only: bool = False
+    ) -> None:
         self.source = source
         self.entity = entity
         self.url = url
         self.batch_size = batch_size
+        #: a key listing (reconcile_keys): the key columns of every row, in key order, no watermark
+        self.keys_only = keys_only
         self.state = ExtractState()
 
     def query(
@@ -407,6 +411,11 @@ class DatabaseExtractor:
         """The extraction query: rows past the watermark, or with ``window`` (a backfill) the rows
         whose cursor is in [from, to), whatever the watermark."""
         schema, table = self.entity.table.split(".")
+        if self.keys_only:
+            keys = sql.SQL(", ").join(sql.Identifier(k) for k in self.entity.key)
+            return sql.SQL("select {keys} from {table} order by {keys}").format(
+                keys=keys, table=sql.Identifier(schema, table)
+            ), ()
         query: sql.Composable = sql.SQL("select * from {}").format(sql.Identifier(schema, table))
         params: tuple[Any, ...] = ()
         order = [self.entity.cursor] if self.entity.cursor else []
@@ -442,7 +451,9 @@ class DatabaseExtractor:
                     cursor_index = (
                         columns.index(self.entity.cursor) if self.entity.cursor in columns else None
                     )
-                    if self.entity.cursor and cursor_index is None:
+                    if self.keys_only:
+                        cursor_index = None
+                    elif self.entity.cursor and cursor_index is None:
                         raise SourceFatalError(
                             f"{where}: watermark column {self.entity.cursor!r} does not exist"
                         )

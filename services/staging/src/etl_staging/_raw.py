@@ -317,7 +317,7 @@ class RawPullWriter:
                 raise RuntimeError(
                     f"pull {self.pull_id} is no longer running; it was cleaned up by another job"
                 )
-            if self.backfill is None:
+            if self.backfill is None and self.mode != "keys":  # a key listing has no watermark
                 conn.execute(
                     "insert into staging.watermarks (source, entity, value, pull_id, updated_at)"
                     " values (%s, %s, %s, %s, now()) on conflict (source, entity) do update"
@@ -510,14 +510,18 @@ def clean_abandoned_pulls(db: Database, source: str, entity: str) -> list[str]:
 
 
 def apply_retention(db: Database, source: str, entity: str, keep: int = KEEP_COMMITTED_PULLS) -> list[str]:
-    """Delete committed pulls older than the newest ``keep`` (never the only good one)."""
+    """Delete committed pulls older than the newest ``keep`` (never the only good one). Key listings
+    (mode ``keys``) and data pulls are counted apart: a listing never pushes out a data pull."""
     keep = max(1, keep)
     with db.connect(autocommit=True) as conn:
         old = [
             row[0]
             for row in conn.execute(
-                "select pull_id from staging.pulls where source = %s and entity = %s and status = 'committed'"
-                " order by committed_at desc, pull_id offset %s",
+                "select ranked.pull_id from ("
+                " select pull_id, row_number() over ("
+                "  partition by mode = 'keys' order by committed_at desc, pull_id) as newest"
+                " from staging.pulls where source = %s and entity = %s and status = 'committed'"
+                ") as ranked where ranked.newest > %s order by ranked.pull_id",
                 (source, entity, keep),
             ).fetchall()
         ]
@@ -530,3 +534,17 @@ def apply_retention(db: Database, source: str, entity: str, keep: int = KEEP_COM
     if old:
         _log.info("retention: deleted %d old pull(s) of %s.%s", len(old), source, entity)
     return [str(p) for p in old]
+
+
+def key_listing_due(db: Database, source: str, entity: str, every_days: float) -> bool:
+    """Whether a key listing of the entity is due: always with ``every_days`` 0, else when no committed
+    listing is younger than that many days (by the database's clock)."""
+    if every_days <= 0:
+        return True
+    with db.connect(autocommit=True) as conn:
+        row = conn.execute(
+            "select coalesce(now() - max(committed_at) >= %s * interval '1 day', true) from staging.pulls"
+            " where source = %s and entity = %s and status = 'committed' and mode = 'keys'",
+            (every_days, source, entity),
+        ).fetchone()
+    return bool(row[0]) if row else True

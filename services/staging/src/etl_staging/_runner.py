@@ -38,7 +38,14 @@ from ._config import (
 )
 from ._config import resolve_database_url as resolve_source_url
 from ._extract import Batch, DatabaseExtractor, FileExtractor
-from ._raw import PullSummary, RawPullWriter, clean_abandoned_pulls, file_already_loaded, read_watermark
+from ._raw import (
+    PullSummary,
+    RawPullWriter,
+    clean_abandoned_pulls,
+    file_already_loaded,
+    key_listing_due,
+    read_watermark,
+)
 from ._rest import AsyncRestEntity, AsyncRestExtractor, RateBudget, RestEntity, RestExtractor
 
 _log = logging.getLogger(__name__)
@@ -183,6 +190,13 @@ class StagingJob:
                         watermark,
                         extra={"fallback": True, "fallback_reason": str(exc)},
                     )
+                if (
+                    isinstance(config, DatabaseEntity)
+                    and config.reconcile_keys is not None
+                    and self.backfill is None
+                    and key_listing_due(db, source.name, entity, config.reconcile_keys.every_days)
+                ):
+                    self._key_listing(source, config, lock)
         self.context.metrics.observe_pull(
             source.name,
             entity,
@@ -201,6 +215,52 @@ class StagingJob:
             summary.records,
             time.monotonic() - started,
             extra={"source": source.name, "entity": entity, "records": summary.records},
+        )
+        return summary
+
+    def _key_listing(self, source: SourceConfig, config: DatabaseEntity, lock: LeaseLock) -> PullSummary:
+        """Pull the entity's key set (mode ``keys``), under the same lease and after its data pull:
+        the conformed history deletes each current key missing from it (reconcile_keys)."""
+        assert isinstance(source, DatabaseSource)
+        writer = RawPullWriter(
+            self.context.db,
+            run_id=self.context.settings.run_id,
+            job_id=self.context.audit.job_id,
+            source=source.name,
+            entity=config.name,
+            mode="keys",
+            watermark_before=None,
+            lock=lock,
+        )
+        writer.open()
+        extractor = DatabaseExtractor(
+            source.name,
+            config,
+            url=self._database_source_url(source),
+            batch_size=source.batch_size,
+            keys_only=True,
+        )
+        try:
+            for item in extractor.extract(None):
+                if self.cancel.is_set():
+                    raise Cancelled("cancelled because another part of the job failed or it was stopped")
+                assert isinstance(item, Batch)
+                writer.add_batch(item.columns, item.rows)
+            writer.count_bytes(writer.json_bytes)
+            summary = writer.commit(watermark_after=None, metadata={"key_listing": True, "key": config.key})
+        except BaseException as exc:
+            writer.fail(f"{type(exc).__name__}: {exc}")
+            raise
+        self.context.counts.setdefault("key_listings", {})[f"{source.name}.{config.name}"] = {
+            "pull_id": str(summary.pull_id),
+            "keys": summary.records,
+        }
+        _log.info(
+            "listed the keys of %s.%s: %d keys",
+            source.name,
+            config.name,
+            summary.records,
+            extra={"source": source.name, "entity": config.name, "keys": summary.records},
         )
         return summary
 

@@ -10,7 +10,15 @@
     - a new key gives an 'insert' version, a changed hash an 'update' version, an equal hash nothing
       (so processing the same pull twice changes no row);
     - a delete flag in the record (is_deleted) gives a 'delete' version;
-    - for snapshot entities (full pulls), a current key absent from the pull gives a 'delete' version.
+    - for snapshot entities (full pulls), a current key absent from the pull gives a 'delete' version;
+    - for incremental entities with key listings (`key_types` given; reconcile_keys in the sources
+      file), a current key absent from the newest key listing this run reads gives a 'delete'
+      version at the listing's commit time, unless a pull committed after the listing carries it (a
+      key created after the listing). `key_types` maps each key to the SQL type its validated model
+      casts it to; the listed keys are read as the validated model reads fields (field(): trimmed,
+      empty as null) and cast with try_cast, so a model that standardises its keys otherwise (upper(),
+      a lookup) cannot use key listings. A key both inserted and deleted between two listings is
+      deleted by the next listing.
   A new version closes the one before it: valid_to = the new version's valid_from, is_current false
   (the closed row is rewritten under its own version_id).
 
@@ -30,9 +38,16 @@ md5(concat_ws('|'
 concat_ws('|'{% for key in keys %}, {% if relation %}{{ relation }}.{% endif %}{{ key }}::text{% endfor %})
 {%- endmacro %}
 
-{% macro scd2_history(validated, keys, tracked, change_time='pull_committed_at', snapshot=false) -%}
+{% macro scd2_history(validated, keys, tracked, change_time='pull_committed_at', snapshot=false, key_types=none) -%}
 {%- set key_list = keys | join(', ') -%}
 {%- set tracked_list = tracked | join(', ') -%}
+{%- set listing = key_types is not none and not snapshot and is_incremental() -%}
+{%- if listing -%}
+{%- set consumes = (config.get('meta') or {}).get('etl_consumes') -%}
+{%- if not consumes -%}
+{{ exceptions.raise_compiler_error("scd2_history with key_types needs history_config (meta etl_consumes) on " ~ this) }}
+{%- endif -%}
+{%- endif -%}
 with incoming as (
     select
         {{ key_list }},
@@ -74,6 +89,61 @@ candidates as (
 ),
 
 {%- if is_incremental() %}
+{%- if listing %}
+
+{#- The newest key listing this run reads (pulls of mode 'keys'), its keys, and the current keys
+    missing from it. -#}
+key_listing as (
+    select
+        run_pull.pull_id,
+        run_pull.committed_at as pull_committed_at
+    from ({{ pulls_to_process(consumes['source'], consumes['entity'], this.identifier, false) }}) as run_pull
+    where run_pull.mode = 'keys'
+    order by run_pull.committed_at desc, run_pull.pull_id desc
+    limit 1
+),
+
+listed_batches as materialized (
+    select
+        {{ batch_column_names('batches') }} as column_names,
+        batches.data -> 'rows' as batch_rows
+    from {{ source('staging', 'pull_batches') }} as batches
+    inner join key_listing on batches.pull_id = key_listing.pull_id
+),
+
+listed as materialized (
+    select distinct
+        {%- for key in keys %}
+        {{ try_cast(record_field('listed_batches.column_names', 'listed_rows.record', key), key_types[key]) }} as {{ key }}{{ "," if not loop.last }}
+        {%- endfor %}
+    from listed_batches
+    cross join lateral jsonb_array_elements(listed_batches.batch_rows) as listed_rows (record)
+),
+
+absent as materialized (
+    select
+        {% for key in keys %}history.{{ key }},
+        {% endfor -%}
+        {% for column in tracked %}history.{{ column }}{{ "," if not loop.last }}
+        {% endfor %}
+    from {{ this }} as history
+    cross join key_listing
+    where
+        history.is_current
+        and history.row_hash <> 'deleted'
+        and history.recorded_at < key_listing.pull_committed_at
+        and not exists (
+            select 1 from listed
+            where {% for key in keys %}{{ "and " if not loop.first }}listed.{{ key }} = history.{{ key }} {% endfor %}
+        )
+        and not exists (
+            select 1 from candidates
+            where
+                candidates.pull_committed_at > key_listing.pull_committed_at
+                {% for key in keys %}and candidates.{{ key }} = history.{{ key }} {% endfor %}
+        )
+),
+{%- endif %}
 {%- if snapshot %}
 
 {#- Current keys absent from this run's full pull (every record counts: held and unchanged ones
@@ -116,7 +186,7 @@ existing as (
         and exists (
             select 1 from (
                 select {{ key_list }} from candidates
-                {%- if snapshot %}
+                {%- if snapshot or listing %}
                 union all
                 select {{ key_list }} from absent
                 {%- endif %}
@@ -145,6 +215,27 @@ deletes as (
     cross join (select distinct pull_id, pull_committed_at from {{ validated }}) as full_pull
 ),
 {%- endif %}
+{%- if listing %}
+
+deletes as (
+    select
+        {% for key in keys %}absent.{{ key }},
+        {% endfor -%}
+        {% for column in tracked %}absent.{{ column }},
+        {% endfor -%}
+        'deleted' as row_hash,
+        key_listing.pull_committed_at as change_time,
+        key_listing.pull_id,
+        key_listing.pull_committed_at,
+        false as is_existing,
+        cast(null as text) as existing_version_id,
+        cast(null as timestamptz) as existing_valid_from,
+        cast(null as text) as existing_change_type,
+        cast(null as text) as existing_run_id
+    from absent
+    cross join key_listing
+),
+{%- endif %}
 {%- endif %}
 
 timeline as (
@@ -152,7 +243,7 @@ timeline as (
     {%- if is_incremental() %}
     union all
     select * from existing
-    {%- if snapshot %}
+    {%- if snapshot or listing %}
     union all
     select * from deletes
     {%- endif %}

@@ -84,7 +84,8 @@ pull_batches as materialized (
         {{ batch_column_names('batches') }} as column_names,
         batches.data -> 'rows' as batch_rows
     from {{ source('staging', 'pull_batches') }} as batches
-    inner join run_pulls on batches.pull_id = run_pulls.pull_id
+    -- a key listing (mode 'keys') is the history's to read (scd2_history), not a pull of records
+    inner join run_pulls on batches.pull_id = run_pulls.pull_id and run_pulls.mode <> 'keys'
 ),
 {%- if compare %}
 

@@ -42,7 +42,9 @@ with recent as (
         pulls.record_count,
         row_number() over (order by pulls.committed_at desc, pulls.pull_id desc) as recency
     from {{ model }} as pulls
-    where pulls.source = '{{ source_name }}' and pulls.entity = '{{ entity }}' and pulls.status = 'committed'
+    where
+        pulls.source = '{{ source_name }}' and pulls.entity = '{{ entity }}' and pulls.status = 'committed'
+        and pulls.mode <> 'keys'  -- a key listing is no pull of records
 ),
 
 compared as (
