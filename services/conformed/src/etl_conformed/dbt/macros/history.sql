@@ -11,11 +11,11 @@
       (so processing the same pull twice changes no row);
     - a delete flag in the record (is_deleted) gives a 'delete' version;
     - for snapshot entities (full pulls), a current key absent from the pull gives a 'delete' version;
-    - for incremental entities with key listings (`key_types` given; reconcile_keys in the sources
-      file), a current key absent from the newest key listing this run reads gives a 'delete'
-      version at the listing's commit time, unless a pull committed after the listing carries it (a
-      key created after the listing). `key_types` maps each key to the SQL type its validated model
-      casts it to; the listed keys are read as the validated model reads fields (field(): trimmed,
+    - for incremental entities with key listings (reconcile_keys in the sources file, and
+      `key_listing={'source': S, 'entity': E, 'types': {key: SQL type}}` here), a current key absent
+      from the newest key listing of S.E this run reads gives a 'delete' version at the listing's
+      commit time, unless a pull committed after the listing carries it (a key created after the
+      listing). `types` maps each key to the SQL type its validated model casts it to; the listed keys are read as the validated model reads fields (field(): trimmed,
       empty as null) and cast with try_cast, so a model that standardises its keys otherwise (upper(),
       a lookup) cannot use key listings. A key both inserted and deleted between two listings is
       deleted by the next listing.
@@ -38,16 +38,11 @@ md5(concat_ws('|'
 concat_ws('|'{% for key in keys %}, {% if relation %}{{ relation }}.{% endif %}{{ key }}::text{% endfor %})
 {%- endmacro %}
 
-{% macro scd2_history(validated, keys, tracked, change_time='pull_committed_at', snapshot=false, key_types=none) -%}
+{% macro scd2_history(validated, keys, tracked, change_time='pull_committed_at', snapshot=false, key_listing=none) -%}
 {%- set key_list = keys | join(', ') -%}
 {%- set tracked_list = tracked | join(', ') -%}
-{%- set listing = key_types is not none and not snapshot and is_incremental() -%}
-{%- if listing -%}
-{%- set consumes = (config.get('meta') or {}).get('etl_consumes') -%}
-{%- if not consumes -%}
-{{ exceptions.raise_compiler_error("scd2_history with key_types needs history_config (meta etl_consumes) on " ~ this) }}
-{%- endif -%}
-{%- endif -%}
+{%- set listing = key_listing is not none and not snapshot and is_incremental() -%}
+{%- set key_types = key_listing['types'] if key_listing is not none else {} -%}
 with incoming as (
     select
         {{ key_list }},
@@ -97,7 +92,7 @@ key_listing as (
     select
         run_pull.pull_id,
         run_pull.committed_at as pull_committed_at
-    from ({{ pulls_to_process(consumes['source'], consumes['entity'], this.identifier, false) }}) as run_pull
+    from ({{ pulls_to_process(key_listing['source'], key_listing['entity'], this.identifier, false) }}) as run_pull
     where run_pull.mode = 'keys'
     order by run_pull.committed_at desc, run_pull.pull_id desc
     limit 1

@@ -7,5 +7,5 @@
     ['order_id'],
     ['customer_id', 'order_date', 'ordered_at', 'order_status', 'currency_code'],
     change_time='updated_at',
-    key_types={'order_id': 'bigint'},
+    key_listing={'source': 'oltp', 'entity': 'orders', 'types': {'order_id': 'bigint'}},
 ) }}

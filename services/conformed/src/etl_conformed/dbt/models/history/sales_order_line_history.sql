@@ -6,5 +6,5 @@
     ['order_id', 'line_number'],
     ['product_id', 'quantity', 'unit_price', 'discount_pct'],
     change_time='updated_at',
-    key_types={'order_id': 'bigint', 'line_number': 'integer'},
+    key_listing={'source': 'oltp', 'entity': 'order_lines', 'types': {'order_id': 'bigint', 'line_number': 'integer'}},
 ) }}
