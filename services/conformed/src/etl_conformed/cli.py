@@ -221,7 +221,8 @@ def report_unconsumed(context: JobContext, outcome: DbtOutcome) -> None:
     for name, count in orphans.items():
         _log.warning(
             "%d committed pull(s) of %s: no model of the conformed project consumes this source entity;"
-            " declare meta etl_consumes on the model that reads it (docs/onboarding.md), or remove the"
+            ' declare meta etl_consumes on the model that reads it (docs/runbook.md, "What a conformed run'
+            ' builds"), or remove the'
             " entity from the sources file. etl status lists it as unconsumed",
             count,
             name,
