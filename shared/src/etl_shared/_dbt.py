@@ -511,6 +511,23 @@ def run_value_environment(run_values: Mapping[str, Any]) -> dict[str, str]:
     return {f"ETL_DBT_{name.upper()}": str(value) for name, value in run_values.items()}
 
 
+def models_declaring(manifest: Mapping[str, Any], key: str) -> Iterator[tuple[dict[str, Any], Any]]:
+    """(node, value) of every model of a dbt manifest whose config carries ``meta: {<key>: value}``,
+    in unique-id order: how a zone reads what a domain's models declare (retention, Qlik apps, which
+    source entity a model consumes) without naming any of them."""
+    for _, node in sorted(manifest.get("nodes", {}).items()):
+        if node.get("resource_type") != "model":
+            continue
+        value = ((node.get("config") or {}).get("meta") or {}).get(key)
+        if value is not None:
+            yield node, value
+
+
+def model_label(node: Mapping[str, Any]) -> str:
+    """``model <name> (<file>)``, for an error about what a model declares."""
+    return f"model {node.get('name')} ({node.get('original_file_path', node.get('unique_id', '?'))})"
+
+
 def detect_cockroachdb(url: str) -> bool:
     import psycopg
 

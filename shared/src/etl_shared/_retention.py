@@ -115,13 +115,10 @@ def declared_retention_rules(manifest: dict[str, Any]) -> list[RetentionRule]:
     ``column`` is older than the retention cutoff are deleted after a successful run. The column says
     which time counts: a business date (``order_date``) or the load time (``loaded_at``). The table is
     the model's relation (schema and alias) as dbt builds it."""
+    from ._dbt import model_label, models_declaring
+
     rules = []
-    for unique_id, node in sorted(manifest.get("nodes", {}).items()):
-        if node.get("resource_type") != "model":
-            continue
-        declared = ((node.get("config") or {}).get("meta") or {}).get(RETENTION_META_KEY)
-        if declared is None:
-            continue
+    for node, declared in models_declaring(manifest, RETENTION_META_KEY):
         column = declared.get("column") if isinstance(declared, dict) else None
         keys = declared.get("keys") if isinstance(declared, dict) else None
         if (
@@ -131,9 +128,8 @@ def declared_retention_rules(manifest: dict[str, Any]) -> list[RetentionRule]:
             or not all(isinstance(k, str) for k in keys)
         ):
             raise ConfigurationError(
-                f"model {node.get('name', unique_id)} ({node.get('original_file_path', unique_id)}): meta"
-                f" {RETENTION_META_KEY} must be {{column: <time column>, keys: [<key column>, ...]}},"
-                f" not {declared!r}"
+                f"{model_label(node)}: meta {RETENTION_META_KEY} must be"
+                f" {{column: <time column>, keys: [<key column>, ...]}}, not {declared!r}"
             )
         table = f"{node['schema']}.{node.get('alias') or node['name']}"
         rules.append(RetentionRule(table, column, tuple(keys)))

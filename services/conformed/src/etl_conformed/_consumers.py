@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from etl_shared import ConfigurationError
+from etl_shared._dbt import model_label, models_declaring
 
 #: The meta key a consuming model declares.
 META_KEY = "etl_consumes"
@@ -56,27 +57,17 @@ def consumers_from_manifest(manifest: dict[str, Any]) -> ProjectConsumers:
     nodes: dict[str, Any] = manifest.get("nodes", {})
     consumers: dict[tuple[str, str], list[Consumer]] = defaultdict(list)
     volume: dict[tuple[str, str], list[str]] = defaultdict(list)
-    every_run: list[str] = []
-    for unique_id, node in sorted(nodes.items()):
-        resource_type = node.get("resource_type")
-        if resource_type == "test":
-            metadata = node.get("test_metadata") or {}
-            if metadata.get("name") == VOLUME_TEST:
-                kwargs = metadata.get("kwargs") or {}
-                volume[(str(kwargs.get("source_name")), str(kwargs.get("entity")))].append(node["name"])
-            continue
-        if resource_type != "model":
-            continue
-        meta = {**(node.get("meta") or {}), **((node.get("config") or {}).get("meta") or {})}
-        if meta.get(EVERY_RUN_KEY) is True:
-            every_run.append(node["name"])
-        declared = meta.get(META_KEY)
-        if not declared:
-            continue
+    for _, node in sorted(nodes.items()):
+        metadata = node.get("test_metadata") or {}
+        if node.get("resource_type") == "test" and metadata.get("name") == VOLUME_TEST:
+            kwargs = metadata.get("kwargs") or {}
+            volume[(str(kwargs.get("source_name")), str(kwargs.get("entity")))].append(node["name"])
+    every_run = [node["name"] for node, value in models_declaring(manifest, EVERY_RUN_KEY) if value is True]
+    for node, declared in models_declaring(manifest, META_KEY):
         if not isinstance(declared, dict) or not declared.get("source") or not declared.get("entity"):
             raise ConfigurationError(
-                f"model {node['name']} ({node.get('original_file_path', unique_id)}): meta {META_KEY} must be"
-                f" {{source: <source>, entity: <entity>}}, not {declared!r}"
+                f"{model_label(node)}: meta {META_KEY} must be {{source: <source>, entity: <entity>}},"
+                f" not {declared!r}"
             )
         parents = [
             nodes[parent]["name"]

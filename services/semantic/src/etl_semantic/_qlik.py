@@ -42,6 +42,7 @@ from etl_shared import (
     load_settings,
     resolve_database_url,
 )
+from etl_shared._dbt import model_label, models_declaring
 
 __all__ = [
     "QLIK_APP_META_KEY",
@@ -256,22 +257,16 @@ def qlik_apps(manifest: Mapping[str, Any]) -> dict[str, str]:
     ``meta: {etl_qlik_app: <app>}``. Raises ConfigurationError, naming the models, for a malformed app
     name or an app that two models declare."""
     apps: dict[str, str] = {}
-    for unique_id, node in sorted(manifest.get("nodes", {}).items()):
-        if node.get("resource_type") != "model":
-            continue
-        app = ((node.get("config") or {}).get("meta") or {}).get(QLIK_APP_META_KEY)
-        if app is None:
-            continue
+    for node, app in models_declaring(manifest, QLIK_APP_META_KEY):
         table = node.get("alias") or node["name"]
-        where = f"model {node['name']} ({node.get('original_file_path', unique_id)})"
         if not isinstance(app, str) or not _APP_NAME.match(app):
             raise ConfigurationError(
-                f"{where}: meta {QLIK_APP_META_KEY} must be an app name of lower-case letters, digits and _,"
-                f" not {app!r}"
+                f"{model_label(node)}: meta {QLIK_APP_META_KEY} must be an app name of lower-case letters,"
+                f" digits and _, not {app!r}"
             )
         if app in apps:
             raise ConfigurationError(
-                f"{where}: Qlik app {app!r} is already the app of {apps[app]}; an app has one fact"
+                f"{model_label(node)}: Qlik app {app!r} is already the app of {apps[app]}; an app has one fact"
             )
         apps[app] = table
     return apps

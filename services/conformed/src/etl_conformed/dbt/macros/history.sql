@@ -189,8 +189,10 @@ existing as (
             where {% for key in keys %}{{ "and " if not loop.first }}changed.{{ key }} = history.{{ key }} {% endfor %}
         )
 ),
-{%- if snapshot %}
+{%- if snapshot or listing %}
 
+{# A delete version for each absent key, at the commit of the pull that shows it gone: the full
+   pull (snapshot) or the key listing. #}
 deletes as (
     select
         {% for key in keys %}absent.{{ key }},
@@ -198,37 +200,20 @@ deletes as (
         {% for column in tracked %}absent.{{ column }},
         {% endfor -%}
         'deleted' as row_hash,
-        full_pull.pull_committed_at as change_time,
-        full_pull.pull_id,
-        full_pull.pull_committed_at,
+        deleting_pull.pull_committed_at as change_time,
+        deleting_pull.pull_id,
+        deleting_pull.pull_committed_at,
         false as is_existing,
         cast(null as text) as existing_version_id,
         cast(null as timestamptz) as existing_valid_from,
         cast(null as text) as existing_change_type,
         cast(null as text) as existing_run_id
     from absent
-    cross join (select distinct pull_id, pull_committed_at from {{ validated }}) as full_pull
-),
-{%- endif %}
-{%- if listing %}
-
-deletes as (
-    select
-        {% for key in keys %}absent.{{ key }},
-        {% endfor -%}
-        {% for column in tracked %}absent.{{ column }},
-        {% endfor -%}
-        'deleted' as row_hash,
-        key_listing.pull_committed_at as change_time,
-        key_listing.pull_id,
-        key_listing.pull_committed_at,
-        false as is_existing,
-        cast(null as text) as existing_version_id,
-        cast(null as timestamptz) as existing_valid_from,
-        cast(null as text) as existing_change_type,
-        cast(null as text) as existing_run_id
-    from absent
-    cross join key_listing
+    {%- if snapshot %}
+    cross join (select distinct pull_id, pull_committed_at from {{ validated }}) as deleting_pull
+    {%- else %}
+    cross join key_listing as deleting_pull
+    {%- endif %}
 ),
 {%- endif %}
 {%- endif %}
