@@ -247,9 +247,16 @@ def test_the_zone_images_run_in_order_under_their_roles(
     )
     assert runs == 3
     pulls = _count(
-        admin, f"select count(*) from staging.pulls where run_id = '{run_id}' and status = 'committed'"
+        admin,
+        f"select count(*) from staging.pulls where run_id = '{run_id}' and status = 'committed'"
+        " and mode <> 'keys'",
     )
     assert pulls == 9  # every entity of the four demo sources
+    listings = _count(
+        admin,
+        f"select count(*) from staging.pulls where run_id = '{run_id}' and mode = 'keys' and status = 'committed'",
+    )
+    assert listings == 2  # the key sets of orders and order lines (reconcile_keys)
     orders = _count(demo["oltp_url"], "select count(*) from oltp.orders")
     assert _count(admin, "select count(*) from conformed.sales_order") == orders
     assert _count(admin, "select count(*) from semantic.fct_orders") == orders
