@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
     data_dir: Path = Field(
-        default=Path(".etl"),
+        default_factory=lambda: absolute_path(".etl"),
         description="Local data folder (embedded database, files, exports); a relative path is taken"
         " against the working directory when the settings are read",
     )
