@@ -6,8 +6,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PACKAGES := -e shared -e services/staging -e services/conformed -e services/semantic \
-            -e services/samples -e services/pipeline
-PYPROJECTS := shared/pyproject.toml $(wildcard services/*/pyproject.toml)
+            -e services/samples -e services/pipeline -e domains/commerce
+PYPROJECTS := shared/pyproject.toml $(wildcard services/*/pyproject.toml) $(wildcard domains/*/pyproject.toml)
 
 .PHONY: install run test lint status clean-data
 
@@ -33,7 +33,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/sqlfluff lint shared/src/etl_shared/migrations services/*/src/*/dbt/models
+	$(BIN)/sqlfluff lint shared/src/etl_shared/migrations domains/*/*/models
 
 clean-data:
 	rm -rf .etl

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
@@ -16,6 +15,13 @@ from typing import Any
 from pydantic import Field
 
 from ._dbt import DbtOutcome, DbtProject, build_zone, detect_cockroachdb
+from ._domains import (
+    PLATFORM_PACKAGE,
+    assemble_zone_project,
+    combined_checksum,
+    configured_domains,
+    package_checksums,
+)
 from ._errors import EXIT_CONFIGURATION, ConfigurationError
 from ._job import JobContext, resolve_database_url, run_job
 from ._retention import RetentionRule, apply_retention_rules, declared_retention_rules
@@ -63,15 +69,30 @@ class ZoneHooks:
     retention: Callable[[JobContext, DbtOutcome], list[RetentionRule]] | None = None
 
 
-def zone_project(zone: str, project_dir: Path, settings: DbtZoneSettings) -> DbtProject:
-    """A dbt zone's project, its artefacts under ``<data dir>/dbt/<zone>``."""
-    return DbtProject(
-        project_dir,
-        profile=zone,
-        schema=zone,
-        work_dir=settings.data_dir / "dbt" / zone,
-        threads=settings.dbt_threads,
+@dataclass(frozen=True)
+class ZoneProject:
+    """A zone's assembled dbt project (see _domains): where it is, and its packages."""
+
+    dbt: DbtProject
+    packages: dict[str, Path]
+
+    def checksums(self, variables: dict[str, Any]) -> dict[str, str]:
+        return package_checksums(self.packages, variables)
+
+    @property
+    def domain_packages(self) -> list[str]:
+        return [name for name in self.packages if name != PLATFORM_PACKAGE]
+
+
+def zone_project(zone: str, settings: DbtZoneSettings) -> ZoneProject:
+    """The zone's dbt project, assembled from the platform and the configured domains under
+    ``<data dir>/dbt/<zone>/project``, its artefacts under ``<data dir>/dbt/<zone>``."""
+    work_dir = settings.data_dir / "dbt" / zone
+    packages = assemble_zone_project(zone, configured_domains(settings.domains), work_dir / "project")
+    dbt = DbtProject(
+        work_dir / "project", profile=zone, schema=zone, work_dir=work_dir, threads=settings.dbt_threads
     )
+    return ZoneProject(dbt, packages)
 
 
 def zone_variables(settings: DbtZoneSettings, hooks: ZoneHooks | None = None) -> dict[str, Any]:
@@ -82,31 +103,25 @@ def zone_variables(settings: DbtZoneSettings, hooks: ZoneHooks | None = None) ->
     return variables
 
 
-def zone_manifest(project: DbtProject, url: str, variables: dict[str, Any]) -> dict[str, Any]:
+def zone_manifest(project: ZoneProject, url: str, variables: dict[str, Any]) -> dict[str, Any]:
     """The project's dbt manifest as a build with ``variables`` sees it (parsed if need be)."""
     build_vars = {"is_cockroachdb": detect_cockroachdb(url), **variables}  # build_zone's
-    return project.manifest(
-        url, checksum=project_checksum(project.project_dir, variables), variables=build_vars
+    return project.dbt.manifest(
+        url, checksum=combined_checksum(project.checksums(variables)), variables=build_vars
     )
 
 
-def project_checksum(project_dir: Path, variables: dict[str, Any]) -> str:
-    """A checksum of a dbt project's files and the vars it runs with: a release or a configuration
-    change gives another checksum."""
-    digest = hashlib.sha256(json.dumps(variables, sort_keys=True, default=str).encode())
-    for path in sorted(p for p in project_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        digest.update(b"\0" + str(path.relative_to(project_dir)).encode() + b"\0")
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def selection_blocked_by(context: JobContext, zone: str, checksum: str) -> str | None:
-    """Why this run must build the whole project, or None when it may build only part of it.
+def selection_blocked_by(
+    context: JobContext, zone: str, checksums: dict[str, str], domains: str
+) -> str | list[str] | None:
+    """Why this run must build the whole project (a text), or the domain packages it must build
+    whole (a list), or None when it may build only what has new input.
 
     A partial build is safe only on top of a complete, successful one: the zone's previous job (other
     than this one) must have succeeded, built everything it needed (``dbt_project.complete``) and
-    run the same project with the same vars. After a failed or killed run, a release or a change of
-    vars, everything is built again."""
+    run the same platform with the same vars. After a failed or killed run, a release of the
+    platform or a change of vars, everything is built again; a domain whose project changed (or that
+    is new) is built whole, the other domains only where they have new input."""
     with context.db.connect(autocommit=True) as conn:
         row = conn.execute(
             "select status, counts -> 'dbt_project' from ops.job_runs"
@@ -120,9 +135,21 @@ def selection_blocked_by(context: JobContext, zone: str, checksum: str) -> str |
         return f"the previous {zone} job {'is still marked running (killed?)' if status == 'running' else status}"
     if not isinstance(previous, dict) or not previous.get("complete"):
         return f"the previous {zone} job did not build everything it needed (a manual --select, or older release)"
-    if previous.get("checksum") != checksum:
+    if previous.get("checksum") == combined_checksum(checksums):
+        return None
+    before = previous.get("packages")
+    if not isinstance(before, dict):
         return "the dbt project or its vars changed since the previous run"
-    return None
+    if before.get("vars") != checksums["vars"]:
+        return "the vars changed since the previous run"
+    if before.get(PLATFORM_PACKAGE) != checksums[PLATFORM_PACKAGE]:
+        return "the platform's dbt package changed since the previous run (a release)"
+    changed = [
+        name
+        for name, value in checksums.items()
+        if name not in {"vars", PLATFORM_PACKAGE} and before.get(name) != value
+    ]
+    return changed or None
 
 
 def model_retention_rules(outcome: DbtOutcome) -> list[RetentionRule]:
@@ -160,7 +187,6 @@ def _parser(zone: str, description: str) -> argparse.ArgumentParser:
 
 def dbt_zone_main(
     zone: str,
-    project_dir: Path,
     settings_cls: type[DbtZoneSettings],
     argv: Sequence[str] | None,
     *,
@@ -171,7 +197,7 @@ def dbt_zone_main(
     args = _parser(zone, description).parse_args(argv)
     try:
         settings = load_settings(settings_cls)
-        project = zone_project(zone, project_dir, settings)
+        project = zone_project(zone, settings)
     except ConfigurationError as exc:
         sys.stderr.write(f"etl-{zone}: configuration error: {exc}\n")
         return EXIT_CONFIGURATION
@@ -179,14 +205,14 @@ def dbt_zone_main(
     variables = zone_variables(settings, hooks)
     if args.command == "docs":
         url = resolve_database_url(settings)
-        result = project.invoke(
+        result = project.dbt.invoke(
             "docs generate", url, variables=variables, run_values={"run_id": settings.run_id}
         )
         if result.success:
-            sys.stdout.write(f"dbt docs written to {project.target_path}\n")
+            sys.stdout.write(f"dbt docs written to {project.dbt.target_path}\n")
         else:
             reason = str(result.exception).strip() if result.exception is not None else "see the dbt log"
-            sys.stderr.write(f"dbt docs failed: {reason} (log: {project.work_dir / 'logs'})\n")
+            sys.stderr.write(f"dbt docs failed: {reason} (log: {project.dbt.work_dir / 'logs'})\n")
         return 0 if result.success else 1
 
     def work(context: JobContext) -> None:
@@ -195,7 +221,7 @@ def dbt_zone_main(
         select, new_input_only = _plan(context, zone, project, variables, hooks, args)
         outcome = build_zone(
             context,
-            project,
+            project.dbt,
             select=select,
             full_refresh=args.full_refresh,
             variables=variables,
@@ -213,18 +239,24 @@ def dbt_zone_main(
 def _plan(
     context: JobContext,
     zone: str,
-    project: DbtProject,
+    project: ZoneProject,
     variables: dict[str, Any],
     hooks: ZoneHooks,
     args: argparse.Namespace,
 ) -> tuple[list[str], bool]:
     """What this run builds: the operator's --select; everything (--all, --full-refresh, or when a
-    partial build is not safe); or what the zone's ``select`` hook says has new input. Recorded in the
-    job's summary as ``dbt_project``: the project checksum, whether the run built everything it
-    needed (``complete``), and how it was chosen. Returns the selection, and whether it is the
-    hook's (a build of new input only, on top of a complete build of the same project)."""
-    checksum = project_checksum(project.project_dir, variables)
-    summary: dict[str, Any] = {"checksum": checksum, "complete": True}
+    partial build is not safe); or what the zone's ``select`` hook says has new input, plus every
+    domain whose project changed, whole. Recorded in the job's summary as ``dbt_project``: the
+    project checksum and one per package, whether the run built everything it needed
+    (``complete``), and how it was chosen. Returns the selection, and whether it is a build of new
+    input only, on top of a complete build of the same project."""
+    checksums = project.checksums(variables)
+    summary: dict[str, Any] = {
+        "checksum": combined_checksum(checksums),
+        "packages": checksums,
+        "domains": ",".join(project.domain_packages),
+        "complete": True,
+    }
     context.counts["dbt_project"] = summary
     if args.select:
         summary.update(complete=False, built="the models selected with --select")
@@ -232,15 +264,23 @@ def _plan(
     if hooks.select is None:
         summary["built"] = "everything"
         return [], False
+    blocked: str | list[str] | None
     if args.all or args.full_refresh:
-        reason = "--all" if args.all else "--full-refresh"
+        blocked = "--all" if args.all else "--full-refresh"
     else:
-        reason = selection_blocked_by(context, zone, checksum) or ""
-    if reason:
-        summary["built"] = f"everything: {reason}"
-        _log.info("building every model: %s", reason)
+        blocked = selection_blocked_by(context, zone, checksums, summary["domains"])
+    if isinstance(blocked, str):
+        summary["built"] = f"everything: {blocked}"
+        _log.info("building every model: %s", blocked)
         return [], False
     selection = hooks.select(context, lambda: zone_manifest(project, context.db.url, variables))
-    summary.update(built=selection.reason, select=selection.select)
-    _log.info("building what has new input: %s", selection.reason, extra={"select": selection.select})
-    return selection.select, True
+    select, reason = list(selection.select), selection.reason
+    if blocked:
+        # a domain's changed models may change what it makes of records it has seen already: its
+        # whole package (and what other domains build on it), every record checked again
+        select += [f"package:{name}+" for name in blocked]
+        reason += f"; every model of {', '.join(blocked)}: new, or changed since the previous run"
+        _log.info("building every model of %s: new, or changed since the previous run", ", ".join(blocked))
+    summary.update(built=reason, select=select)
+    _log.info("building what has new input: %s", selection.reason, extra={"select": select})
+    return select, not blocked

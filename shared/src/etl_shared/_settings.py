@@ -51,6 +51,11 @@ class Settings(BaseSettings):
         description="Local data folder (embedded database, files, exports); a relative path is taken"
         " against the working directory when the settings are read",
     )
+    domains: str | None = Field(
+        default=None,
+        description="The domain folders (sources file and dbt projects; docs/domains.md), separated by ':';"
+        " unset: the installed domains (the demo's, domains/commerce)",
+    )
     secrets_dir: Path | None = Field(
         default=None,
         description="Folder of secret files (ETL_SECRETS_DIR); unset: /run/secrets when it exists",

@@ -12,8 +12,6 @@ import logging
 import sys
 import uuid
 from collections.abc import Callable, Sequence
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from etl_shared import (
@@ -57,10 +55,6 @@ QUARANTINE_RETENTION = RetentionRule(
 
 class ConformedSettings(DbtZoneSettings):
     """Settings of the conformed job (see docs/configuration.md)."""
-
-
-def project_dir() -> Path:
-    return Path(str(resources.files("etl_conformed") / "dbt"))
 
 
 def summarise_record_rules(context: JobContext, outcome: DbtOutcome) -> None:
@@ -259,8 +253,8 @@ def skip_pull(argv: Sequence[str]) -> int:
         return EXIT_CONFIGURATION
     url = resolve_database_url(settings, announce=False)
     db = Database(url)
-    project = zone_project(ZONE, project_dir(), settings)
     try:
+        project = zone_project(ZONE, settings)
         declared = consumers_from_manifest(zone_manifest(project, url, zone_variables(settings)))
     except EtlError as exc:
         sys.stderr.write(f"etl-conformed skip-pull: {exc}\n")
@@ -309,7 +303,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return skip_pull(argv[1:])
     return dbt_zone_main(
         ZONE,
-        project_dir(),
         ConformedSettings,
         argv,
         description="Conformed zone: dbt build with data quality and change history"

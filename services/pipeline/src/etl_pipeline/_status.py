@@ -3,13 +3,12 @@ view: zones, data quality, source freshness) and ``etl history``."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from etl_shared import Database, absolute_path
+from etl_shared import Database
 
 ZONES = ("staging", "conformed", "semantic")
 
@@ -218,17 +217,13 @@ def _dq_summary(conn: Any, job_id: Any) -> DqSummary | None:
 
 
 def configured_entities(sources_file: Path | None = None) -> tuple[str, list[tuple[str, str, float | None]]]:
-    """(file, [(source, entity, freshness SLA hours or None)]) of the sources file: the argument,
-    ETL_SOURCES_FILE, or the bundled demo file."""
-    from etl_staging import load_sources
-    from etl_staging.cli import bundled_sources_file
+    """(files, [(source, entity, freshness SLA hours or None)]) of the sources: the argument,
+    ETL_SOURCES_FILE, or the sources.yml of every domain (ETL_DOMAINS, or the installed ones)."""
+    from etl_shared import load_settings
+    from etl_staging.cli import StagingSettings, configured_sources
 
-    path = sources_file or (
-        absolute_path(os.environ["ETL_SOURCES_FILE"])
-        if os.environ.get("ETL_SOURCES_FILE")
-        else bundled_sources_file()
-    )
-    sources = load_sources(path)
+    paths, sources = configured_sources(load_settings(StagingSettings), sources_file)
+    path = ", ".join(map(str, paths))
     found: list[tuple[str, str, float | None]] = []
     for source in sources.sources:
         for entity in source.entities:

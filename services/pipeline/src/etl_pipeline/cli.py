@@ -83,7 +83,17 @@ def _zone_command(zone: str) -> list[str]:
 
 
 def uses_demo_sources() -> bool:
-    return not os.environ.get("ETL_SOURCES_FILE")
+    """Whether the run reads the demo's sources (and so needs the sample APIs): the demo domain is
+    among the domains and no single sources file replaces theirs."""
+    from etl_shared import configured_domains
+    from etl_staging.cli import DEMO_DOMAIN
+
+    if os.environ.get("ETL_SOURCES_FILE"):
+        return False
+    try:
+        return any(d.name == DEMO_DOMAIN for d in configured_domains())
+    except Exception:
+        return False
 
 
 @contextlib.contextmanager

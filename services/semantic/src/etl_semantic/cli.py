@@ -13,7 +13,6 @@ import logging
 import secrets
 from collections.abc import Sequence
 from datetime import date
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +64,6 @@ class SemanticSettings(DbtZoneSettings):
                 f"calendar_start {self.calendar_start} is after calendar_end {self.calendar_end}"
             )
         return self
-
-
-def project_dir() -> Path:
-    return Path(str(resources.files("etl_semantic") / "dbt"))
 
 
 def dbt_variables(settings: Any) -> dict[str, Any]:
@@ -153,7 +148,6 @@ def write_exports(context: JobContext, outcome: DbtOutcome) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     return dbt_zone_main(
         ZONE,
-        project_dir(),
         SemanticSettings,
         argv,
         description="Semantic zone: star schema for Qlik, aggregates, Watershed and Qlik exports.",

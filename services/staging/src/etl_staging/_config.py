@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -306,3 +306,17 @@ def resolve_database_url(conn: DatabaseConnection, *, warehouse_url: str, embedd
     if not conn.url_env:
         raise ConfigurationError("a database connection needs url_env or url_file")
     raise ConfigurationError(f"environment variable {conn.url_env} (source database URL) is not set")
+
+
+def merge_sources(files: Sequence[tuple[Path, SourcesFile]]) -> SourcesFile:
+    """The sources of several files (one per domain) as one: a source name may be declared once."""
+    declared: dict[str, Path] = {}
+    for path, sources in files:
+        for source in sources.sources:
+            if source.name in declared:
+                raise ConfigurationError(
+                    f"source {source.name!r} is declared in {declared[source.name]} and in {path}:"
+                    " a source name belongs to one domain"
+                )
+            declared[source.name] = path
+    return SourcesFile.model_construct(sources=[s for _, sources in files for s in sources.sources])

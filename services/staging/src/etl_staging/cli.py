@@ -8,7 +8,6 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
-from importlib import resources
 from pathlib import Path
 
 from pydantic import Field
@@ -19,17 +18,21 @@ from etl_shared import (
     JobContext,
     Settings,
     absolute_path,
+    configured_domains,
+    installed_domains,
     load_settings,
     run_job,
 )
 
-from ._config import SourcesFile, load_sources
+from ._config import SourcesFile, load_sources, merge_sources
 from ._runner import StagingJob
 
 
 class StagingSettings(Settings):
     sources_file: Path | None = Field(
-        default=None, description="Sources YAML; unset: the bundled demo sources (sources.demo.yml)"
+        default=None,
+        description="One sources YAML in place of the domains' (ETL_DOMAINS); unset: the sources.yml of"
+        " every domain",
     )
     parallelism: int = Field(default=4, ge=1, le=64, description="Source entities pulled at once")
 
@@ -43,13 +46,24 @@ DEMO_ENVIRONMENT = {
 }
 
 
+#: The installed domain whose sources are the demo's (domains/commerce).
+DEMO_DOMAIN = "commerce"
+
+
 def bundled_sources_file() -> Path:
-    return Path(str(resources.files("etl_staging") / "sources.demo.yml"))
+    """The demo domain's sources file, as installed (domains/commerce/sources.yml)."""
+    for domain in installed_domains():
+        if domain.name == DEMO_DOMAIN and domain.sources_file is not None:
+            return domain.sources_file
+    raise ConfigurationError(
+        f"the demo domain {DEMO_DOMAIN} is not installed (pip install domains/{DEMO_DOMAIN})"
+    )
 
 
-def apply_demo_defaults(sources_file: Path) -> None:
-    """Set the unset variables of :data:`DEMO_ENVIRONMENT` when ``sources_file`` is the bundled demo."""
-    if sources_file == bundled_sources_file():
+def apply_demo_defaults(sources_files: Sequence[Path]) -> None:
+    """Set the unset variables of :data:`DEMO_ENVIRONMENT` when the demo's sources file is read."""
+    demo = [d.sources_file for d in installed_domains() if d.name == DEMO_DOMAIN]
+    if any(path in demo for path in sources_files):
         for name, value in DEMO_ENVIRONMENT.items():
             if not os.environ.get(name):
                 os.environ[name] = value
@@ -95,11 +109,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _sources(settings: StagingSettings, override: Path | None) -> tuple[Path, SourcesFile]:
-    path = (
-        absolute_path(override) if override is not None else settings.sources_file or bundled_sources_file()
-    )
-    return path, load_sources(path)
+def configured_sources(settings: Settings, override: Path | None = None) -> tuple[list[Path], SourcesFile]:
+    """The sources of this installation, and the files they come from: ``override`` (--sources-file)
+    or ETL_SOURCES_FILE when set, else the sources.yml of every domain (ETL_DOMAINS, or the installed
+    ones), as one list: a source name declared by two domains is an error naming both files."""
+    single = override if override is not None else getattr(settings, "sources_file", None)
+    if single is not None:
+        path = absolute_path(single)
+        return [path], load_sources(path)
+    paths = [d.sources_file for d in configured_domains(settings.domains) if d.sources_file is not None]
+    if not paths:
+        raise ConfigurationError("no domain has a sources.yml (ETL_DOMAINS, docs/domains.md)")
+    return paths, merge_sources([(path, load_sources(path)) for path in paths])
 
 
 def _moment(text: str, *, end: bool) -> datetime:
@@ -188,8 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings(StagingSettings)
-        path, sources = _sources(settings, args.sources_file)
-        apply_demo_defaults(path)
+        paths, sources = configured_sources(settings, args.sources_file)
+        apply_demo_defaults(paths)
     except ConfigurationError as exc:
         sys.stderr.write(f"etl-staging: configuration error: {exc}\n")
         return EXIT_CONFIGURATION
@@ -202,7 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIGURATION
     if args.command == "validate":
         count = sum(len(s.entities) for s in sources.sources)
-        sys.stdout.write(f"{path}: OK ({len(sources.sources)} sources, {count} entities)\n")
+        sys.stdout.write(
+            f"{', '.join(map(str, paths))}: OK ({len(sources.sources)} sources, {count} entities)\n"
+        )
         return 0
     if args.command == "list":
         rows = [

@@ -1,0 +1,1 @@
+"""The demo's commerce domain (a folder of YAML, SQL and CSV; this file makes it installable)."""

@@ -1,9 +1,0 @@
--- Change history (SCD type 2) of CRM accounts (crm.accounts, full pulls).
-{{ history_config(['account_id'], 'crm', 'accounts', snapshot=true) }}
-
-{{ scd2_history(
-    ref('validated_crm_account'),
-    ['account_id'],
-    ['account_name', 'industry', 'country_code', 'website', 'customer_email', 'created_at'],
-    change_time='updated_at', snapshot=true,
-) }}
