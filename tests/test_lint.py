@@ -9,8 +9,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SQL_FOLDERS = [
     "shared/src/etl_shared/migrations",
-    "services/conformed/src/etl_conformed/dbt/models",
-    "services/semantic/src/etl_semantic/dbt/models",
+    "domains/commerce/conformed/models",
+    "domains/commerce/semantic/models",
 ]
 
 

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 from conformed_warehouse import Warehouse
 
-from etl_conformed.cli import project_dir
-from etl_shared import DbtProject
+from etl_shared import DbtProject, assemble_zone_project, configured_domains
 
 
 def test_dbt_unit_tests_pass(warehouse: Warehouse) -> None:
     assert warehouse.run() == 0
-    project = DbtProject(
-        project_dir(), profile="conformed", schema="conformed", work_dir=warehouse.data_dir / "dbt" / "unit"
-    )
+    work_dir = warehouse.data_dir / "dbt" / "unit"
+    assemble_zone_project("conformed", configured_domains(), work_dir / "project")
+    project = DbtProject(work_dir / "project", profile="conformed", schema="conformed", work_dir=work_dir)
 
     result = project.invoke(
         "test", warehouse.url, args=["--select", "test_type:unit"], variables={"run_id": "unit-tests"}

@@ -65,6 +65,16 @@ class Domain:
         path = self.path / "sources.yml"
         return path if path.is_file() else None
 
+    def source_names(self) -> set[str]:
+        """The names of the sources its sources.yml declares (none without one)."""
+        if self.sources_file is None:
+            return set()
+        try:
+            raw = yaml.safe_load(self.sources_file.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigurationError(f"{self.sources_file}: not valid YAML: {exc}") from None
+        return {s["name"] for s in raw.get("sources") or [] if isinstance(s, dict) and "name" in s}
+
     def zone_dir(self, zone: str) -> Path | None:
         """The domain's dbt project for ``zone``, or None when it has none."""
         path = self.path / zone

@@ -27,6 +27,7 @@ from etl_shared import (
     RetentionRule,
     Selection,
     ZoneHooks,
+    configured_domains,
     dbt_zone_main,
     history_retention_rules,
     load_settings,
@@ -128,6 +129,17 @@ order by pulls.source, pulls.entity, pulls.pull_id
 """
 
 
+def foreign_source(settings: ConformedSettings) -> Callable[[str], bool]:
+    """Whether a source is another job's: with ETL_DOMAINS set (one Control-M job per domain), a
+    source that no sources.yml of this job's domains declares. Its unconsumed pulls are another
+    job's business (``etl status --check`` still fails on pulls nobody reads); with ETL_DOMAINS
+    unset the job builds every installed domain, and every source is its own."""
+    if not settings.domains:
+        return lambda _source: False
+    declared = {name for domain in configured_domains(settings.domains) for name in domain.source_names()}
+    return lambda source: source not in declared
+
+
 def select_new_pulls(context: JobContext, manifest: Callable[[], dict[str, Any]]) -> Selection:
     """Build only what has committed staging pulls its consumer has not read yet: for each such
     consumer (a model declaring ``meta: {etl_consumes: ...}``, see _consumers), its parent models and
@@ -161,8 +173,9 @@ def select_new_pulls(context: JobContext, manifest: Callable[[], dict[str, Any]]
                 pending[consumer.model] = consumer
             else:
                 empty[consumer.model] = [pull_id for pull_id, _ in new]
+        foreign = foreign_source(context.settings)  # type: ignore[arg-type]
         for source, entity, _, _, readers in pulls:
-            if not readers and (source, entity) not in project.consumers:
+            if not readers and (source, entity) not in project.consumers and not foreign(source):
                 unconsumed.add((source, entity))
         for model, pull_ids in empty.items():
             conn.execute(
@@ -204,10 +217,11 @@ def report_unconsumed(context: JobContext, outcome: DbtOutcome) -> None:
             "  select 1 from conformed.consumed_pulls as consumed where consumed.pull_id = pulls.pull_id)"
             " group by 1, 2 order by 1, 2"
         ).fetchall()
+    foreign = foreign_source(context.settings)  # type: ignore[arg-type]
     orphans = {
         f"{source}.{entity}": int(n)
         for source, entity, n in rows
-        if (source, entity) not in project.consumers
+        if (source, entity) not in project.consumers and not foreign(source)
     }
     if not orphans:
         return
