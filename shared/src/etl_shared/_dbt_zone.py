@@ -121,15 +121,21 @@ def selection_blocked_by(
     than this one) must have succeeded, built everything it needed (``dbt_project.complete``) and
     run the same platform with the same vars. After a failed or killed run, a release of the
     platform or a change of vars, everything is built again; a domain whose project changed (or that
-    is new) is built whole, the other domains only where they have new input."""
+    is new) is built whole, the other domains only where they have new input.
+
+    The previous job is the zone's last one with the same ``domains`` (the packages, comma
+    separated): one Control-M job per domain and zone compares with its own domain's last run; a
+    job that ended before it chose what to build, of any domains, also blocks a partial build."""
     with context.db.connect(autocommit=True) as conn:
         row = conn.execute(
             "select status, counts -> 'dbt_project' from ops.job_runs"
-            " where zone = %s and job_id <> %s order by started_at desc limit 1",
-            (zone, context.audit.job_id),
+            " where zone = %s and job_id <> %s"
+            " and (counts -> 'dbt_project' ->> 'domains' = %s or counts -> 'dbt_project' is null)"
+            " order by started_at desc limit 1",
+            (zone, context.audit.job_id, domains),
         ).fetchone()
     if row is None:
-        return "first run of the zone"
+        return f"first run of the zone with the domains {domains or '(none)'}"
     status, previous = row
     if status != "succeeded":
         return f"the previous {zone} job {'is still marked running (killed?)' if status == 'running' else status}"
