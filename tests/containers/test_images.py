@@ -288,3 +288,74 @@ def test_a_broken_sources_file_stops_the_staging_container_with_exit_code_2(
     assert result.returncode == EXIT_CONFIGURATION, result.stderr[-3000:]
     assert "/config/sources.yml" in result.stderr + result.stdout
     assert "kind" in result.stderr + result.stdout
+
+
+def test_a_team_builds_its_domain_into_the_zone_images(
+    runtime: str, images: dict[str, str], demo: dict[str, str], tmp_path: Path
+) -> None:
+    """docs/domains.md, "Domains in the zone images": FROM the zone image, COPY the domain folder,
+    ENV ETL_DOMAINS; the team's staging and conformed images then pull and build its domain alone."""
+    context = tmp_path / "team"
+    shutil.copytree(REPO / "tests" / "domains" / "library", context / "domains" / "library")
+    team = {}
+    for zone in ("staging", "conformed"):
+        (context / f"Containerfile.{zone}").write_text(
+            "ARG ZONE_IMAGE\nFROM ${ZONE_IMAGE}\n"
+            "COPY --chown=10001:10001 domains/library/ /opt/domains/library/\n"
+            "ENV ETL_DOMAINS=/opt/domains/library\n"
+        )
+        team[zone] = f"{PREFIX}/{zone}-library:{TAG}"
+        built = subprocess.run(
+            [
+                *(runtime, "build", "-f", str(context / f"Containerfile.{zone}")),
+                *("--build-arg", f"ZONE_IMAGE={images[zone]}", "-t", team[zone], str(context)),
+            ],
+            env=_env(runtime),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    admin = demo["admin_url"]
+    setup = subprocess.run(
+        [
+            *(runtime, "run", "--rm", "--network", "host", "--entrypoint", "python", images["staging"]),
+            *("-m", "etl_shared.dbsetup", "--admin-url", admin),
+        ],
+        env=_env(runtime),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert setup.returncode == 0, setup.stdout[-2000:] + setup.stderr[-2000:]
+    drops = tmp_path / "library"
+    drops.mkdir()
+    (drops / "books.csv").write_text("shelf,book_no,title,published,price\nA1,1,Dune,1965-08-01,9.99\n")
+    drops.chmod(0o755)
+    (drops / "books.csv").chmod(0o644)
+
+    def run(zone: str, opts: list[str], role: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                *(runtime, "run", "--rm", "--network", "host", *opts),
+                *(
+                    "-e",
+                    f"ETL_DATABASE_URL={role_url(admin, role)}",
+                    "-e",
+                    "ETL_RUN_ID=20261202T000000Z-team",
+                ),
+                team[zone],
+                "run",
+            ],
+            env=_env(runtime),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+
+    staging = run("staging", ["-v", f"{drops}:/home/etl/data/sources/library:ro"], "etl_staging")
+    assert staging.returncode == 0, staging.stdout[-3000:] + staging.stderr[-3000:]
+    conformed = run("conformed", [], "etl_conformed")
+    assert conformed.returncode == 0, conformed.stdout[-3000:] + conformed.stderr[-3000:]
+    assert _count(admin, "select count(*) from staging.pulls where source <> 'library'") == 0
+    assert _count(admin, "select count(*) from conformed.book where price = 9.99 and shelf = 'A1 '") == 1
