@@ -44,7 +44,9 @@ _HEADING = re.compile(r"^### `(\w+)\(([^)`]*)\)`", re.MULTILINE)
 _INTERNAL = re.compile(r"^- `(\w+)\(([^)`]*)\)`", re.MULTILINE)
 #: an example's comment: at the start of a line, up to the first "-->"
 _EXAMPLE_COMMENT = re.compile(r"^<!--\s*example\b((?:(?!-->).)*)-->", re.DOTALL | re.MULTILINE)
-_EXAMPLE = re.compile(_EXAMPLE_COMMENT.pattern + r"[ \t]*\n```(sql|yaml)\n(.*?)^```", re.DOTALL | re.MULTILINE)
+_EXAMPLE = re.compile(
+    _EXAMPLE_COMMENT.pattern + r"[ \t]*\n```(sql|yaml)\n(.*?)^```", re.DOTALL | re.MULTILINE
+)
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class Example:
 
     @property
     def id(self) -> str:
-        called = re.search(r"(?:etl_platform\.|\{\{ )(\w+)", self.body)
+        called = re.search(r"etl_platform\.(\w+)", self.body) or re.search(r"\{\{\s*(\w+)\(", self.body)
         return f"line{self.line}-{self.zone}-{called.group(1) if called else self.language}"
 
 
@@ -197,7 +199,9 @@ class Zones:
         for zone in ZONES:
             work_dir = folder / zone
             assemble_zone_project(zone, configured_domains(), work_dir / "project")
-            self.projects[zone] = DbtProject(work_dir / "project", profile=zone, schema=zone, work_dir=work_dir)
+            self.projects[zone] = DbtProject(
+                work_dir / "project", profile=zone, schema=zone, work_dir=work_dir
+            )
 
     def compile(self, zone: str, sql: str, run_values: dict[str, str]) -> tuple[str | None, str]:
         """(compiled SQL or None, dbt's messages)."""
