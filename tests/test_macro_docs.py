@@ -78,7 +78,9 @@ class Example:
 
     @property
     def id(self) -> str:
-        called = re.search(r"etl_platform\.(\w+)", self.body) or re.search(r"\{\{\s*(\w+)\(", self.body)
+        called = re.search(r"etl_platform\.(\w+)", self.body) or re.search(
+            r"\{\{\s*(?!config\b)(\w+)\(", self.body
+        )
         return f"line{self.line}-{self.zone}-{called.group(1) if called else self.language}"
 
 
