@@ -1,0 +1,6 @@
+-- Current state of each claim (deleted ones kept with is_deleted = true).
+{{ etl_platform.current_config(['branch_code', 'policy_no', 'claim_no']) }}
+
+{{ etl_platform.current_from_history(
+    ref('ins_claim_history'), ['branch_code', 'policy_no', 'claim_no'], ['claim_date', 'amount']
+) }}

@@ -1,0 +1,6 @@
+-- Current state of each policy (deleted ones kept with is_deleted = true).
+{{ etl_platform.current_config(['branch_code', 'policy_no']) }}
+
+{{ etl_platform.current_from_history(
+    ref('ins_policy_history'), ['branch_code', 'policy_no'], ['holder', 'start_date', 'premium']
+) }}

@@ -1,0 +1,189 @@
+"""A second domain unlike the demo, beside it in one warehouse, through the plain daily `etl run`.
+
+tests/domains/insurance is written as a team writes its domain (docs/domains.md), outside the
+platform's packages: one PostgreSQL source with composite keys, branches pulled whole, policies and
+claims pulled incrementally with hard deletes (reconcile_keys), fixed-width char(n) text,
+numeric(15, 2) money and business dates decades before the demo's. The run is `etl run` with
+ETL_DOMAINS naming the demo's domain and this one (never --all): the initial load, then a change
+set of updates, hard deletes and inserts with new dates. After each, the star schema's answers
+must equal the answers computed directly from the source tables.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from etl_samples import generate
+from etl_shared import installed_domains
+
+pytestmark = pytest.mark.e2e
+
+INSURANCE = Path(__file__).resolve().parent / "domains" / "insurance"
+REGIONS = {"AB1": "N", "AB2": "N", "CD10": "SW", "EF3": "SE", "GH40": "MW"}
+SCHEMA = """
+create schema ins;
+create table ins.branches (
+    branch_code char(4) primary key, branch_name varchar(40) not null, region char(2) not null
+);
+create table ins.policies (
+    branch_code char(4) not null, policy_no integer not null, holder char(20) not null,
+    start_date date not null, premium numeric(15, 2) not null, updated_at timestamptz not null,
+    primary key (branch_code, policy_no)
+);
+create table ins.claims (
+    branch_code char(4) not null, policy_no integer not null, claim_no integer not null,
+    claim_date date not null, amount numeric(15, 2) not null, updated_at timestamptz not null,
+    primary key (branch_code, policy_no, claim_no)
+);
+"""
+
+
+def load_source(url: str) -> None:
+    rng = random.Random(42)
+    with psycopg.connect(url) as conn:
+        conn.execute(SCHEMA)  # type: ignore[arg-type]
+        for code, region in REGIONS.items():
+            conn.execute("insert into ins.branches values (%s, %s, %s)", (code, f"Branch {code}", region))
+        for number in range(1, 161):
+            code = list(REGIONS)[number % len(REGIONS)]
+            start = date(1968, 1, 1) + timedelta(days=rng.randrange(0, 12000))
+            premium = Decimal(rng.randrange(1000, 10_000_000)) / 100
+            if number == 7:
+                premium = Decimal("9999999999999.99")  # the largest numeric(15, 2)
+            conn.execute(
+                "insert into ins.policies values (%s, %s, %s, %s, %s, '2020-01-01T00:00:00Z')",
+                (code, number, f"Holder {number}", start, premium),
+            )
+            for claim_no in range(1, rng.randrange(1, 6)):
+                claim_date = start + timedelta(days=rng.randrange(0, 4000))
+                amount = Decimal(rng.randrange(1, 50_000_000)) / 100
+                conn.execute(
+                    "insert into ins.claims values (%s, %s, %s, %s, %s, '2020-01-01T00:00:00Z')",
+                    (code, number, claim_no, claim_date, amount),
+                )
+
+
+def change_source(url: str) -> None:
+    """Updates, hard deletes and inserts with dates before any seen so far."""
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "update ins.policies set premium = premium + 100.01, updated_at = now() where policy_no % 40 = 3"
+        )
+        conn.execute("update ins.claims set amount = amount * 2, updated_at = now() where policy_no % 50 = 1")
+        conn.execute("delete from ins.claims where policy_no % 30 = 2 and claim_no = 1")
+        conn.execute("delete from ins.claims where branch_code = 'AB1' and policy_no = 5")
+        conn.execute("delete from ins.policies where branch_code = 'AB1' and policy_no = 5")
+        conn.execute(
+            "update ins.branches set branch_name = 'Branch CD10 (merged)' where branch_code = 'CD10'"
+        )
+        conn.execute(
+            "insert into ins.policies values ('GH40', 900, 'New holder', '1955-03-01', 12.30, now())"
+        )
+        for claim_no in range(1, 6):
+            conn.execute(
+                "insert into ins.claims values ('GH40', 900, %s, %s, %s, now())",
+                (claim_no, date(1955, 3, claim_no), Decimal("0.01") * claim_no),
+            )
+
+
+def rows(url: str, query: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(query).fetchall()  # type: ignore[arg-type]
+
+
+def check_answers(source: str, warehouse: str) -> None:
+    expected = rows(
+        source,
+        "select b.region, extract(year from c.claim_date)::integer, count(*), sum(c.amount)"
+        " from ins.claims c join ins.branches b using (branch_code) group by 1, 2 order by 1, 2",
+    )
+    assert (
+        rows(
+            warehouse,
+            "select region_year_region, region_year_year, region_year_claims, region_year_amount"
+            " from semantic.agg_claims_by_region_year order by 1, 2",
+        )
+        == expected
+    )
+    assert rows(
+        warehouse,
+        "select policy_branch_code, policy_no, policy_holder, policy_start_date, policy_premium"
+        " from semantic.dim_policy where not policy_is_deleted and policy_no <> -1 order by 1, 2",
+    ) == rows(
+        source, "select branch_code, policy_no, holder, start_date, premium from ins.policies order by 1, 2"
+    )
+    assert rows(
+        warehouse,
+        "select count(*), sum(claim_amount), count(*) filter (where policy_key = md5('-1'))"
+        " from semantic.fct_claim",
+    ) == [(*rows(source, "select count(*), sum(amount) from ins.claims")[0], 0)]
+    assert rows(
+        warehouse,
+        "select branch_code, branch_name, branch_region from semantic.dim_branch"
+        " where not branch_is_deleted and branch_name <> 'Unknown branch' order by 1",
+    ) == rows(source, "select branch_code, branch_name, region from ins.branches order by 1")
+    first, last = rows(source, "select min(claim_date), max(claim_date) from ins.claims")[0]
+    assert rows(
+        warehouse,
+        "select min(claim_date_value), max(claim_date_value), count(*) from semantic.dim_claim_date",
+    ) == [(first, last, (last - first).days + 2)]  # every day, and the unknown member
+
+
+def test_a_second_domain_gives_exact_answers_through_the_daily_run(tmp_path: Path, db_server: Any) -> None:
+    data_dir = tmp_path / "data"
+    oltp_url = db_server.create_database("oltp")
+    generate(data_dir, oltp_url, orders=150, seed=3)
+    source_url = db_server.create_database("insurance")
+    load_source(source_url)
+    (commerce,) = [d for d in installed_domains() if d.name == "commerce"]
+    warehouse = db_server.create_database("wh")
+    env = {name: value for name, value in os.environ.items() if not name.startswith("ETL_")}
+    env.update(
+        ETL_DATABASE_URL=warehouse,
+        ETL_OLTP_DATABASE_URL=oltp_url,
+        ETL_INSURANCE_DATABASE_URL=source_url,
+        ETL_DATA_DIR=str(data_dir),
+        ETL_DOMAINS=f"{commerce.path}{os.pathsep}{INSURANCE}",
+    )
+
+    def etl_run() -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "etl_pipeline", "run"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+    etl_run()
+    check_answers(source_url, warehouse)
+    (orders,) = rows(oltp_url, "select count(*) from oltp.orders")[0]
+    assert rows(warehouse, "select count(*) from semantic.fct_orders") == [(orders,)]
+    assert (data_dir / "exports" / "insurance_claims.qvs").is_file()
+
+    change_source(source_url)
+    etl_run()
+    check_answers(source_url, warehouse)
+    # the deletes were recorded as such in the histories
+    assert rows(
+        warehouse,
+        "select count(*) from conformed.ins_policy_history"
+        " where branch_code = 'AB1' and policy_no = 5 and change_type = 'delete'",
+    ) == [(1,)]
+    built = rows(
+        warehouse,
+        "select counts -> 'dbt_project' ->> 'built' from ops.job_runs where zone = 'conformed'"
+        " order by started_at desc limit 1",
+    )[0][0]
+    assert built.startswith("new pulls of ") and "insurance.claims" in built, built
