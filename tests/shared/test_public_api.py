@@ -77,6 +77,13 @@ EXPECTED = {
     "model_retention_rules",
     "zone_project",
     "zone_variables",
+    # domains (docs/domains.md)
+    "ZoneProject",
+    "Domain",
+    "assemble_zone_project",
+    "configured_domains",
+    "installed_domains",
+    "platform_dir",
     "absolute_path",
     "configured_secrets_dir",
     # lineage
