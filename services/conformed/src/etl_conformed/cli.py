@@ -315,11 +315,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["skip-pull"]:
         return skip_pull(argv[1:])
+    if argv[:1] == ["scaffold"]:
+        from ._scaffold import scaffold
+
+        return scaffold(argv[1:])
     return dbt_zone_main(
         ZONE,
         ConformedSettings,
         argv,
         description="Conformed zone: dbt build with data quality and change history"
-        " (commands: run, docs, skip-pull).",
+        " (commands: run, docs, skip-pull, scaffold).",
         hooks=ZoneHooks(select=select_new_pulls, on_built=on_built, retention=retention_rules),
     )

@@ -448,6 +448,12 @@ class DatabaseExtractor:
                     cur.itersize = self.batch_size
                     cur.execute(query, params)
                     columns = [d.name for d in cur.description or []]
+                    if not self.keys_only:
+                        # the source's own column types (numeric(15,2), character(4), ...): what
+                        # `etl-conformed scaffold` casts each column to
+                        self.state.metadata["column_types"] = {
+                            d.name: d.type_display for d in cur.description or []
+                        }
                     cursor_index = (
                         columns.index(self.entity.cursor) if self.entity.cursor in columns else None
                     )
