@@ -79,6 +79,8 @@ class EntityPlan:
     listed: bool
     columns: list[str]
     types: dict[str, str | None]
+    #: the entity's freshness SLA in hours (sources.yml), the freshness test's warning threshold
+    sla_hours: float = 26
 
     @property
     def snapshot(self) -> bool:
@@ -143,6 +145,7 @@ def plan_entity(
         listed=bool(config.get("reconcile_keys")),
         columns=list(columns),
         types={c: cast_type(source_types.get(c)) for c in columns},
+        sla_hours=float(config.get("freshness_sla_hours") or declared.get("freshness_sla_hours") or 26),
     )
 
 
@@ -235,6 +238,10 @@ def current_sql(plan: EntityPlan) -> str:
 """
 
 
+def _hours(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
 def schema_yml(plan: EntityPlan, domain: str) -> str:
     document = {
         "version": 2,
@@ -253,8 +260,9 @@ def schema_yml(plan: EntityPlan, domain: str) -> str:
                                     "arguments": {
                                         "source_name": plan.source,
                                         "entity": plan.entity,
-                                        "warn_after_hours": 26,
-                                        "error_after_hours": 50,
+                                        # warn once the SLA is missed, fail when missed twice
+                                        "warn_after_hours": _hours(plan.sla_hours),
+                                        "error_after_hours": _hours(2 * plan.sla_hours),
                                     },
                                 }
                             }

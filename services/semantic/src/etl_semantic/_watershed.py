@@ -31,7 +31,8 @@ from typing import IO, Any
 
 import psycopg
 
-from etl_shared import TransformError
+from etl_shared import ConfigurationError, TransformError
+from etl_shared._dbt import model_label, models_declaring
 
 TABLE = "semantic.watershed_statements"
 TEMPLATE_FORMAT = "etl-watershed-csv-template"
@@ -717,20 +718,46 @@ class _HashedFile:
         return ExportFile(self.kind, self.final, self.rows, self.bytes, self.digest.hexdigest())
 
 
-_SELECT = (
-    "select ws_statement_id, ws_timestamp, ws_actor_home_page, ws_actor_account, ws_verb_id,"
-    " ws_verb_display, ws_object_id, ws_object_type, ws_object_name, ws_result_amount,"
-    " ws_result_currency, ws_source, ws_source_id"
-    f" from {TABLE} order by ws_timestamp, ws_statement_id"
-)
+#: the meta key of a semantic model whose rows are a Watershed upload (the columns of WatershedRow):
+#: ``meta: {etl_watershed_export: <name>}`` exports it as ``<name>_<run id>.*`` after every build
+WATERSHED_META_KEY = "etl_watershed_export"
+_EXPORT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
-def _stream_rows(conn: psycopg.Connection[Any]) -> Iterator[WatershedRow]:
+def _select(table: str) -> str:
+    return (
+        "select ws_statement_id, ws_timestamp, ws_actor_home_page, ws_actor_account, ws_verb_id,"
+        " ws_verb_display, ws_object_id, ws_object_type, ws_object_name, ws_result_amount,"
+        " ws_result_currency, ws_source, ws_source_id"
+        f" from {table} order by ws_timestamp, ws_statement_id"
+    )
+
+
+def watershed_exports(manifest: Mapping[str, Any]) -> dict[str, str]:
+    """Export name -> ``schema.table`` of every model declaring ``meta: {etl_watershed_export: <name>}``
+    (the demo's watershed_statements declares ``watershed``). A malformed name, or one two models
+    declare, is a ConfigurationError naming the model."""
+    exports: dict[str, str] = {}
+    for node, name in models_declaring(manifest, WATERSHED_META_KEY):
+        if not isinstance(name, str) or not _EXPORT_NAME.match(name):
+            raise ConfigurationError(
+                f"{model_label(node)}: meta {WATERSHED_META_KEY} must be a name of lower-case letters, digits"
+                f" and _, not {name!r}"
+            )
+        if name in exports:
+            raise ConfigurationError(
+                f"{model_label(node)}: Watershed export {name!r} is already declared by {exports[name]}"
+            )
+        exports[name] = f"{node.get('schema') or 'semantic'}.{node.get('alias') or node['name']}"
+    return exports
+
+
+def _stream_rows(conn: psycopg.Connection[Any], table: str = TABLE) -> Iterator[WatershedRow]:
     """The table's rows in export order through a server-side cursor, ``FETCH_ROWS`` at a time. A UUID in
     text form sorts the same under every collation, so the order does not depend on the database's."""
     with conn.transaction(), conn.cursor(name="watershed_export") as cursor:
         cursor.itersize = FETCH_ROWS
-        cursor.execute(_SELECT)
+        cursor.execute(_select(table))  # type: ignore[arg-type]
         for record in cursor:
             if record[1] is None:
                 raise TransformError(f"watershed export: statement {record[0]}: ws_timestamp is null")
@@ -740,11 +767,12 @@ def _stream_rows(conn: psycopg.Connection[Any]) -> Iterator[WatershedRow]:
 class WatershedExport:
     """One export of ``semantic.watershed_statements`` into ``folder`` as ``<file_stem>.*``."""
 
-    def __init__(self, folder: Path, file_stem: str) -> None:
+    def __init__(self, folder: Path, file_stem: str, table: str = TABLE) -> None:
         if not file_stem or file_stem in (".", "..") or "/" in file_stem or os.sep in file_stem:
             raise ValueError(f"file stem {file_stem!r} must be a plain file name")
         self.folder = Path(folder)
         self.file_stem = file_stem
+        self.table = table
 
     def path(self, suffix: str) -> Path:
         return self.folder / f"{self.file_stem}{suffix}"
@@ -778,7 +806,7 @@ class WatershedExport:
         writer = csv.writer(csv_file, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
         writer.writerow(CSV_HEADER)
         xapi_file.write("[")
-        with contextlib.closing(_stream_rows(conn)) as rows:
+        with contextlib.closing(_stream_rows(conn, self.table)) as rows:
             for row in rows:
                 statement = self._statement(row)
                 cells = csv_row(row)
@@ -802,15 +830,17 @@ class WatershedExport:
         return statement
 
 
-def export_watershed(conn: psycopg.Connection[Any], folder: Path, file_stem: str) -> list[ExportFile]:
+def export_watershed(
+    conn: psycopg.Connection[Any], folder: Path, file_stem: str, table: str = TABLE
+) -> list[ExportFile]:
     """Write ``<file_stem>.csv``, ``<file_stem>.template.json`` and ``<file_stem>.xapi.json`` into
-    ``folder`` from ``semantic.watershed_statements`` and describe them.
+    ``folder`` from ``table`` (a model declaring meta etl_watershed_export) and describe them.
 
     Rows are streamed (server-side cursor) and written as they come; each file goes to a temporary file in
     ``folder`` and is renamed into place only when every statement was valid. An invalid statement raises
     :class:`~etl_shared.TransformError` and leaves none of the three files behind (an earlier export
     under the same names stays as it was)."""
-    return WatershedExport(folder, file_stem).run(conn)
+    return WatershedExport(folder, file_stem, table).run(conn)
 
 
 def _fsync_folder(folder: Path) -> None:

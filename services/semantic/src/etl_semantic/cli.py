@@ -120,18 +120,24 @@ def write_exports(context: JobContext, outcome: DbtOutcome) -> None:
     """After a successful build: the Watershed upload and the load script of each Qlik app the models
     declare (meta etl_qlik_app), recorded in ops.exports."""
     from ._qlik import QLIK_APP_META_KEY, qlik_apps, write_load_script
-    from ._watershed import export_watershed
+    from ._watershed import WATERSHED_META_KEY, export_watershed, watershed_exports
 
     if not outcome.success:
         return
     settings = context.settings
     assert isinstance(settings, SemanticSettings)
     folder = settings.export_dir or settings.data_dir / "exports"
-    apps = qlik_apps(json.loads(outcome.manifest_path.read_bytes())) if outcome.manifest_path else {}
+    manifest = json.loads(outcome.manifest_path.read_bytes()) if outcome.manifest_path else {}
+    apps = qlik_apps(manifest)
+    uploads = watershed_exports(manifest)
     if not apps:
         _log.warning("no semantic model declares meta %s: no Qlik load script written", QLIK_APP_META_KEY)
+    if not uploads:
+        _log.info("no semantic model declares meta %s: no Watershed upload written", WATERSHED_META_KEY)
+    files: list[Any] = []
     with context.db.connect(autocommit=True) as conn:
-        files: list[Any] = list(export_watershed(conn, folder, f"watershed_{settings.run_id}"))
+        for name, table in uploads.items():
+            files += export_watershed(conn, folder, f"{name}_{settings.run_id}", table)
         files += [write_load_script(conn, folder, app, fact) for app, fact in apps.items()]
     context.audit.record_exports(files)
     # by kind; a second Qlik app's script by kind and app ("qlik_load_script:<app>")

@@ -2,8 +2,9 @@
 -- statement per web behaviour event and per order of the retention window. The statement id is a
 -- UUID derived from the source and its id, so a re-upload is idempotent in the LRS. The actor is a
 -- pseudonymous account (keyed hash of the customer id, or of the session for anonymous visitors).
--- Verbs and activity types per event type: seeds/xapi_verbs.csv. Written to files by the job.
-{{ config(materialized='table') }}
+-- Verbs and activity types per event type: seeds/xapi_verbs.csv. Written to files by the job
+-- (meta etl_watershed_export: watershed_<run id>.csv, .template.json and .xapi.json).
+{{ config(materialized='table', meta={'etl_watershed_export': 'watershed'}) }}
 
 with verbs as (
     select * from {{ ref('xapi_verbs') }}

@@ -1,4 +1,5 @@
--- Branches (insurance.branches, full pulls) of this run's pulls: typed and checked.
+-- insurance.branches (full pulls): the records of this run's pulls, typed and checked.
+-- Written by etl-conformed scaffold: add the entity's rules to dq_failures and seeds/dq_rules.csv.
 {{ config(post_hook=etl_platform.dq_hooks('ins_branch')) }}
 -- depends_on: {{ ref('dq_rules') }} {{ source('ops', 'dq_results') }}
 
@@ -8,8 +9,9 @@ with
 typed as (
     select
         {{ etl_platform.try_cast(etl_platform.field('branch_code'), 'char(4)') }} as branch_code,
-        {{ etl_platform.field('branch_name') }} as branch_name,
+        {{ etl_platform.try_cast(etl_platform.field('branch_name'), 'varchar(40)') }} as branch_name,
         {{ etl_platform.try_cast(etl_platform.field('region'), 'char(2)') }} as region,
+        false as is_deleted,
         {{ etl_platform.record_origin() }},
         pull_records.column_names,
         pull_records.record
@@ -21,7 +23,6 @@ checked as (
         typed.*,
         {{ etl_platform.dq_failures([
             ('ins_branch.key_valid', 'branch_code is not null'),
-            ('ins_branch.region_valid', 'region is not null'),
         ]) }} as dq_failed
     from typed
 )
@@ -30,6 +31,6 @@ select
     branch_code,
     branch_name,
     region,
-    false as is_deleted,
+    is_deleted,
     {{ etl_platform.dq_columns('checked') }}
 from checked

@@ -1,4 +1,4 @@
--- Change history of the claims (incremental; deletes from the key listing of every run).
+-- Change history (SCD type 2) of insurance.claims (deletes from the key listing).
 {{ etl_platform.history_config(['branch_code', 'policy_no', 'claim_no'], 'insurance', 'claims') }}
 
 {{ etl_platform.scd2_history(
@@ -6,8 +6,5 @@
     ['branch_code', 'policy_no', 'claim_no'],
     ['claim_date', 'amount'],
     change_time='updated_at',
-    key_listing={
-        'source': 'insurance', 'entity': 'claims',
-        'types': {'branch_code': 'char(4)', 'policy_no': 'integer', 'claim_no': 'integer'},
-    },
+    key_listing={'source': 'insurance', 'entity': 'claims', 'types': {'branch_code': 'char(4)', 'policy_no': 'integer', 'claim_no': 'integer'}},
 ) }}

@@ -1,4 +1,5 @@
--- Policies (insurance.policies, incremental pulls by updated_at) of this run's pulls: typed and checked.
+-- insurance.policies (incremental pulls by updated_at): the records of this run's pulls, typed and checked.
+-- Written by etl-conformed scaffold: add the entity's rules to dq_failures and seeds/dq_rules.csv.
 {{ config(post_hook=etl_platform.dq_hooks('ins_policy')) }}
 -- depends_on: {{ ref('dq_rules') }} {{ source('ops', 'dq_results') }}
 
@@ -13,6 +14,7 @@ typed as (
         {{ etl_platform.try_cast(etl_platform.field('start_date'), 'date') }} as start_date,
         {{ etl_platform.try_cast(etl_platform.field('premium'), 'numeric(15, 2)') }} as premium,
         {{ etl_platform.try_cast(etl_platform.field('updated_at'), 'timestamptz') }} as updated_at,
+        false as is_deleted,
         {{ etl_platform.record_origin() }},
         pull_records.column_names,
         pull_records.record
@@ -25,7 +27,6 @@ checked as (
         {{ etl_platform.dq_failures([
             ('ins_policy.key_valid', 'branch_code is not null and policy_no is not null'),
             ('ins_policy.premium_valid', 'premium >= 0'),
-            ('ins_policy.start_date_valid', 'start_date is not null'),
         ]) }} as dq_failed
     from typed
 )
@@ -37,6 +38,6 @@ select
     start_date,
     premium,
     updated_at,
-    false as is_deleted,
+    is_deleted,
     {{ etl_platform.dq_columns('checked') }}
 from checked

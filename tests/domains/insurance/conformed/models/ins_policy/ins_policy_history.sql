@@ -1,4 +1,4 @@
--- Change history of the policies (incremental; deletes from the key listing of every run).
+-- Change history (SCD type 2) of insurance.policies (deletes from the key listing).
 {{ etl_platform.history_config(['branch_code', 'policy_no'], 'insurance', 'policies') }}
 
 {{ etl_platform.scd2_history(

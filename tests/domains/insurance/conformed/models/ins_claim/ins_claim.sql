@@ -1,4 +1,4 @@
--- Current state of each claim (deleted ones kept with is_deleted = true).
+-- Current state of each record of insurance.claims (deleted ones kept, is_deleted true).
 {{ etl_platform.current_config(['branch_code', 'policy_no', 'claim_no']) }}
 
 {{ etl_platform.current_from_history(

@@ -1,4 +1,5 @@
--- Claims (insurance.claims, incremental pulls by updated_at) of this run's pulls: typed and checked.
+-- insurance.claims (incremental pulls by updated_at): the records of this run's pulls, typed and checked.
+-- Written by etl-conformed scaffold: add the entity's rules to dq_failures and seeds/dq_rules.csv.
 {{ config(post_hook=etl_platform.dq_hooks('ins_claim')) }}
 -- depends_on: {{ ref('dq_rules') }} {{ source('ops', 'dq_results') }}
 
@@ -13,6 +14,7 @@ typed as (
         {{ etl_platform.try_cast(etl_platform.field('claim_date'), 'date') }} as claim_date,
         {{ etl_platform.try_cast(etl_platform.field('amount'), 'numeric(15, 2)') }} as amount,
         {{ etl_platform.try_cast(etl_platform.field('updated_at'), 'timestamptz') }} as updated_at,
+        false as is_deleted,
         {{ etl_platform.record_origin() }},
         pull_records.column_names,
         pull_records.record
@@ -37,6 +39,6 @@ select
     claim_date,
     amount,
     updated_at,
-    false as is_deleted,
+    is_deleted,
     {{ etl_platform.dq_columns('checked') }}
 from checked
