@@ -39,7 +39,8 @@ TEMPLATE_FORMAT = "etl-watershed-csv-template"
 TEMPLATE_VERSION = 1
 XAPI_VERSION = "1.0.3"
 PLATFORM = "web shop"
-SOURCES = ("web_event", "order")
+#: ws_source names what a statement was built from (the demo: web_event, order): a lower-case name
+_SOURCE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 FETCH_ROWS = 2000
 """Rows fetched per round trip from the server-side cursor."""
 
@@ -204,7 +205,11 @@ def row_problems(row: WatershedRow) -> list[str]:
     """What the statement validation cannot see: the bookkeeping columns of the row (same message form as
     :func:`validate_statement`)."""
     checks = [
-        (row.source in SOURCES, "ws_source", f"{row.source!r} is not one of {', '.join(SOURCES)}"),
+        (
+            bool(row.source and _SOURCE_NAME.match(row.source)),
+            "ws_source",
+            f"{row.source!r} is not a name of lower-case letters, digits and _",
+        ),
         (bool(row.source_id), "ws_source_id", "is empty"),
         (
             row.result_amount is None or row.result_currency is not None,
