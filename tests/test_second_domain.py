@@ -11,6 +11,7 @@ must equal the answers computed directly from the source tables.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -101,6 +102,25 @@ def test_a_second_domain_gives_exact_answers_through_the_daily_run(tmp_path: Pat
 
     etl_run()
     check_answers(source_url, warehouse)
+    # lineage follows what each export read: the claims reach the insurance app's load script only,
+    # the web events the Watershed upload and not the insurance script
+    (run_id,) = rows(warehouse, "select run_id from ops.job_runs where zone = 'semantic'")[0]
+    lineage = subprocess.run(
+        [sys.executable, "-m", "etl_pipeline", "lineage", run_id, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert lineage.returncode == 0, lineage.stderr
+    exports = {
+        (p["source"], p["entity"]): sorted(Path(e["path"]).name for e in p["exports"])
+        for p in json.loads(lineage.stdout)["pulls"]
+        if p["mode"] != "keys"
+    }
+    assert exports[("insurance", "claims")] == ["insurance_claims.qvs"]
+    assert "insurance_claims.qvs" not in exports[("web", "web_events")]
+    assert any(name.startswith("watershed_") for name in exports[("web", "web_events")])
     (orders,) = rows(oltp_url, "select count(*) from oltp.orders")[0]
     assert rows(warehouse, "select count(*) from semantic.fct_orders") == [(orders,)]
     assert (data_dir / "exports" / "insurance_claims.qvs").is_file()

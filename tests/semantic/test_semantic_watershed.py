@@ -382,10 +382,13 @@ def test_an_invalid_row_raises_and_leaves_no_file(db: Database, tmp_path: Path) 
 def test_a_failed_export_keeps_the_previous_files(db: Database, tmp_path: Path) -> None:
     good = _export(db, tmp_path)
     with db.connect() as conn:
-        conn.execute("update semantic.watershed_statements set ws_source = 'CRM feed' where ws_source_id = '5002'")
+        conn.execute(
+            "update semantic.watershed_statements set ws_source = 'CRM feed' where ws_source_id = '5002'"
+        )
 
     with pytest.raises(
-        TransformError, match=rf"invalid row \(CRM feed 5002\): statement {ID_O2}: ws_source: 'CRM feed' is not a name"
+        TransformError,
+        match=rf"invalid row \(CRM feed 5002\): statement {ID_O2}: ws_source: 'CRM feed' is not a name",
     ):
         _export(db, tmp_path)
 

@@ -5,7 +5,8 @@ run made), ``conformed.consumed_pulls`` (which history model read which pull, in
 ``ops.lineage_edges`` (each dbt model and its parents, per job) and ``ops.exports`` (the files). A pull
 feeds the history model that consumed it, the validated model before it, and everything downstream
 of that history model in the edges of the run that consumed it; the exports of that run are listed
-when the pull reached a semantic table (an export reads the semantic zone as a whole).
+when the pull reached a semantic table that export read (the semantic job records an edge from each
+table an export read to its file).
 """
 
 from __future__ import annotations
@@ -135,8 +136,16 @@ def lineage_of(db: Database, run_id: str) -> dict[str, Any]:
         semantic = {t for t in tables if t.startswith("semantic.")}
         item["semantic_tables"] = sorted(set(item["semantic_tables"]) | semantic)
         if semantic:
+            # an export with lineage edges read only their input tables; one without (an older
+            # release) is taken to read the whole semantic zone
+            reached = {out for table in semantic for out in downstream[consumer_run].get(table, ())}
+            read_by_edges = {out for outs in downstream[consumer_run].values() for out in outs}
             known = {e["path"] for e in item["exports"]}
-            item["exports"] += [e for e in exports_of[consumer_run] if e["path"] not in known]
+            item["exports"] += [
+                e
+                for e in exports_of[consumer_run]
+                if e["path"] not in known and (e["path"] in reached or e["path"] not in read_by_edges)
+            ]
 
     return {
         "run_id": run_id,

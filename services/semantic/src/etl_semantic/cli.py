@@ -119,7 +119,7 @@ def provision_pii_key(context: JobContext) -> None:
 def write_exports(context: JobContext, outcome: DbtOutcome) -> None:
     """After a successful build: the Watershed upload and the load script of each Qlik app the models
     declare (meta etl_qlik_app), recorded in ops.exports."""
-    from ._qlik import QLIK_APP_META_KEY, qlik_apps, write_load_script
+    from ._qlik import QLIK_APP_META_KEY, qlik_app_tables, qlik_apps, semantic_tables, write_load_script
     from ._watershed import WATERSHED_META_KEY, export_watershed, watershed_exports
 
     if not outcome.success:
@@ -135,11 +135,19 @@ def write_exports(context: JobContext, outcome: DbtOutcome) -> None:
     if not uploads:
         _log.info("no semantic model declares meta %s: no Watershed upload written", WATERSHED_META_KEY)
     files: list[Any] = []
+    read: list[tuple[str, Any]] = []  # (table, file): what each export read, for the lineage
     with context.db.connect(autocommit=True) as conn:
         for name, table in uploads.items():
-            files += export_watershed(conn, folder, f"{name}_{settings.run_id}", table)
-        files += [write_load_script(conn, folder, app, fact) for app, fact in apps.items()]
+            written = export_watershed(conn, folder, f"{name}_{settings.run_id}", table)
+            files += written
+            read += [(table, f) for f in written]
+        tables = semantic_tables(conn) if apps else {}
+        for app, fact in apps.items():
+            script = write_load_script(conn, folder, app, fact)
+            files.append(script)
+            read += [(f"semantic.{table}", script) for table in qlik_app_tables(tables, fact)]
     context.audit.record_exports(files)
+    record_export_lineage(context, read)
     # by kind; a second Qlik app's script by kind and app ("qlik_load_script:<app>")
     exported: dict[str, Any] = {}
     for f in files:
@@ -149,6 +157,24 @@ def write_exports(context: JobContext, outcome: DbtOutcome) -> None:
     for f in files:
         context.metrics.observe_export(f.kind, rows=f.rows, byte_count=f.bytes)
         _log.info("exported %s: %s (%d rows, sha256 %s)", f.kind, f.path, f.rows, f.sha256[:12])
+
+
+def record_export_lineage(context: JobContext, read: list[tuple[str, Any]]) -> None:
+    """An edge from each table an export read to its file (ops.lineage_edges), so that `etl lineage`
+    names an export only for the pulls that reached one of its tables; best effort, as the models'."""
+    from etl_shared import Dataset, database_namespace, file_namespace, record_lineage_edges
+
+    try:
+        database = database_namespace(context.db.url)
+        record_lineage_edges(
+            context.db,
+            job_id=context.audit.job_id,
+            run_id=context.settings.run_id,
+            zone=context.audit.zone,
+            edges=[(Dataset(database, table), Dataset(file_namespace(), str(f.path))) for table, f in read],
+        )
+    except Exception as exc:
+        _log.warning("the lineage of the exports was not recorded: %s", exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
