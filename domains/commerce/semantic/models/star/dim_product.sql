@@ -20,16 +20,16 @@ known as (
 ),
 
 unknown as (
-    select
-        {{ etl_platform.unknown_key() }} as product_key,
-        -1::bigint as product_id,
-        null::text as product_sku,
-        'Unknown product' as product_name,
-        'Unknown' as product_category,
-        null::numeric(12, 2) as product_unit_price,
-        null::text as product_currency_code,
-        false as product_is_active,
-        false as product_is_deleted
+    {{ etl_platform.unknown_member('product_key', {
+        'product_id': '-1::bigint',
+        'product_sku': 'null::text',
+        'product_name': "'Unknown product'",
+        'product_category': "'Unknown'",
+        'product_unit_price': 'null::numeric(12, 2)',
+        'product_currency_code': 'null::text',
+        'product_is_active': 'false',
+        'product_is_deleted': 'false',
+    }) | indent(4) }}
 )
 
 select * from known

@@ -47,12 +47,14 @@ line_totals as (
     group by lines.order_id
 ),
 
-{{ customer_versions_cte() }}
+{{ etl_platform.versions_cte(
+    'customer_versions', customer_versions(), ['customer_key', 'customer_country_code'], where='customer_id <> -1'
+) }}
 
 select
     {{ etl_platform.surrogate_key(['orders.order_id']) }} as order_key,
     coalesce(dates.date_key, {{ etl_platform.unknown_key() }}) as date_key,
-    coalesce({{ matched_customer('customer_key', 'orders') }}, {{ etl_platform.unknown_key() }}) as customer_key,
+    coalesce({{ etl_platform.version_as_of('customer_versions', customer_versions(), 'customer_key', 'orders.ordered_at') }}, {{ etl_platform.unknown_key() }}) as customer_key,
     coalesce(currencies.currency_key, {{ etl_platform.unknown_key() }}) as currency_key,
     coalesce(geographies.geography_key, {{ etl_platform.unknown_key() }}) as geography_key,
     orders.order_id,
@@ -68,8 +70,8 @@ select
     greatest(orders.loaded_at, coalesce(line_totals.loaded_at, orders.loaded_at)) as order_source_loaded_at
 from orders
 left join line_totals on orders.order_id = line_totals.order_id
-{{ customer_version_joins('orders') }}
+{{ etl_platform.version_joins('customer_versions', customer_versions(), 'orders.customer_id', 'orders.ordered_at') }}
 left join {{ ref('dim_date') }} as dates on orders.order_date = dates.date_value
 left join {{ ref('dim_currency') }} as currencies on orders.currency_code = currencies.currency_code
 left join {{ ref('dim_geography') }} as geographies
-    on {{ matched_customer('customer_country_code', 'orders') }} = geographies.geography_country_code
+    on {{ etl_platform.version_as_of('customer_versions', customer_versions(), 'customer_country_code', 'orders.ordered_at') }} = geographies.geography_country_code

@@ -49,7 +49,9 @@ lines as (
     where not is_deleted
 ),
 
-{{ customer_versions_cte() }},
+{{ etl_platform.versions_cte(
+    'customer_versions', customer_versions(), ['customer_key', 'customer_country_code'], where='customer_id <> -1'
+) }},
 
 products as (
     select
@@ -62,7 +64,7 @@ joined as (
     select
         {{ etl_platform.surrogate_key(['lines.order_id', 'lines.line_number']) }} as sales_key,
         coalesce(dates.date_key, {{ etl_platform.unknown_key() }}) as date_key,
-        coalesce({{ matched_customer('customer_key', 'orders') }}, {{ etl_platform.unknown_key() }}) as customer_key,
+        coalesce({{ etl_platform.version_as_of('customer_versions', customer_versions(), 'customer_key', 'orders.ordered_at') }}, {{ etl_platform.unknown_key() }}) as customer_key,
         coalesce(products.product_key, {{ etl_platform.unknown_key() }}) as product_key,
         coalesce(currencies.currency_key, {{ etl_platform.unknown_key() }}) as currency_key,
         coalesce(geographies.geography_key, {{ etl_platform.unknown_key() }}) as geography_key,
@@ -79,12 +81,12 @@ joined as (
         greatest(orders.loaded_at, lines.loaded_at) as sales_source_loaded_at
     from lines
     inner join orders on lines.order_id = orders.order_id
-    {{ customer_version_joins('orders') }}
+    {{ etl_platform.version_joins('customer_versions', customer_versions(), 'orders.customer_id', 'orders.ordered_at') }}
     left join products on lines.product_id = products.product_id
     left join {{ ref('dim_date') }} as dates on orders.order_date = dates.date_value
     left join {{ ref('dim_currency') }} as currencies on orders.currency_code = currencies.currency_code
     left join {{ ref('dim_geography') }} as geographies
-        on {{ matched_customer('customer_country_code', 'orders') }} = geographies.geography_country_code
+        on {{ etl_platform.version_as_of('customer_versions', customer_versions(), 'customer_country_code', 'orders.ordered_at') }} = geographies.geography_country_code
 )
 
 select * from joined
