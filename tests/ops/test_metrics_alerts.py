@@ -166,6 +166,7 @@ def _exercised_registry() -> JobMetrics:
         "crm", "accounts", records=3, byte_count=10, pages=1, retries=1, seconds=0.5, requests=2
     )
     metrics.observe_pull_failed("crm", "contacts", seconds=0.1)
+    metrics.observe_schema_change("crm", "contacts", "type_mismatch", "failed")
     metrics.observe_freshness("crm", "accounts", last_pull=1_700_000_000, sla_s=3600)
     metrics.observe_dq("orders.currency", "error", failures=4, status="fail")
     metrics.observe_quarantine("sales_order", "error", 4)
@@ -195,6 +196,13 @@ def test_every_figure_of_the_registry() -> None:
     assert sample("etl_source_http_retries_total", pull) == 1
     assert sample("etl_pulls_total", {**pull, "status": "committed"}) == 1
     assert sample("etl_pulls_total", {**pull, "entity": "contacts", "status": "failed"}) == 1
+    assert (
+        sample(
+            "etl_schema_changes_total",
+            {**pull, "entity": "contacts", "kind": "type_mismatch", "action": "failed"},
+        )
+        == 1
+    )
     assert sample("etl_source_last_pull_timestamp_seconds", pull) == 1_700_000_000
     assert sample("etl_source_freshness_sla_seconds", pull) == 3600
     dq = {"zone": "staging", "rule": "orders.currency", "severity": "error"}

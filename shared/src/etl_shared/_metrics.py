@@ -91,6 +91,11 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "Rows the last run put in quarantine, by entity and rule severity",
     ),
     "etl_exported_files_total": ("counter", ("zone", "kind"), "Export files written, by kind"),
+    "etl_schema_changes_total": (
+        "counter",
+        ("zone", "source", "entity", "kind", "action"),
+        "Schema changes a pull found (new_column, missing_column, type_mismatch), warned or failed",
+    ),
 }
 
 
@@ -136,6 +141,7 @@ class JobMetrics:
         self.dq_rule_failed = gauge("etl_dq_rule_failed")
         self.quarantined = gauge("etl_quarantined_rows")
         self.exported_files = counter("etl_exported_files_total")
+        self.schema_changes = counter("etl_schema_changes_total")
 
     # -- the job ---------------------------------------------------------------------------------
 
@@ -196,6 +202,11 @@ class JobMetrics:
         self.pulls.labels(self.zone, source, entity, "failed").inc()
         if seconds is not None:
             self.pull_duration.labels(self.zone, source, entity).set(seconds)
+
+    def observe_schema_change(self, source: str, entity: str, kind: str, action: str) -> None:
+        """One schema change a pull found (ops.schema_changes); action ``failed``: a strict contract
+        stopped the pull."""
+        self.schema_changes.labels(self.zone, source, entity, kind, action).inc()
 
     def observe_freshness(
         self,

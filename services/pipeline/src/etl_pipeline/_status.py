@@ -12,6 +12,11 @@ from etl_shared import Database
 
 ZONES = ("staging", "conformed", "semantic")
 
+#: ``etl status`` lists the schema changes (ops.schema_changes) of this many days, at most
+#: SCHEMA_CHANGES_SHOWN per entity, newest first.
+SCHEMA_CHANGES_DAYS = 7
+SCHEMA_CHANGES_SHOWN = 10
+
 
 @dataclass
 class DqSummary:
@@ -89,6 +94,11 @@ class SourceEntityStatus:
     #: committed pulls no conformed model has read (conformed.consumed_pulls), and the oldest one's age
     unconsumed_pulls: int = 0
     unconsumed_age_hours: float | None = None
+    #: the recent schema changes staging found (ops.schema_changes), newest first
+    schema_changes: list[dict[str, Any]] = field(default_factory=list)
+    schema_changes_total: int = 0
+    #: the newest pull was stopped by its strict schema contract (until a later pull commits)
+    contract_broken: bool = False
 
     @property
     def unconsumed_overdue(self) -> bool:
@@ -141,12 +151,17 @@ class Status:
         return [s for s in self.sources if s.unconsumed_overdue]
 
     @property
+    def contract_broken(self) -> list[SourceEntityStatus]:
+        """Entities whose newest pull a strict schema contract stopped."""
+        return [s for s in self.sources if s.contract_broken]
+
+    @property
     def failed_zones(self) -> list[str]:
         return [zone for zone, run in self.zones.items() if run is not None and run.status == "failed"]
 
     @property
     def healthy(self) -> bool:
-        return not self.stale and not self.failed_zones and not self.unconsumed
+        return not self.stale and not self.failed_zones and not self.unconsumed and not self.contract_broken
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -154,6 +169,7 @@ class Status:
             "failed_zones": self.failed_zones,
             "stale": [f"{s.source}.{s.entity}" for s in self.stale],
             "unconsumed": [f"{s.source}.{s.entity}" for s in self.unconsumed],
+            "contract_broken": [f"{s.source}.{s.entity}" for s in self.contract_broken],
             "zones": {zone: (run.as_json() if run else None) for zone, run in self.zones.items()},
             "staging_pulls": [s.as_json() for s in self.sources],
             "sources_file": self.sources_file,
@@ -252,12 +268,37 @@ select
     (array_agg(p.error order by p.started_at desc))[1],
     max(p.committed_at) filter (where p.status = 'committed' and p.backfill_from is not null),
     count(*) filter (where p.status = 'committed' and c.pull_id is null),
-    extract(epoch from now() - min(p.committed_at) filter (where p.status = 'committed' and c.pull_id is null))
+    extract(epoch from now() - min(p.committed_at) filter (where p.status = 'committed' and c.pull_id is null)),
+    (array_agg(p.pull_id::text order by p.started_at desc))[1]
 from staging.pulls as p
 left join (select distinct consumed.pull_id from conformed.consumed_pulls as consumed) as c
     on c.pull_id = p.pull_id
 group by p.source, p.entity
 """
+
+
+#: The schema changes of the last SCHEMA_CHANGES_DAYS days, newest first per entity.
+_SCHEMA_CHANGES_QUERY = """
+select
+    source, entity, pull_id::text, run_id, kind, column_name, action, contract, declared_type,
+    failing_values, detail, detected_at
+from ops.schema_changes
+where detected_at > now() - %s * interval '1 day'
+order by source, entity, detected_at desc, pull_id, kind, column_name
+"""
+
+_SCHEMA_CHANGE_FIELDS = (
+    "pull_id",
+    "run_id",
+    "kind",
+    "column",
+    "action",
+    "contract",
+    "declared_type",
+    "failing_values",
+    "detail",
+    "detected_at",
+)
 
 
 def current_status(db: Database, *, sources_file: Path | None = None) -> Status:
@@ -282,6 +323,11 @@ def current_status(db: Database, *, sources_file: Path | None = None) -> Status:
             (source, entity): value
             for source, entity, value in conn.execute("select source, entity, value from staging.watermarks")
         }
+        changes: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for row in conn.execute(_SCHEMA_CHANGES_QUERY, (SCHEMA_CHANGES_DAYS,)).fetchall():
+            change = dict(zip(_SCHEMA_CHANGE_FIELDS, row[2:], strict=True))
+            change["detected_at"] = change["detected_at"].isoformat()
+            changes.setdefault((row[0], row[1]), []).append(change)
     entities: dict[tuple[str, str], SourceEntityStatus] = {}
     for source, entity, sla in configured:
         entities[(source, entity)] = SourceEntityStatus(source, entity, sla_hours=sla)
@@ -290,6 +336,9 @@ def current_status(db: Database, *, sources_file: Path | None = None) -> Status:
             entities[key] = SourceEntityStatus(key[0], key[1], configured=False)
     for key, item in entities.items():
         item.watermark = watermarks.get(key)
+        recent = changes.get(key, [])
+        item.schema_changes = recent[:SCHEMA_CHANGES_SHOWN]
+        item.schema_changes_total = len(recent)
         found = pulls.get(key)
         if found is None:
             continue
@@ -304,6 +353,7 @@ def current_status(db: Database, *, sources_file: Path | None = None) -> Status:
             backfill_at,
             unconsumed,
             unconsumed_age_s,
+            newest_pull_id,
         ) = found
         item.committed_pulls = int(committed or 0)
         item.last_committed_at = last_at
@@ -315,5 +365,8 @@ def current_status(db: Database, *, sources_file: Path | None = None) -> Status:
         item.last_backfill_at = backfill_at
         item.unconsumed_pulls = int(unconsumed or 0)
         item.unconsumed_age_hours = float(unconsumed_age_s) / 3600 if unconsumed_age_s is not None else None
+        item.contract_broken = last_status == "failed" and any(
+            c["pull_id"] == newest_pull_id and c["action"] == "failed" for c in recent
+        )
     status.sources = list(entities.values())
     return status

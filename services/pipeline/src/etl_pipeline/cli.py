@@ -29,7 +29,7 @@ from etl_shared import (
 )
 
 from ._lineage import format_lineage, lineage_of
-from ._status import ZONES, Status, ZoneRun, current_status, history, runs_of
+from ._status import SCHEMA_CHANGES_DAYS, ZONES, Status, ZoneRun, current_status, history, runs_of
 
 #: ``etl status --check``: a zone's last run failed or a source entity is stale (docs/exit-codes.md).
 STATUS_UNHEALTHY = 1
@@ -52,8 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser(
         "status",
         help="last run of each zone with its data quality, and each source entity's freshness",
-        description="The operator's view. Exit 0; with --check, exit 1 when a zone's last run failed or"
-        " a source entity is older than its freshness SLA (see docs/exit-codes.md).",
+        description="The operator's view. Exit 0; with --check, exit 1 when a zone's last run failed,"
+        " a source entity is older than its freshness SLA, or its newest pull was stopped by its strict"
+        " schema contract (see docs/exit-codes.md).",
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument(
@@ -212,13 +213,29 @@ def _format_status(status: Status) -> str:
             )
         if src.last_pull_status == "failed":
             lines.append(f"      last pull FAILED: {src.last_pull_error or '(no error recorded)'}")
-    if status.failed_zones or status.stale or status.unconsumed:
+        if src.schema_changes:
+            more = src.schema_changes_total - len(src.schema_changes)
+            lines.append(
+                f"      schema changes, last {SCHEMA_CHANGES_DAYS} days: {src.schema_changes_total}"
+                + (f" (newest {len(src.schema_changes)} shown)" if more else "")
+                + ("  CONTRACT BROKEN: the newest pull was stopped (strict)" if src.contract_broken else "")
+            )
+            for change in src.schema_changes:
+                typed = f" ({change['declared_type']})" if change["declared_type"] else ""
+                count = f", {change['failing_values']} failing" if change["failing_values"] else ""
+                lines.append(
+                    f"        {change['detected_at'][:19].replace('T', ' ')}"
+                    f" {'FAILED' if change['action'] == 'failed' else 'warned'} {change['kind']}"
+                    f" {change['column']}{typed}{count}: {change['detail'] or ''}  (pull {change['pull_id'][:8]})"
+                )
+    if status.failed_zones or status.stale or status.unconsumed or status.contract_broken:
         lines.append(
             "Attention: "
             + "; ".join(
                 [f"{zone} failed" for zone in status.failed_zones]
                 + [f"{s.source}.{s.entity} stale" for s in status.stale]
                 + [f"{s.source}.{s.entity} pulls unconsumed past the SLA" for s in status.unconsumed]
+                + [f"{s.source}.{s.entity} schema contract broken" for s in status.contract_broken]
             )
         )
     return "\n".join(lines) + "\n"

@@ -6,6 +6,7 @@ secret file, and the configuration refuses keys that look like inline credential
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from etl_shared import ConfigurationError
 
+from ._contract import DEFAULT_CONTRACT, ContractMode, DeclaredColumns, columns_field, contract_field
 from ._rest import AsyncRestEntity, NoAuth, RestAuth, RestConnection, RestEntity
 
 _NAME = r"^[a-z][a-z0-9_]{0,62}$"
@@ -73,6 +75,8 @@ class DatabaseEntity(_Strict):
         default=None, description="Incremental entities: pull the key set on a schedule, to see hard deletes"
     )
     freshness_sla_hours: float | None = freshness_sla_field()
+    contract: ContractMode | None = contract_field()
+    columns: DeclaredColumns = columns_field()
 
     @model_validator(mode="after")
     def _check_reconciliation(self) -> DatabaseEntity:
@@ -105,12 +109,25 @@ class FileEntity(_Strict):
         description="Drop folders: skip a file whose checksum a committed pull of this entity already loaded",
     )
     freshness_sla_hours: float | None = freshness_sla_field()
+    contract: ContractMode | None = contract_field()
+    columns: DeclaredColumns = columns_field()
 
 
 class _SourceBase(_Strict):
     name: str = Field(pattern=_NAME)
     batch_size: int = Field(default=5000, ge=1, le=1_000_000)
     freshness_sla_hours: float | None = freshness_sla_field()
+    contract: ContractMode = Field(
+        default=DEFAULT_CONTRACT, description="The schema contract of the entities that declare none"
+    )
+
+    def effective_contract(self, entity: str) -> ContractMode:
+        """The entity's ``contract`` if it sets one, else the source's (default ``loose``)."""
+        for candidate in getattr(self, "entities", ()):
+            if candidate.name == entity:
+                own: ContractMode | None = candidate.contract
+                return own if own is not None else self.contract
+        raise ConfigurationError(f"source {self.name}: no entity {entity!r}")
 
     def effective_freshness_sla_hours(self, entity: str) -> float | None:
         """The entity's ``freshness_sla_hours`` if it sets one, else the source's (None: no SLA)."""
@@ -182,6 +199,13 @@ class SourcesFile(_Strict):
             entities = [e.name for e in source.entities]
             if len(set(entities)) != len(entities):
                 raise ValueError(f"source {source.name!r} declares an entity twice")
+            for entity in source.entities:
+                if source.effective_contract(entity.name) == "strict" and not entity.columns:
+                    raise ValueError(
+                        f"source {source.name!r} entity {entity.name!r}: contract strict needs the entity's"
+                        " columns (the columns it relies on, with their types); declare them, or use"
+                        " contract: loose"
+                    )
         return self
 
     def select(
@@ -288,6 +312,9 @@ def _describe(err: dict, raw: dict) -> str:  # type: ignore[type-arg]
             name = f"#{loc[1]}"
         rest = [str(p) for p in loc[2:] if p not in {"database", "file", "rest", "rest_async"}]
         where = f"source {name!r} field {'.'.join(rest) or '(source)'}"
+        if len(rest) >= 2 and rest[0] == "entities" and rest[1].isdigit():
+            with contextlib.suppress(IndexError, AttributeError, KeyError, TypeError):
+                where += f" (entity {raw['sources'][loc[1]]['entities'][int(rest[1])]['name']!r})"
     return f"{where}: {err['msg']}"
 
 

@@ -37,6 +37,23 @@ PAYLOAD_CHUNK_BYTES = 8 * 1024 * 1024
 class Batch:
     columns: list[str]
     rows: list[list[Any]]
+    #: the columns are the source's whole column list (a database query, a CSV header), not only the
+    #: keys this batch's records happened to have (JSON, XML, REST)
+    header: bool = False
+    #: where row i came from, for messages ("file x.csv, line 7"); None: only its batch and row
+    where: Callable[[int], str] | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Located:
+    """``Batch.where`` of rows read from one file: ``positions[i]`` is row i's line or record number."""
+
+    origin: str
+    unit: str
+    positions: list[int]
+
+    def __call__(self, index: int) -> str:
+        return f"{self.origin}, {self.unit} {self.positions[index]}"
 
 
 @dataclass
@@ -221,12 +238,15 @@ class FileExtractor:
         try:
             if group.format == "csv":
                 yield from self._csv(source_file, group, where)
-            elif group.format == "jsonl":
-                yield from _records_to_batches(self._jsonl(source_file, group, where), group, self.batch_size)
-            elif group.format == "json":
-                yield from _records_to_batches(self._json(source_file, group, where), group, self.batch_size)
             else:
-                yield from _records_to_batches(self._xml(source_file, group, where), group, self.batch_size)
+                records = {"jsonl": self._jsonl, "json": self._json, "xml": self._xml}[group.format]
+                yield from _records_to_batches(
+                    records(source_file, group, where),
+                    group,
+                    self.batch_size,
+                    origin=f"file {source_file.name}",
+                    unit="line" if group.format == "jsonl" else "record",
+                )
         except UnicodeDecodeError as exc:
             raise SourceFatalError(
                 f"{where}: not valid {group.encoding} at byte {exc.start}: {exc.reason}; set 'encoding' for this file"
@@ -245,7 +265,10 @@ class FileExtractor:
                 raise SourceFatalError(f"{where}, line 1: malformed CSV: {exc}") from None
             columns = [group.rename.get(h.strip(), h.strip()) for h in header]
             rows: list[list[Any]] = []
+            lines: list[int] = []
+            origin = f"file {source_file.name}"
             while True:
+                start = reader.line_num + 1
                 try:
                     row = next(reader)
                 except StopIteration:
@@ -259,22 +282,26 @@ class FileExtractor:
                         f"{where}, line {reader.line_num}: {len(row)} fields, the header has {len(columns)}"
                     )
                 rows.append(row)
+                lines.append(start)
                 if len(rows) >= self.batch_size:
-                    yield Batch(columns, rows)
-                    rows = []
+                    yield Batch(columns, rows, header=True, where=Located(origin, "line", lines))
+                    rows, lines = [], []
             if rows:
-                yield Batch(columns, rows)
+                yield Batch(columns, rows, header=True, where=Located(origin, "line", lines))
 
-    def _jsonl(self, source_file: SourceFile, group: FileGroup, where: str) -> Iterator[dict[str, Any]]:
+    def _jsonl(
+        self, source_file: SourceFile, group: FileGroup, where: str
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(line number, record) of each non-blank line."""
         if codecs.lookup(group.encoding).name in ("utf-8", "utf-8-sig"):
             yield from self._jsonl_utf8(source_file, where)
             return
         with self._open_text(source_file, group) as handle:
             for line_no, line in enumerate(handle, start=1):
                 if line.strip():
-                    yield _json_line(line, line_no, where)
+                    yield line_no, _json_line(line, line_no, where)
 
-    def _jsonl_utf8(self, source_file: SourceFile, where: str) -> Iterator[dict[str, Any]]:
+    def _jsonl_utf8(self, source_file: SourceFile, where: str) -> Iterator[tuple[int, dict[str, Any]]]:
         """UTF-8 JSON Lines parsed straight from the bytes (orjson validates the UTF-8): no decoding
         pass through a text wrapper, which measured a fifth of the parsing time."""
         with source_file.open() as handle:
@@ -282,9 +309,12 @@ class FileExtractor:
                 if line_no == 1 and line.startswith(codecs.BOM_UTF8):
                     line = line[len(codecs.BOM_UTF8) :]
                 if line.strip():
-                    yield _json_line(line, line_no, where)
+                    yield line_no, _json_line(line, line_no, where)
 
-    def _json(self, source_file: SourceFile, group: FileGroup, where: str) -> Iterator[dict[str, Any]]:
+    def _json(
+        self, source_file: SourceFile, group: FileGroup, where: str
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(record number from 1, record) of the document's record list."""
         with self._open_text(source_file, group) as handle:
             try:
                 document = orjson.loads(handle.read())
@@ -300,9 +330,12 @@ class FileExtractor:
         for index, record in enumerate(records):
             if not isinstance(record, dict):
                 raise SourceFatalError(f"{where}, record {index}: expected a JSON object")
-            yield record
+            yield index + 1, record
 
-    def _xml(self, source_file: SourceFile, group: FileGroup, where: str) -> Iterator[dict[str, Any]]:
+    def _xml(
+        self, source_file: SourceFile, group: FileGroup, where: str
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(record number from 1, record) of each element named ``records_path``."""
         tag = group.records_path
         if not tag:
             raise SourceFatalError(f"{where}: XML needs 'records_path' (the tag of one record)")
@@ -317,7 +350,7 @@ class FileExtractor:
                     for child in element:
                         record[_local(child.tag)] = child.text if len(child) == 0 else _element_dict(child)
                     element.clear()
-                    yield record
+                    yield count, record
             except SafeElementTree.ParseError as exc:
                 raise SourceFatalError(f"{where}: malformed XML after record {count}: {exc}") from None
             except Exception as exc:
@@ -360,20 +393,32 @@ def _element_dict(element: Any) -> dict[str, Any]:
 
 
 def _records_to_batches(
-    records: Iterator[dict[str, Any]], group: FileGroup, batch_size: int
+    records: Iterator[tuple[int, dict[str, Any]]],
+    group: FileGroup,
+    batch_size: int,
+    *,
+    origin: str,
+    unit: str,
 ) -> Iterator[Batch]:
-    """Turn dict records into list-of-arrays batches; a batch's columns are its records' keys in
-    first-seen order (missing values are null)."""
+    """Turn (position, dict record) pairs into list-of-arrays batches; a batch's columns are its
+    records' keys in first-seen order (missing values are null), its ``where`` each row's position."""
     chunk: list[dict[str, Any]] = []
-    for record in records:
+    positions: list[int] = []
+    for position, record in records:
         if group.rename:
             record = {group.rename.get(k, k): v for k, v in record.items()}
         chunk.append(record)
+        positions.append(position)
         if len(chunk) >= batch_size:
-            yield _to_batch(chunk)
-            chunk = []
+            yield _located(_to_batch(chunk), origin, unit, positions)
+            chunk, positions = [], []
     if chunk:
-        yield _to_batch(chunk)
+        yield _located(_to_batch(chunk), origin, unit, positions)
+
+
+def _located(batch: Batch, origin: str, unit: str, positions: list[int]) -> Batch:
+    batch.where = Located(origin, unit, positions)
+    return batch
 
 
 def _to_batch(records: list[dict[str, Any]]) -> Batch:
@@ -467,7 +512,7 @@ class DatabaseExtractor:
                         batch = [list(r) for r in rows]
                         if cursor_index is not None:
                             self._advance(batch, cursor_index)
-                        yield Batch(columns, batch)
+                        yield Batch(columns, batch, header=True)
         except psycopg.OperationalError as exc:
             raise SourceTransientError(
                 f"{where}: source database failed: {str(exc).strip().splitlines()[0]}"

@@ -293,8 +293,10 @@ class RawPullWriter:
         watermark_after: str | None,
         metadata: dict[str, Any] | None = None,
         loaded_files: Sequence[Any] = (),
+        also: Callable[[psycopg.Connection[Any]], None] | None = None,
     ) -> PullSummary:
-        """Make the pull visible, advance the watermark and record the files it loaded, atomically."""
+        """Make the pull visible, advance the watermark and record the files it loaded, atomically;
+        ``also`` writes more in the same transaction (the pull's schema changes)."""
         checksum = self._digest.hexdigest()
 
         def work(conn: psycopg.Connection[Any]) -> None:
@@ -335,6 +337,8 @@ class RawPullWriter:
                             for f in loaded_files
                         ],
                     )
+            if also is not None:
+                also(conn)
             if self.backfill is not None:
                 record_operator_action(
                     conn,
@@ -461,6 +465,21 @@ def read_watermark(db: Database, source: str, entity: str) -> str | None:
             "select value from staging.watermarks where source = %s and entity = %s", (source, entity)
         ).fetchone()
     return row[0] if row else None
+
+
+def previous_columns(db: Database, source: str, entity: str, mode: str) -> list[str] | None:
+    """The columns of the newest committed pull of the entity in ``mode`` that recorded them (pulls
+    committed before schema contracts, and empty pulls, did not); None when there is none."""
+    with db.connect(autocommit=True) as conn:
+        row = conn.execute(
+            "select metadata -> 'columns' from staging.pulls where source = %s and entity = %s"
+            " and status = 'committed' and mode = %s and metadata -> 'columns' is not null"
+            " order by committed_at desc, pull_id limit 1",
+            (source, entity, mode),
+        ).fetchone()
+    if row is None or not isinstance(row[0], list):
+        return None
+    return [str(name) for name in row[0]]
 
 
 def delete_pull_data(db: Database, pull_id: uuid.UUID | str) -> None:

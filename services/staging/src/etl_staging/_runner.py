@@ -37,6 +37,7 @@ from ._config import (
     entity_config,
 )
 from ._config import resolve_database_url as resolve_source_url
+from ._contract import ContractChecker, ContractViolation, SchemaChange, record_schema_changes
 from ._extract import Batch, DatabaseExtractor, FileExtractor
 from ._raw import (
     PullSummary,
@@ -44,6 +45,7 @@ from ._raw import (
     clean_abandoned_pulls,
     file_already_loaded,
     key_listing_due,
+    previous_columns,
     read_watermark,
 )
 from ._rest import AsyncRestEntity, AsyncRestExtractor, RateBudget, RestEntity, RestExtractor
@@ -182,7 +184,10 @@ class StagingJob:
                     )
                     # The watermark stays where it was: the next run asks the API again.
                     writer = self._writer(source, entity, lock, incremental=False, watermark=watermark)
-                    files = FileEntity(name=entity, files=fallback)
+                    # The fallback files are held to the entity's contract too.
+                    files = FileEntity(
+                        name=entity, files=fallback, contract=config.contract, columns=config.columns
+                    )
                     summary = self._extract_into(
                         writer,
                         source,
@@ -342,10 +347,48 @@ class StagingJob:
     ) -> PullSummary:
         """Stream one extraction into ``writer`` and commit it (a failure leaves the pull for the caller)."""
         try:
-            return self._stream(writer, source, config, watermark, extra or {})
+            checker = ContractChecker(
+                source=source.name,
+                entity=config.name,
+                contract=source.effective_contract(config.name),
+                declared=dict(config.columns) if config.columns else None,
+                previous=previous_columns(self.context.db, source.name, config.name, writer.mode),
+            )
+            return self._stream(writer, source, config, watermark, extra or {}, checker)
+        except ContractViolation as exc:
+            self._record_schema_changes(writer, checker.contract, checker.changes)
+            writer.fail(f"{type(exc).__name__}: {exc}")
+            raise
         except BaseException as exc:
             writer.fail(f"{type(exc).__name__}: {exc}")
             raise
+
+    def _record_schema_changes(
+        self, writer: RawPullWriter, contract: str, changes: list[SchemaChange]
+    ) -> None:
+        """What a strict pull found before it stopped, in a transaction of its own (the pull itself is
+        failed and removed); best effort: the violation is what the job reports."""
+        self._count_schema_changes(writer, changes)
+        try:
+            self.context.db.transaction(
+                lambda conn: record_schema_changes(
+                    conn, changes, contract=contract, **_pull_identity(writer)
+                ),
+                name=f"schema changes of pull {writer.pull_id}",
+            )
+        except Exception as exc:
+            _log.warning("the schema changes of pull %s were not recorded: %s", writer.pull_id, exc)
+
+    def _count_schema_changes(self, writer: RawPullWriter, changes: list[SchemaChange]) -> None:
+        if not changes:
+            return
+        self.context.counts.setdefault("schema_changes", {})[f"{writer.source}.{writer.entity}"] = [
+            {**c.as_json(), "pull_id": str(writer.pull_id)} for c in changes
+        ]
+        for change in changes:
+            self.context.metrics.observe_schema_change(
+                writer.source, writer.entity, change.kind, change.action
+            )
 
     def _stream(
         self,
@@ -354,6 +397,7 @@ class StagingJob:
         config: DatabaseEntity | FileEntity | RestEntity | AsyncRestEntity,
         watermark: str | None,
         extra: dict[str, Any],
+        checker: ContractChecker,
     ) -> PullSummary:
         extractor: Any
         if isinstance(config, DatabaseEntity):
@@ -396,20 +440,63 @@ class StagingJob:
                 ),
             )
             items = extractor.extract()
-        for item in items:
-            if self.cancel.is_set():
-                raise Cancelled("cancelled because another part of the job failed or it was stopped")
-            if isinstance(item, Batch):
-                writer.add_batch(item.columns, item.rows)
-            else:
-                writer.add_payload(item.name, item.content_type, item.body)
+        try:
+            for item in items:
+                if self.cancel.is_set():
+                    raise Cancelled("cancelled because another part of the job failed or it was stopped")
+                if isinstance(item, Batch):
+                    if item.rows:
+                        checker.check_batch(
+                            item.columns,
+                            item.rows,
+                            batch_no=writer.batches + 1,
+                            header=item.header,
+                            where=item.where,
+                        )
+                    writer.add_batch(item.columns, item.rows)
+                else:
+                    writer.add_payload(item.name, item.content_type, item.body)
+        finally:
+            # Stopped early (a strict contract, a cancel): close the extraction now, so that its source
+            # connection, transaction and open files go at once rather than when garbage collected.
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+        changes = checker.finish()
         if writer.payloads == 0:
             writer.count_bytes(extractor.state.bytes_read or writer.json_bytes)
-        return writer.commit(
+        metadata = {**extractor.state.metadata, **extra}
+        if checker.columns:
+            metadata["columns"] = list(checker.columns)  # what the next pull's columns are compared with
+        if changes:
+            metadata["schema_changes"] = len(changes)
+        summary = writer.commit(
             watermark_after=extractor.state.watermark_after or watermark,
-            metadata={**extractor.state.metadata, **extra},
+            metadata=metadata,
             loaded_files=getattr(extractor, "loaded", ()),
+            also=(
+                (
+                    lambda conn: record_schema_changes(
+                        conn, changes, contract=checker.contract, **_pull_identity(writer)
+                    )
+                )
+                if changes
+                else None
+            ),
         )
+        self._count_schema_changes(writer, changes)
+        return summary
+
+
+def _pull_identity(writer: RawPullWriter) -> dict[str, Any]:
+    return {
+        "pull_id": writer.pull_id,
+        "job_id": writer.job_id,
+        "run_id": writer.run_id,
+        "source": writer.source,
+        "entity": writer.entity,
+        "mode": writer.mode,
+    }
 
 
 def check_backfill(pairs: list[tuple[SourceConfig, str]]) -> None:

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from .._contract import ContractMode, DeclaredColumns, columns_field, contract_field
 from ._models import _DOTTED, _NAME, _Strict, check_records_path, check_relative_path
 
 _RELATIVE_DATE = re.compile(r"^today(?:-(\d{1,5})d)?$")
@@ -137,6 +138,8 @@ class AsyncRestEntity(_Strict):
     freshness_sla_hours: float | None = Field(
         default=None, gt=0, description="Overrides the source's freshness SLA (hours)"
     )
+    contract: ContractMode | None = contract_field()
+    columns: DeclaredColumns = columns_field()
 
     @field_validator("records_path")
     @classmethod

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from etl_shared import ConfigurationError, configured_secrets_dir
 
+from .._contract import ContractMode, DeclaredColumns, columns_field, contract_field
+
 DEFAULT_SECRETS_DIR = "/run/secrets"
 _NAME = r"^[a-z][a-z0-9_]{0,62}$"
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -321,6 +323,8 @@ class RestEntity(_Strict):
     freshness_sla_hours: float | None = Field(
         default=None, gt=0, description="Overrides the source's freshness SLA (hours)"
     )
+    contract: ContractMode | None = contract_field()
+    columns: DeclaredColumns = columns_field()
 
     @field_validator("records_path")
     @classmethod
