@@ -165,3 +165,38 @@ def test_a_listing_is_taken_only_when_due(warehouse: Warehouse, shop: str, tmp_p
         "update staging.pulls set committed_at = committed_at - interval '8 days' where mode = 'keys'"
     )
     assert key_listing_due(warehouse.db, "oltp", "orders", 7) is True
+
+
+def test_a_listing_that_lost_most_keys_is_refused_and_deletes_nothing(
+    warehouse: Warehouse, shop: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert staging(warehouse) == 0
+    assert warehouse.run() == 0
+    # The source answers with a truncated table (3 of 5 orders gone at once, above the default 50%).
+    source(shop, "delete from oltp.orders where order_id <= 3")
+    capsys.readouterr()
+    assert staging(warehouse) == 4  # the data-quality exit code
+    err = capsys.readouterr()
+    assert "oltp.orders: the key listing has 2 keys, the previous one 5: a drop of 60.0%" in err.out + err.err
+    assert warehouse.rows(
+        "select count(*) from staging.pulls where mode = 'keys' and status = 'committed'"
+    ) == [(1,)]  # the refused listing is not committed
+    assert warehouse.run() == 0
+    assert [row[2] for row in current(warehouse)] == [False] * 5  # nothing deleted
+
+    # The source really lost them: raise the threshold for one run, and the deletes go through.
+    sources = tmp_path / "sources.yml"
+    sources.write_text(
+        sources.read_text().replace(
+            "reconcile_keys: {every_days: 0}", "reconcile_keys: {every_days: 0, max_drop_share: 1}"
+        )
+    )
+    assert staging(warehouse) == 0
+    assert warehouse.run() == 0
+    assert current(warehouse) == [
+        (1, "delete", True),
+        (2, "delete", True),
+        (3, "delete", True),
+        (4, "insert", False),
+        (5, "insert", False),
+    ]

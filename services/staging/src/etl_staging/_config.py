@@ -64,6 +64,14 @@ class KeyReconciliation(_Strict):
         ge=0,
         description="0: after every pull; N: after a pull when the last key listing is N days old or more",
     )
+    max_drop_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="a listing with this share fewer keys than the previous one is refused (exit 4), not"
+        " turned into deletes: a source that answers with an empty or truncated table must not empty the"
+        " history; 1: never refused",
+    )
 
 
 class DatabaseEntity(_Strict):

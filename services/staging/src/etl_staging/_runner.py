@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from etl_shared import (
     ConfigurationError,
+    DataQualityError,
     Dataset,
     EtlError,
     JobContext,
@@ -252,6 +253,7 @@ class StagingJob:
                 assert isinstance(item, Batch)
                 writer.add_batch(item.columns, item.rows)
             writer.count_bytes(writer.json_bytes)
+            self._check_key_drop(source.name, config, writer.records)
             summary = writer.commit(watermark_after=None, metadata={"key_listing": True, "key": config.key})
         except BaseException as exc:
             writer.fail(f"{type(exc).__name__}: {exc}")
@@ -268,6 +270,30 @@ class StagingJob:
             extra={"source": source.name, "entity": config.name, "keys": summary.records},
         )
         return summary
+
+    def _check_key_drop(self, source: str, config: Any, keys: int) -> None:
+        """Refuse a key listing that lost more keys than reconcile_keys.max_drop_share allows against
+        the previous committed listing: the history would delete every key missing from it."""
+        limit = config.reconcile_keys.max_drop_share
+        if limit >= 1:
+            return
+        with self.context.db.connect(autocommit=True) as conn:
+            row = conn.execute(
+                "select record_count from staging.pulls where source = %s and entity = %s and mode = 'keys'"
+                " and status = 'committed' order by committed_at desc limit 1",
+                (source, config.name),
+            ).fetchone()
+        if row is None or not row[0]:
+            return
+        previous = int(row[0])
+        drop = (previous - keys) / previous
+        if drop > limit:
+            raise DataQualityError(
+                f"{source}.{config.name}: the key listing has {keys} keys, the previous one {previous}: a drop of"
+                f" {drop:.1%}, above reconcile_keys.max_drop_share {limit:.0%}. Nothing is deleted; if the source"
+                " really lost those rows, raise max_drop_share in the sources file for one run"
+                ' (docs/runbook.md, "A key listing was refused")'
+            )
 
     def _record_lineage(self, source: SourceConfig, entity: str, summary: PullSummary) -> None:
         """The source entity -> the staging tables, in ops.lineage_edges (best effort)."""
