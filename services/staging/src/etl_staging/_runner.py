@@ -6,6 +6,7 @@ import contextvars
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from etl_shared import (
     JobContext,
     LeaseLock,
     SourceError,
+    SourceFatalError,
     database_namespace,
     file_namespace,
     log_context,
@@ -196,11 +198,12 @@ class StagingJob:
                         watermark,
                         extra={"fallback": True, "fallback_reason": str(exc)},
                     )
+                listing = getattr(config, "reconcile_keys", None)
                 if (
-                    isinstance(config, DatabaseEntity)
-                    and config.reconcile_keys is not None
+                    isinstance(config, DatabaseEntity | RestEntity)
+                    and listing is not None
                     and self.backfill is None
-                    and key_listing_due(db, source.name, entity, config.reconcile_keys.every_days)
+                    and key_listing_due(db, source.name, entity, listing.every_days)
                 ):
                     self._key_listing(source, config, lock)
         self.context.metrics.observe_pull(
@@ -224,10 +227,14 @@ class StagingJob:
         )
         return summary
 
-    def _key_listing(self, source: SourceConfig, config: DatabaseEntity, lock: LeaseLock) -> PullSummary:
+    def _key_listing(
+        self, source: SourceConfig, config: DatabaseEntity | RestEntity, lock: LeaseLock
+    ) -> PullSummary:
         """Pull the entity's key set (mode ``keys``), under the same lease and after its data pull:
-        the conformed history deletes each current key missing from it (reconcile_keys)."""
-        assert isinstance(source, DatabaseSource)
+        the conformed history deletes each current key missing from it (reconcile_keys). A database
+        entity's keys come from its table, a REST entity's from its listing endpoint."""
+        assert config.reconcile_keys is not None
+        key = list(config.key) if isinstance(config, DatabaseEntity) else list(config.reconcile_keys.key)
         writer = RawPullWriter(
             self.context.db,
             run_id=self.context.settings.run_id,
@@ -239,22 +246,14 @@ class StagingJob:
             lock=lock,
         )
         writer.open()
-        extractor = DatabaseExtractor(
-            source.name,
-            config,
-            url=self._database_source_url(source),
-            batch_size=source.batch_size,
-            keys_only=True,
-        )
         try:
-            for item in extractor.extract(None):
+            for columns, rows in self._listed_keys(source, config, key):
                 if self.cancel.is_set():
                     raise Cancelled("cancelled because another part of the job failed or it was stopped")
-                assert isinstance(item, Batch)
-                writer.add_batch(item.columns, item.rows)
+                writer.add_batch(columns, rows)
             writer.count_bytes(writer.json_bytes)
             self._check_key_drop(source.name, config, writer.records)
-            summary = writer.commit(watermark_after=None, metadata={"key_listing": True, "key": config.key})
+            summary = writer.commit(watermark_after=None, metadata={"key_listing": True, "key": key})
         except BaseException as exc:
             writer.fail(f"{type(exc).__name__}: {exc}")
             raise
@@ -271,9 +270,65 @@ class StagingJob:
         )
         return summary
 
-    def _check_key_drop(self, source: str, config: Any, keys: int) -> None:
+    def _listed_keys(
+        self, source: SourceConfig, config: DatabaseEntity | RestEntity, key: list[str]
+    ) -> Iterator[tuple[list[str], list[list[Any]]]]:
+        """(columns, rows) batches of the key columns only, in key order."""
+        if isinstance(config, DatabaseEntity):
+            assert isinstance(source, DatabaseSource)
+            extractor = DatabaseExtractor(
+                source.name,
+                config,
+                url=self._database_source_url(source),
+                batch_size=source.batch_size,
+                keys_only=True,
+            )
+            for item in extractor.extract(None):
+                assert isinstance(item, Batch)
+                yield item.columns, item.rows
+            return
+        assert isinstance(source, RestSource) and config.reconcile_keys is not None
+        listing = config.reconcile_keys
+        endpoint = RestEntity(
+            name=config.name,
+            path=listing.path,
+            params=listing.params,
+            records_path=listing.records_path,
+            pagination=listing.pagination,
+            keep_payload=False,
+        )
+        rest = RestExtractor(
+            source.name,
+            source.connection,
+            source.auth,
+            endpoint,
+            batch_size=source.batch_size,
+            budget=self._rate_budget(source),
+        )
+        for item in rest.extract(None, None):
+            if not isinstance(item, Batch):
+                continue
+            missing = [k for k in key if k not in item.columns]
+            if missing:
+                raise SourceFatalError(
+                    f"source {source.name}, entity {config.name}: the key listing {listing.path} returned"
+                    f" records without the key field(s) {', '.join(missing)} (fields: {', '.join(item.columns)})"
+                )
+            positions = [item.columns.index(k) for k in key]
+            rows = [[row[i] for i in positions] for row in item.rows]
+            for number, row in enumerate(rows):
+                if any(value is None for value in row):
+                    raise SourceFatalError(
+                        f"source {source.name}, entity {config.name}: the key listing {listing.path} has a"
+                        f" record without a key value ({dict(zip(key, row, strict=True))}, record {number + 1}"
+                        " of its batch): a key missing from the listing would be deleted"
+                    )
+            yield list(key), rows
+
+    def _check_key_drop(self, source: str, config: DatabaseEntity | RestEntity, keys: int) -> None:
         """Refuse a key listing that lost more keys than reconcile_keys.max_drop_share allows against
         the previous committed listing: the history would delete every key missing from it."""
+        assert config.reconcile_keys is not None
         limit = config.reconcile_keys.max_drop_share
         if limit >= 1:
             return

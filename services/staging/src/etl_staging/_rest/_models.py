@@ -310,6 +310,36 @@ def check_relative_path(value: str) -> str:
     return value
 
 
+class RestKeyListing(_Strict):
+    """Deletes of an incremental REST entity: an endpoint that lists the key of every record the
+    source still holds (a pull of mode ``keys``; the conformed history deletes each current key
+    missing from it)."""
+
+    path: str = Field(description="The listing endpoint, appended to the base URL")
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    records_path: str = Field(default="", description="Dotted path to the list of keys in a page")
+    pagination: Pagination = Field(default_factory=lambda: NoPagination(type="none"))
+    key: list[str] = Field(min_length=1, description="The record fields that make the key, in key order")
+    every_days: float = Field(
+        default=0,
+        ge=0,
+        description="0: after every pull; N: after a pull when the last key listing is N days old or more",
+    )
+    max_drop_share: float = Field(
+        default=0.5, gt=0, le=1, description="refuse a listing that lost more than this share of keys"
+    )
+
+    @field_validator("records_path")
+    @classmethod
+    def _dotted(cls, value: str) -> str:
+        return check_records_path(value)
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        return check_relative_path(value)
+
+
 class RestEntity(_Strict):
     name: str = Field(pattern=_NAME)
     path: str = Field(description="Appended to the base URL")
@@ -325,6 +355,9 @@ class RestEntity(_Strict):
     )
     contract: ContractMode | None = contract_field()
     columns: DeclaredColumns = columns_field()
+    reconcile_keys: RestKeyListing | None = Field(
+        default=None, description="Incremental entities: list the keys on a schedule, to see hard deletes"
+    )
 
     @field_validator("records_path")
     @classmethod
@@ -338,6 +371,11 @@ class RestEntity(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> RestEntity:
+        if self.reconcile_keys is not None and self.incremental is None:
+            raise ValueError(
+                f"entity {self.name}: reconcile_keys needs an incremental entity; an entity pulled whole"
+                " already shows its deletes"
+            )
         if self.body is not None and self.method != "POST":
             raise ValueError("body needs method: POST")
         if isinstance(self.pagination, PostBodyPagination) and self.method != "POST":
