@@ -304,7 +304,7 @@ def test_a_team_builds_its_domain_into_the_zone_images(
             "COPY --chown=10001:10001 domains/library/ /opt/domains/library/\n"
             "ENV ETL_DOMAINS=/opt/domains/library\n"
         )
-        team[zone] = f"{PREFIX}/{zone}-library:{TAG}"
+        team[zone] = f"{PREFIX}-library/{zone}:{TAG}"  # the team's prefix, as run-zone names images
         built = subprocess.run(
             [
                 *(runtime, "build", "-f", str(context / f"Containerfile.{zone}")),
@@ -334,28 +334,28 @@ def test_a_team_builds_its_domain_into_the_zone_images(
     drops.chmod(0o755)
     (drops / "books.csv").chmod(0o644)
 
-    def run(zone: str, opts: list[str], role: str) -> subprocess.CompletedProcess[str]:
+    def run(zone: str, opts: str, role: str) -> subprocess.CompletedProcess[str]:
+        # through Control-M's wrapper, with the team's image prefix (controlm/README.md, "A team's domain")
+        env = _env(
+            runtime,
+            ETL_CONTAINER_RUNTIME=runtime,
+            ETL_IMAGE_PREFIX=f"{PREFIX}-library",
+            ETL_IMAGE_TAG=TAG,
+            ETL_CONTAINER_OPTS=f"--network host {opts}".strip(),
+            ETL_DATABASE_URL=role_url(admin, role),
+            ETL_RUN_ID="20261202T000000Z-team",
+        )
         return subprocess.run(
-            [
-                *(runtime, "run", "--rm", "--network", "host", *opts),
-                *(
-                    "-e",
-                    f"ETL_DATABASE_URL={role_url(admin, role)}",
-                    "-e",
-                    "ETL_RUN_ID=20261202T000000Z-team",
-                ),
-                team[zone],
-                "run",
-            ],
-            env=_env(runtime),
+            [str(REPO / "controlm" / "bin" / "run-zone"), zone, "run"],
+            env=env,
             capture_output=True,
             text=True,
             timeout=900,
         )
 
-    staging = run("staging", ["-v", f"{drops}:/home/etl/data/sources/library:ro"], "etl_staging")
+    staging = run("staging", f"-v {drops}:/home/etl/data/sources/library:ro", "etl_staging")
     assert staging.returncode == 0, staging.stdout[-3000:] + staging.stderr[-3000:]
-    conformed = run("conformed", [], "etl_conformed")
+    conformed = run("conformed", "", "etl_conformed")
     assert conformed.returncode == 0, conformed.stdout[-3000:] + conformed.stderr[-3000:]
     assert _count(admin, "select count(*) from staging.pulls where source <> 'library'") == 0
     assert _count(admin, "select count(*) from conformed.book where price = 9.99 and shelf = 'A1 '") == 1
