@@ -3,6 +3,7 @@ pulls the keys it lists (a pull of mode ``keys``) after each data pull, as for a
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ class Api:
             for (r, i), t in sorted(self.items.items())
             if since is None or t > since
         ]
-        return Response(__import__("json").dumps({"data": data}), content_type="application/json")
+        return Response(json.dumps({"data": data}), content_type="application/json")
 
     def ids(self, request: Request) -> Response:
         keys = sorted(self.items)
@@ -55,7 +56,7 @@ class Api:
         body: dict[str, Any] = {"data": [{"region": r, "item_id": i} for r, i in page]}
         if start + 2 < len(keys):
             body["next"] = str(start + 2)
-        return Response(__import__("json").dumps(body), content_type="application/json")
+        return Response(json.dumps(body), content_type="application/json")
 
 
 @pytest.fixture
