@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
         dest="sample_apis",
         action="store_const",
         const=True,
-        help="serve the sample CRM/FX APIs during the run (default: only with the bundled demo sources)",
+        help="serve the sample CRM/FX APIs during the run (default: only when the demo domain is among the domains)",
     )
     apis.add_argument("--no-sample-apis", dest="sample_apis", action="store_const", const=False)
     status = sub.add_parser(
