@@ -230,7 +230,7 @@ def test_one_staging_job_per_source_then_conformed_then_semantic(
         sources.append(args.source)
     demo = _demo_sources()
     assert sorted(sources) == sorted(demo), (
-        f"one staging job per source of the demo domain's sources.yml: jobs for {sorted(sources)}, sources {sorted(demo)}"
+        f"one staging job per source of the demo's sources.yml: jobs for {sorted(sources)}, sources {sorted(demo)}"
     )
 
 
