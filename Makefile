@@ -33,7 +33,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/sqlfluff lint shared/src/etl_shared/migrations domains/*/*/models
+	$(BIN)/sqlfluff lint shared/src/etl_shared/migrations domains/*/*/models tests/domains
 
 clean-data:
 	rm -rf .etl

@@ -11,6 +11,8 @@ SQL_FOLDERS = [
     "shared/src/etl_shared/migrations",
     "domains/commerce/conformed/models",
     "domains/commerce/semantic/models",
+    # the second domains of the tests; insurance's conformed models are the scaffold's output
+    "tests/domains",
 ]
 
 
