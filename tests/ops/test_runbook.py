@@ -124,9 +124,18 @@ def _source_database(db_server: Any) -> str:
     url: str = db_server.create_database("oltp")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("create schema oltp")
-        conn.execute("create table oltp.customers (customer_id integer primary key, name text)")
+        # the customers' columns as the demo's sources file declares them (contract: strict)
+        conn.execute(
+            "create table oltp.customers (customer_id bigint primary key, email text, first_name text,"
+            " last_name text, phone text, country text, created_at timestamptz not null,"
+            " updated_at timestamptz not null)"
+        )
         conn.execute("create table oltp.products (product_id integer primary key, name text)")
-        conn.execute("insert into oltp.customers values (1, 'Ann'), (2, 'Bob')")
+        conn.execute(
+            "insert into oltp.customers values"
+            " (1, 'ann@example.com', 'Ann', 'A', null, 'DE', '2026-10-01T00:00Z', '2026-10-01T00:00Z'),"
+            " (2, 'bob@example.com', 'Bob', 'B', null, 'FR', '2026-10-01T00:00Z', '2026-10-01T00:00Z')"
+        )
         conn.execute("insert into oltp.products values (1, 'Lamp')")
         conn.execute(
             "create table oltp.orders (order_id integer primary key, updated_at timestamptz not null)"
