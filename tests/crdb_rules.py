@@ -34,6 +34,8 @@ Rules (ids in brackets)
                         any use is the system column) and ``oid`` as ``x.oid`` or a selected column.
 [listen-notify]         ``LISTEN`` / ``UNLISTEN`` / ``NOTIFY`` statements and ``pg_notify(``.
 [temp-table-on-commit]  ``ON COMMIT DROP``.
+[null-order]            a window's ``ORDER BY`` term without ``NULLS FIRST``/``NULLS LAST`` (CockroachDB
+                        sorts NULLs first, PostgreSQL last; see :func:`_window_orderings`).
 [waiver]                a ``crdb-ok`` waiver without a reason.
 
 Waivers
@@ -238,6 +240,51 @@ def _integer_divisions(code: str) -> Iterator[int]:
             yield matches[index].start()
 
 
+_WINDOW_OPEN = re.compile(r"\bover\s*\(|\bwindow\s+\w+\s+as\s*\(|,\s*\w+\s+as\s*\(", _FLAGS)
+_WINDOW_ORDER = re.compile(r"\border\s+by\b", _FLAGS)
+_FRAME = re.compile(r"\b(?:rows|range|groups)\b", _FLAGS)
+_NULLS = re.compile(r"\bnulls\s+(?:first|last)\b", _FLAGS)
+
+
+def _window_orderings(code: str) -> Iterator[int]:
+    """Offsets of window ``ORDER BY`` terms (in ``over (...)`` or a ``window w as (...)`` clause) that
+    do not say ``NULLS FIRST`` or ``NULLS LAST``.
+
+    CockroachDB sorts NULLs first in ascending order, PostgreSQL last: a rank, row_number or lag over a
+    nullable column picks other rows on the two. Every term of a window's ordering states it (on a
+    column that is never null it costs nothing). A term that is only Jinja (blank here) is checked in
+    the compiled SQL instead."""
+    for opening in _WINDOW_OPEN.finditer(code):
+        if opening.group().startswith(",") and not re.search(r"\bwindow\b", code[: opening.start()], _FLAGS):
+            continue  # ", name as (" outside a WINDOW clause is a CTE
+        start = opening.end()
+        depth, end = 1, start
+        while end < len(code) and depth:
+            depth += {"(": 1, ")": -1}.get(code[end], 0)
+            end += 1
+        body = code[start : end - 1]
+        order = _WINDOW_ORDER.search(body)
+        if order is None:
+            continue
+        terms_text = body[order.end() :]
+        frame = _FRAME.search(terms_text)
+        if frame is not None:
+            terms_text = terms_text[: frame.start()]
+        depth, term_start = 0, 0
+        terms = []
+        for index, char in enumerate(terms_text + ","):
+            if char == "(":
+                depth += 1
+            elif char == ")":
+                depth -= 1
+            elif char == "," and depth == 0:
+                terms.append((term_start, terms_text[term_start:index]))
+                term_start = index + 1
+        for offset, term in terms:
+            if term.strip() and not _NULLS.search(term):
+                yield start + order.end() + offset + (len(term) - len(term.lstrip()))
+
+
 SQL_ONLY_RULES: tuple[_Rule, ...] = (
     *_rules(
         "system-column",
@@ -250,6 +297,11 @@ SQL_ONLY_RULES: tuple[_Rule, ...] = (
         "integer-division",
         "'/' on integers truncates on PostgreSQL but gives a decimal on CockroachDB; cast an operand",
         finder=_integer_divisions,
+    ),
+    _Rule(
+        "null-order",
+        "CockroachDB sorts NULLs first, PostgreSQL last: say NULLS FIRST or NULLS LAST in a window's ORDER BY",
+        finder=_window_orderings,
     ),
 )
 SQL_RULES = KEYWORD_RULES + SQL_ONLY_RULES

@@ -47,6 +47,10 @@ BAD_SQL = [
     ("advisory-lock", "select pg_advisory_lock(42);"),
     ("advisory-lock", "SELECT PG_TRY_ADVISORY_XACT_LOCK(1)"),
     ("advisory-lock", "select\n  pg_advisory_unlock_all();"),
+    # null-order
+    ("null-order", "select row_number() over (partition by k order by created_at) from t"),
+    ("null-order", "select lag(x) over w from t window w as (partition by k order by d desc)"),
+    ("null-order", "select sum(x) over (order by d rows unbounded preceding) from t"),
     # integer-division
     ("integer-division", "select a / b from t;"),
     ("integer-division", "select count(*) / 2 as half from t"),
@@ -82,6 +86,9 @@ BAD_SQL = [
 ]
 
 GOOD_SQL = [
+    "select row_number() over (partition by k order by created_at nulls last, id desc nulls first) from t",
+    "select sum(x) over (order by d nulls last rows unbounded preceding) from t",
+    "with a as (select 1 as x), b as (select x from a order by x) select * from b",
     "select x::numeric / nullif(y, 0) from t",
     "select cast(a as numeric) / b from t",
     "select a / b::float8 from t",

@@ -17,7 +17,7 @@ versions as (
         order_status,
         valid_from,
         change_type,
-        lag(order_status) over (partition by order_id order by valid_from) as previous_status
+        lag(order_status) over (partition by order_id order by valid_from nulls last) as previous_status
     from {{ ref('sales_order_history') }}
     where change_type <> 'delete' and order_id in (select touched.order_id from touched)
 )

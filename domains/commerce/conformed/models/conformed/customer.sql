@@ -36,7 +36,7 @@ accounts as (
         industry,
         customer_email,
         loaded_at,
-        row_number() over (partition by customer_email order by created_at, account_id) as match_rank
+        row_number() over (partition by customer_email order by created_at nulls last, account_id nulls last) as match_rank
     from {{ ref('crm_account') }}
     where
         not is_deleted
@@ -49,7 +49,7 @@ contacts as (
         account_id,
         contact_id,
         loaded_at,
-        row_number() over (partition by account_id order by contact_id) as contact_rank
+        row_number() over (partition by account_id order by contact_id nulls last) as contact_rank
     from {{ ref('crm_contact') }}
     where
         not is_deleted

@@ -91,7 +91,7 @@ joined as (
         published.units_per_eur,
         published.rate_date as published_rate_date,
         count(published.units_per_eur) over (
-            partition by days.currency_code order by days.rate_date rows unbounded preceding
+            partition by days.currency_code order by days.rate_date nulls last rows unbounded preceding
         ) as rate_group
     from days
     left join published
@@ -105,7 +105,7 @@ filled as (
         first_value(units_per_eur) over by_group as units_per_eur,
         first_value(published_rate_date) over by_group as published_rate_date
     from joined
-    window by_group as (partition by currency_code, rate_group order by rate_date)
+    window by_group as (partition by currency_code, rate_group order by rate_date nulls last)
 ),
 
 euro as (

@@ -34,7 +34,7 @@ known as (
         versions.valid_to as customer_valid_to,
         versions.is_current as customer_is_current,
         coalesce(current_customers.is_deleted, false) as customer_is_deleted,
-        row_number() over (partition by versions.customer_id order by versions.valid_from) as customer_version
+        row_number() over (partition by versions.customer_id order by versions.valid_from nulls last) as customer_version
     from versions
     left join current_customers on versions.customer_id = current_customers.customer_id
 ),

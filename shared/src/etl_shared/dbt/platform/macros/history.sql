@@ -61,7 +61,7 @@ latest_per_pull as (
     select
         incoming.*,
         row_number() over (
-            partition by {{ key_list }}, pull_id order by change_time desc, batch_no desc, row_no desc
+            partition by {{ key_list }}, pull_id order by change_time desc nulls first, batch_no desc nulls first, row_no desc nulls first
         ) as recency
     from incoming
 ),
@@ -237,7 +237,7 @@ ordered as (
         lag(row_hash) over by_key as previous_hash,
         max(existing_valid_from) over (partition by {{ key_list }}) as current_valid_from
     from timeline
-    window by_key as (partition by {{ key_list }} order by is_existing desc, change_time, pull_committed_at, pull_id)
+    window by_key as (partition by {{ key_list }} order by is_existing desc nulls first, change_time nulls last, pull_committed_at nulls last, pull_id nulls last)
 ),
 
 kept as (
@@ -262,7 +262,7 @@ versions as (
         lead(valid_from) over by_key as next_valid_from,
         lag(row_hash) over by_key as previous_kept_hash
     from kept
-    window by_key as (partition by {{ key_list }} order by is_existing desc, change_time, pull_committed_at, pull_id)
+    window by_key as (partition by {{ key_list }} order by is_existing desc nulls first, change_time nulls last, pull_committed_at nulls last, pull_id nulls last)
 )
 
 select

@@ -40,7 +40,7 @@ having max(pulls.committed_at) < now() - interval '{{ warn_after_hours }} hours'
 with recent as (
     select
         pulls.record_count,
-        row_number() over (order by pulls.committed_at desc, pulls.pull_id desc) as recency
+        row_number() over (order by pulls.committed_at desc nulls first, pulls.pull_id desc nulls first) as recency
     from {{ model }} as pulls
     where
         pulls.source = '{{ source_name }}' and pulls.entity = '{{ entity }}' and pulls.status = 'committed'
