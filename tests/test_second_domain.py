@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from insurance_source import change_source, load_source
+from ops_support import rows
 
 from etl_samples import generate
 from etl_shared import installed_domains
@@ -28,11 +28,6 @@ from etl_shared import installed_domains
 pytestmark = pytest.mark.e2e
 
 INSURANCE = Path(__file__).resolve().parent / "domains" / "insurance"
-
-
-def rows(url: str, query: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as conn:
-        return conn.execute(query).fetchall()  # type: ignore[arg-type]
 
 
 def check_answers(source: str, warehouse: str) -> None:

@@ -7,20 +7,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from insurance_source import change_source, load_source
+from ops_support import rows
 
 from etl_conformed._scaffold import cast_type
 from etl_conformed.cli import main as conformed
 from etl_staging.cli import main as staging
 
 INSURANCE = Path(__file__).resolve().parents[1] / "domains" / "insurance"
-
-
-def rows(url: str, query: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as conn:
-        return conn.execute(query).fetchall()  # type: ignore[arg-type]
 
 
 def test_source_types_become_casts() -> None:

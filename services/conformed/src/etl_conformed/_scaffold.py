@@ -39,8 +39,8 @@ from etl_shared import (
     resolve_database_url,
 )
 
-#: source column type (psycopg's type_display, PostgreSQL's names) -> the try_cast type; None: text
-_TYPES: list[tuple[str, str | None]] = [
+#: source column type (psycopg's type_display, PostgreSQL's names) -> the try_cast type (others: text)
+_TYPES: list[tuple[str, str]] = [
     (r"^(smallint|integer|int|int2|int4)$", "integer"),
     (r"^(bigint|int8)$", "bigint"),
     (r"^(?:numeric|decimal)\((\d+),\s*(\d+)\)$", "numeric({0}, {1})"),
@@ -63,7 +63,7 @@ def cast_type(source_type: str | None) -> str | None:
     for pattern, target in _TYPES:
         match = re.match(pattern, text)
         if match:
-            return target.format(*match.groups()) if target else None  # groups: the sizes
+            return target.format(*match.groups())  # groups: the sizes
     return None
 
 
@@ -97,13 +97,26 @@ class EntityPlan:
         return f"etl_platform.try_cast({field}, '{target}')" if target else field
 
 
-def plan_entity(
-    db: Database, sources_file: Path, source: str, entity: str, *, model: str | None, key: Sequence[str]
-) -> EntityPlan:
+def declared_source(sources_file: Path, source: str) -> dict[str, Any]:
+    """The source's mapping in the domain's sources.yml, read once for all its entities."""
     raw = yaml.safe_load(sources_file.read_text(encoding="utf-8")) or {}
     declared = next((s for s in raw.get("sources") or [] if s.get("name") == source), None)
     if declared is None:
         raise ConfigurationError(f"{sources_file} declares no source {source!r}")
+    return dict(declared)
+
+
+def plan_entity(
+    db: Database,
+    sources_file: Path,
+    declared: dict[str, Any],
+    entity: str,
+    *,
+    model: str | None,
+    key: Sequence[str],
+) -> EntityPlan:
+    """What the scaffold writes for ``entity`` of the source ``declared`` (from ``sources_file``)."""
+    source = str(declared["name"])
     config = next((e for e in declared.get("entities") or [] if e.get("name") == entity), None)
     if config is None:
         raise ConfigurationError(f"source {source!r} in {sources_file} has no entity {entity!r}")
@@ -407,16 +420,13 @@ def scaffold(argv: Sequence[str]) -> int:
         sources_file = domain_dir / "sources.yml"
         if not sources_file.is_file():
             raise ConfigurationError(f"{domain_dir} has no sources.yml")
-        raw: dict[str, Any] = yaml.safe_load(sources_file.read_text(encoding="utf-8")) or {}
-        source = next((s for s in raw.get("sources") or [] if s.get("name") == args.source), None)
-        if source is None:
-            raise ConfigurationError(f"{sources_file} declares no source {args.source!r}")
+        source = declared_source(sources_file, args.source)
         entities = [args.entity] if args.entity else [e["name"] for e in source.get("entities") or []]
         if args.model and len(entities) != 1:
             raise ConfigurationError("--model names one entity's models: give --entity too")
         db = Database(resolve_database_url(settings, announce=False))
         for entity in entities:
-            plan = plan_entity(db, sources_file, args.source, entity, model=args.model, key=args.key)
+            plan = plan_entity(db, sources_file, source, entity, model=args.model, key=args.key)
             for path in write_scaffold(plan, domain_dir, force=args.force):
                 sys.stdout.write(f"wrote {path}\n")
             untyped = [c for c in plan.columns if plan.types.get(c) is None]

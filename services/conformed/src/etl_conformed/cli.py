@@ -7,6 +7,7 @@ lets an operator release a staging pull that keeps failing the data-quality thre
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -136,8 +137,15 @@ def foreign_source(settings: ConformedSettings) -> Callable[[str], bool]:
     unset the job builds every installed domain, and every source is its own."""
     if not settings.domains:
         return lambda _source: False
-    declared = {name for domain in configured_domains(settings.domains) for name in domain.source_names()}
+    declared = _declared_sources(settings.domains)
     return lambda source: source not in declared
+
+
+@functools.cache
+def _declared_sources(domains: str) -> frozenset[str]:
+    """The sources the domains' sources files declare: read once per process (the selection and the
+    report after the build both ask)."""
+    return frozenset(name for domain in configured_domains(domains) for name in domain.source_names())
 
 
 def select_new_pulls(context: JobContext, manifest: Callable[[], dict[str, Any]]) -> Selection:
