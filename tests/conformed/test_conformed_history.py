@@ -275,9 +275,9 @@ INVARIANTS = (
     " where table_schema = 'conformed' and table_name = 'product_history' and is_nullable = 'NO'"
     " union all select lower(constraint_type), constraint_name from information_schema.table_constraints"
     " where table_schema = 'conformed' and table_name = 'product_history'"
-    " and constraint_type in ('CHECK', 'UNIQUE') and constraint_name not like '%%not_null%%'"
+    " and constraint_type in ('CHECK', 'UNIQUE', 'PRIMARY KEY') and constraint_name not like '%%not_null%%'"
     " union all select 'key', column_name from information_schema.key_column_usage"
-    " where table_schema = 'conformed' and constraint_name = 'product_history_version_key'"
+    " where table_schema = 'conformed' and constraint_name = 'product_history_pkey'"
     " order by 1, 2"
 )
 EXPECTED_INVARIANTS = [
@@ -286,10 +286,11 @@ EXPECTED_INVARIANTS = [
     ("key", "pull_id"),
     ("key", "valid_from"),
     ("not null", "change_type"),
+    ("not null", "product_id"),
     ("not null", "pull_id"),
     ("not null", "valid_from"),
     ("not null", "version_id"),
-    ("unique", "product_history_version_key"),
+    ("primary key", "product_history_pkey"),
 ]
 INDEXES = (
     "select regexp_replace(indexdef, '.* USING btree ', '') from pg_indexes"
@@ -318,15 +319,21 @@ def test_history_invariants_are_constraints_also_on_a_table_deployed_without_the
     with pytest.raises(psycopg.errors.NotNullViolation):
         warehouse.execute("update conformed.product_history set valid_from = null")
 
-    # A history deployed by an earlier release has none of them, and in place of the unique
-    # constraint a unique index on version_id and an index on the key and is_current (dbt's
-    # md5-named `indexes`): the next run adds them before its upsert, drops the two old indexes,
-    # and keeps the rows.
+    # A history deployed by an earlier release has none of them: no primary key (dbt's CREATE
+    # TABLE ... AS), in its place the unique constraint <table>_version_key (releases from
+    # 2026-11-23) or a unique index on version_id and an index on the key and is_current (dbt's
+    # md5-named `indexes`, before): the next run adds the key before its upsert, drops the old
+    # constraint and indexes, and keeps the rows.
     warehouse.execute(
         "alter table conformed.product_history drop constraint product_history_change_type_check,"
-        " drop constraint product_history_version_key,"
+        " drop constraint product_history_pkey,"
         " alter column version_id drop not null, alter column valid_from drop not null,"
-        " alter column pull_id drop not null, alter column change_type drop not null"
+        " alter column pull_id drop not null, alter column change_type drop not null,"
+        " alter column product_id drop not null"
+    )
+    warehouse.execute(
+        "alter table conformed.product_history add constraint product_history_version_key"
+        " unique (product_id, valid_from, pull_id)"
     )
     warehouse.execute(
         'create unique index "1f0e3dad99908345f7439f8ffabdffc4" on conformed.product_history (version_id)'
@@ -334,7 +341,7 @@ def test_history_invariants_are_constraints_also_on_a_table_deployed_without_the
     warehouse.execute(
         'create index "70efdf2ec9b086079795c442636b55fb" on conformed.product_history (product_id, is_current)'
     )
-    assert warehouse.rows(INVARIANTS) == []
+    assert warehouse.rows(INVARIANTS) == [("unique", "product_history_version_key")]
     before = warehouse.snapshot("conformed.product_history")
     lamp_at_11(warehouse, columns)
     assert warehouse.run() == 0

@@ -80,10 +80,10 @@ def history_retention_rules(db: Database, schema: str) -> list[RetentionRule]:
     """One rule per SCD2 history table of ``schema`` (a ``*_history`` table with version_id and
     valid_to): closed versions whose valid_to is older than the cutoff go; current versions stay.
 
-    Rows are deleted by the columns of the table's unique constraint ``<table>_version_key`` (the
-    conformed histories' keys, valid_from and pull_id), read from the catalog; by version_id on a
-    history that has no such constraint (deployed by a release before 2026-11-23 and not built since,
-    so still with its unique index on version_id)."""
+    Rows are deleted by the columns of the table's primary key (the conformed histories' keys,
+    valid_from and pull_id: the model's unique_key), read from the catalog; by those of the unique
+    constraint ``<table>_version_key`` on a history an earlier release created without a primary key
+    and that was not built since; by version_id on one older still (before 2026-11-23)."""
     with db.connect(autocommit=True) as conn:
         rows = conn.execute(
             "select table_name from information_schema.columns where table_schema = %s"
@@ -92,15 +92,25 @@ def history_retention_rules(db: Database, schema: str) -> list[RetentionRule]:
             (schema, "%\\_history"),
         ).fetchall()
         keys: dict[str, list[str]] = {}
-        for table, column in conn.execute(
-            "select table_name, column_name from information_schema.key_column_usage"
-            " where table_schema = %s and constraint_name = table_name || '_version_key'"
-            " order by table_name, ordinal_position",
+        version_keys: dict[str, list[str]] = {}
+        for table, column, kind in conn.execute(
+            "select kcu.table_name, kcu.column_name, tc.constraint_type"
+            " from information_schema.key_column_usage as kcu"
+            " join information_schema.table_constraints as tc on tc.constraint_schema = kcu.constraint_schema"
+            " and tc.constraint_name = kcu.constraint_name and tc.table_name = kcu.table_name"
+            " where kcu.table_schema = %s and (tc.constraint_type = 'PRIMARY KEY'"
+            " or kcu.constraint_name = kcu.table_name || '_version_key')"
+            " order by kcu.table_name, kcu.ordinal_position",
             (schema,),
         ).fetchall():
-            keys.setdefault(table, []).append(column)
+            (keys if kind == "PRIMARY KEY" else version_keys).setdefault(table, []).append(column)
+    for table, columns in list(keys.items()):
+        if columns == ["rowid"]:  # CockroachDB's hidden key of a table created without one
+            del keys[table]
     return [
-        RetentionRule(f"{schema}.{name}", "valid_to", tuple(keys.get(name, ["version_id"])))
+        RetentionRule(
+            f"{schema}.{name}", "valid_to", tuple(keys.get(name) or version_keys.get(name) or ["version_id"])
+        )
         for (name,) in rows
     ]
 

@@ -174,7 +174,7 @@ def validated_sql(plan: EntityPlan) -> str:
     snapshot = ", snapshot=true" if plan.snapshot else ""
     return f"""-- {plan.source}.{plan.entity} ({kind}): the records of this run's pulls, typed and checked.
 -- Written by etl-conformed scaffold: add the entity's rules to dq_failures and seeds/dq_rules.csv.
-{{{{ config(post_hook=etl_platform.dq_hooks('{plan.model}')) }}}}
+{{{{ etl_platform.validated_config('{plan.model}') }}}}
 -- depends_on: {{{{ ref('dq_rules') }}}} {{{{ source('ops', 'dq_results') }}}}
 
 with
@@ -332,8 +332,8 @@ models:
 
 seeds:
   {name}:
-    +full_refresh: true
     dq_rules:
+      +unique_key: rule_id
       +column_types: {{rule_id: text, entity: text, severity: text, threshold: double precision, description: text}}
 """
 

@@ -14,8 +14,7 @@
     incremental_strategy='upsert',
     unique_key='customer_id',
     on_schema_change='fail',
-    pre_hook="{% if is_incremental() %}{{ etl_platform.ensure_unique_key(['customer_id']) }}{% endif %}",
-    post_hook=["{{ etl_platform.ensure_unique_key(['customer_id']) }}", "{{ etl_platform.ensure_index(['loaded_at']) }}"],
+    post_hook=["{{ etl_platform.ensure_index(['loaded_at']) }}"],
 ) }}
 
 -- depends_on: {{ ref('crm_account_history') }} {{ ref('crm_contact_history') }} (read on incremental runs only)

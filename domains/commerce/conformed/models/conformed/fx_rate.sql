@@ -7,7 +7,7 @@
 -- forward to today.
 {{ config(
     materialized='table',
-    indexes=[{'columns': ['currency_code', 'rate_date'], 'unique': true}],
+    unique_key=['currency_code', 'rate_date'],
     meta={'etl_every_run': true},
 ) }}
 

@@ -1,5 +1,5 @@
 -- CRM accounts (crm.accounts, full pulls from the CRM API) of this run's pull.
-{{ config(post_hook=etl_platform.dq_hooks('crm_account')) }}
+{{ etl_platform.validated_config('crm_account') }}
 -- depends_on: {{ ref('dq_rules') }} {{ source('ops', 'dq_results') }} (the post-hooks write the results the
 -- threshold test reads: with both as parents, a failing test stops the entity's history)
 

@@ -1,5 +1,5 @@
 -- CRM contacts (crm.contacts, full pulls from the CRM API) of this run's pull.
-{{ config(post_hook=etl_platform.dq_hooks('crm_contact')) }}
+{{ etl_platform.validated_config('crm_contact') }}
 -- depends_on: {{ ref('dq_rules') }} {{ source('ops', 'dq_results') }} (the post-hooks write the results the
 -- threshold test reads: with both as parents, a failing test stops the entity's history)
 

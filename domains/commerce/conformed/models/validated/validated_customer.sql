@@ -1,6 +1,6 @@
 -- Customers (oltp.customers, full pulls) of this run's pull: typed, standardised (trimmed lower-case
 -- email, ISO 3166 alpha-2 country, UTC timestamps) and checked (rules in seeds/dq_rules.csv).
-{{ config(post_hook=etl_platform.dq_hooks('customer')) }}
+{{ etl_platform.validated_config('customer') }}
 -- depends_on: {{ ref('dq_rules') }} {{ source('ops', 'dq_results') }} (the post-hooks write the results the
 -- threshold test reads: with both as parents, a failing test stops the entity's history)
 

@@ -2,7 +2,7 @@
 -- (units of the currency per euro). The pull comes either from the FX API (long: date, currency,
 -- rate) or, when the API failed, from the ECB CSV fallback (wide: Date, USD, JPY, ...); both are
 -- read. Empty and "N/A" quotes (a currency not quoted that day) are not records.
-{{ config(post_hook=etl_platform.dq_hooks('fx_rate')) }}
+{{ etl_platform.validated_config('fx_rate') }}
 -- depends_on: {{ ref('dq_rules') }} {{ source('ops', 'dq_results') }} (the post-hooks write the results the
 -- threshold test reads: with both as parents, a failing test stops the entity's history)
 

@@ -1,5 +1,5 @@
 -- Products (oltp.products, full pulls) of this run's pull: typed, standardised, checked.
-{{ config(post_hook=etl_platform.dq_hooks('product')) }}
+{{ etl_platform.validated_config('product') }}
 -- depends_on: {{ ref('dq_rules') }} {{ source('ops', 'dq_results') }} (the post-hooks write the results the
 -- threshold test reads: with both as parents, a failing test stops the entity's history)
 

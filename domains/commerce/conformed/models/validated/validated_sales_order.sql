@@ -1,5 +1,5 @@
 -- Orders (oltp.orders) of this run's pulls: typed, standardised, checked (rules in seeds/dq_rules.csv).
-{{ config(post_hook=etl_platform.dq_hooks('sales_order')) }}
+{{ etl_platform.validated_config('sales_order') }}
 -- depends_on: {{ ref('dq_rules') }} {{ source('ops', 'dq_results') }} (the post-hooks write the results the
 -- threshold test reads: with both as parents, a failing test stops the entity's history)
 

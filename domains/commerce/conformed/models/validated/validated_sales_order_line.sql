@@ -1,5 +1,5 @@
 -- Order lines (oltp.order_lines, incremental pulls) of this run's pulls: typed and checked.
-{{ config(post_hook=etl_platform.dq_hooks('sales_order_line')) }}
+{{ etl_platform.validated_config('sales_order_line') }}
 -- depends_on: {{ ref('dq_rules') }} {{ source('ops', 'dq_results') }} (the post-hooks write the results the
 -- threshold test reads: with both as parents, a failing test stops the entity's history)
 

@@ -1,5 +1,5 @@
 -- Web behaviour events (web.web_events: CSV, JSON Lines and XML drops) of this run's pulls.
-{{ config(post_hook=etl_platform.dq_hooks('web_event')) }}
+{{ etl_platform.validated_config('web_event') }}
 -- depends_on: {{ ref('dq_rules') }} {{ source('ops', 'dq_results') }} (the post-hooks write the results the
 -- threshold test reads: with both as parents, a failing test stops the entity's history)
 

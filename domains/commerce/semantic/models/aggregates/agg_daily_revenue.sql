@@ -1,6 +1,6 @@
 -- Daily revenue by product category and customer country (the country of the customer version valid
 -- at the order), in the reporting currency: for the dashboards. Rebuilt from fct_sales every run.
-{{ config(materialized='table') }}
+{{ config(materialized='table', unique_key=['daily_date', 'daily_product_category', 'daily_country_code']) }}
 
 select
     sales.sales_order_date as daily_date,

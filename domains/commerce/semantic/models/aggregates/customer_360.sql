@@ -1,7 +1,7 @@
 -- One row per current customer, as in the brief: orders, revenue (reporting currency), first and
 -- last order, web activity, CRM industry and open opportunities. customer_key is the key of the
 -- customer's current version in dim_customer.
-{{ config(materialized='table') }}
+{{ config(materialized='table', unique_key='customer_key') }}
 
 with customers as (
     select *

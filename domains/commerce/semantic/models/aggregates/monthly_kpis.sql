@@ -1,6 +1,6 @@
 -- Monthly KPIs for the static reports: orders, customers (and new ones), revenue in the reporting
 -- currency, average order value, cancellation and return shares, web sessions and conversion.
-{{ config(materialized='table') }}
+{{ config(materialized='table', unique_key='kpi_month') }}
 
 with orders as (
     select

@@ -4,7 +4,7 @@
 -- pseudonymous account (keyed hash of the customer id, or of the session for anonymous visitors).
 -- Verbs and activity types per event type: seeds/xapi_verbs.csv. Written to files by the job
 -- (meta etl_watershed_export: watershed_<run id>.csv, .template.json and .xapi.json).
-{{ config(materialized='table', meta={'etl_watershed_export': 'watershed'}) }}
+{{ config(materialized='table', unique_key='ws_statement_id', meta={'etl_watershed_export': 'watershed'}) }}
 
 with verbs as (
     select * from {{ ref('xapi_verbs') }}

@@ -1,5 +1,5 @@
 -- Currency dimension: every ISO 4217 code, current and historic, plus the unknown member.
-{{ config(materialized='table') }}
+{{ config(materialized='table', unique_key='currency_key') }}
 
 select
     {{ etl_platform.surrogate_key(['currency_code']) }} as currency_key,

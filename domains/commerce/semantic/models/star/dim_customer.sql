@@ -3,7 +3,7 @@
 -- who moved is reported under the old country before the move and the new one after). Personal data
 -- is masked (macros/pii.sql). The only field shared with facts is customer_key; every other field
 -- carries the customer_ prefix so that Qlik builds no synthetic keys.
-{{ config(materialized='table') }}
+{{ config(materialized='table', unique_key='customer_key') }}
 
 with versions as (
     select *

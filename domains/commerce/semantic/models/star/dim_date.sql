@@ -4,7 +4,7 @@
 -- order date (or of this year) to 31 December of the later of next year and the year of the latest
 -- order date. Vars calendar_start and calendar_end (ETL_CALENDAR_START, ETL_CALENDAR_END) fix either
 -- end instead; a fact dated outside the calendar resolves to the unknown member.
-{{ config(materialized='table') }}
+{{ config(materialized='table', unique_key='date_key') }}
 
 {%- set calendar_start = var('calendar_start', none) %}
 {%- set calendar_end = var('calendar_end', none) %}

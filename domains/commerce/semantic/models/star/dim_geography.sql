@@ -1,5 +1,5 @@
 -- Geography dimension: one row per ISO 3166-1 country, plus the unknown member ('ZZ').
-{{ config(materialized='table') }}
+{{ config(materialized='table', unique_key='geography_key') }}
 
 with countries as (
     select

@@ -1,5 +1,5 @@
 -- Product dimension (current state; deleted products kept, flagged), plus the unknown member.
-{{ config(materialized='table') }}
+{{ config(materialized='table', unique_key='product_key') }}
 
 with products as (
     select * from {{ source('conformed', 'product') }}

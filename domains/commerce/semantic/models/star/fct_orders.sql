@@ -7,11 +7,11 @@
 -- Retention (meta etl_retention, ETL_RETENTION_DAYS) by business date: the facts of older orders go.
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
+    incremental_strategy='upsert',
     unique_key='order_key',
     on_schema_change='fail',
     meta={'etl_retention': {'column': 'order_date', 'keys': ['order_key']}},
-    indexes=[{'columns': ['order_key'], 'unique': true}, {'columns': ['order_source_loaded_at']}],
+    indexes=[{'columns': ['order_source_loaded_at']}],
     post_hook=["analyze {{ this }}", "{{ etl_platform.ensure_index(['order_date']) }}"],
     pre_hook="{% if is_incremental() %}delete from {{ this }} where order_id in (select touched.order_id from ({{ touched_orders(this) }}) as touched){% endif %}",
 ) }}

@@ -3,7 +3,7 @@
 -- order was placed, the geography that version's country. Amounts: net in the order currency and in
 -- the reporting currency (conformed.sales_order_line). Deleted orders and lines are left out.
 --
--- Incremental, delete+insert by order window: a run replaces the lines of every order touched since
+-- Incremental, an upsert on sales_key by order window: a run replaces the lines of every order touched since
 -- the last run (the order or one of its lines loaded into conformed after the newest
 -- sales_source_loaded_at the fact holds), whatever their order date. The pre-hook removes those
 -- orders' lines first, so a deleted order or line disappears and an order whose date moved leaves
@@ -16,14 +16,14 @@
 -- Retention (meta etl_retention, ETL_RETENTION_DAYS) by business date: the facts of older orders go.
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
+    incremental_strategy='upsert',
     unique_key='sales_key',
     on_schema_change='fail',
     meta={
         'etl_retention': {'column': 'sales_order_date', 'keys': ['sales_key']},
         'etl_qlik_app': 'semantic_star',
     },
-    indexes=[{'columns': ['sales_key'], 'unique': true}, {'columns': ['sales_order_id']}, {'columns': ['sales_order_date']}, {'columns': ['sales_source_loaded_at']}],
+    indexes=[{'columns': ['sales_order_id']}, {'columns': ['sales_order_date']}, {'columns': ['sales_source_loaded_at']}],
     post_hook="analyze {{ this }}",
     pre_hook="{% if is_incremental() %}delete from {{ this }} where sales_order_id in (select touched.order_id from ({{ touched_orders(this, 'sales_source_loaded_at') }}) as touched){% endif %}",
 ) }}

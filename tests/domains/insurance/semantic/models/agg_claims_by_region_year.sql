@@ -1,4 +1,5 @@
 -- Claims per branch region and year, for the claims report.
+{{ config(unique_key=['region_year_region', 'region_year_year']) }}
 select
     branches.branch_region as region_year_region,
     dates.claim_date_year as region_year_year,

@@ -1,4 +1,5 @@
 -- Branches (current state; deleted ones kept, flagged), plus the unknown member.
+{{ config(unique_key='branch_key') }}
 select
     {{ etl_platform.surrogate_key(['branch_code']) }} as branch_key,
     branch_code,

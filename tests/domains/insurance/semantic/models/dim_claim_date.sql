@@ -1,5 +1,6 @@
 -- The calendar of the claims: every day from the first claim date to the last (the business dates
 -- actually present, decades back), plus the unknown member.
+{{ config(unique_key='claim_date_key') }}
 with bounds as (
     select
         min(claim_date) as first_day,

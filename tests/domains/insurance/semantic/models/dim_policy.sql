@@ -1,4 +1,5 @@
 -- Policies (current state; deleted ones kept, flagged), plus the unknown member.
+{{ config(unique_key='policy_key') }}
 select
     {{ etl_platform.surrogate_key(['branch_code', 'policy_no']) }} as policy_key,
     branch_code as policy_branch_code,

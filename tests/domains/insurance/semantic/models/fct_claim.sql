@@ -1,5 +1,5 @@
 -- Claims at claim grain (deleted claims left out): the fact of the Qlik app insurance_claims.
-{{ config(meta={'etl_qlik_app': 'insurance_claims'}) }}
+{{ config(unique_key='claim_key', meta={'etl_qlik_app': 'insurance_claims'}) }}
 
 select
     {{ etl_platform.surrogate_key(['claims.branch_code', 'claims.policy_no', 'claims.claim_no']) }} as claim_key,

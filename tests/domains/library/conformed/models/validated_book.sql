@@ -1,5 +1,5 @@
 -- The books of this run's pulls (library.books, full pulls): typed and checked.
-{{ config(post_hook=etl_platform.dq_hooks('book')) }}
+{{ etl_platform.validated_config('book') }}
 -- depends_on: {{ ref('dq_rules') }} {{ source('ops', 'dq_results') }}
 
 with

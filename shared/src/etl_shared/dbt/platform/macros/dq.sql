@@ -40,6 +40,13 @@ array_remove(array[
     false as is_unchanged
 {%- endmacro %}
 
+{#- The config of a validated model (a table rebuilt every run): its primary key is the record's
+    place in staging, pull_id, batch_no and row_no (a model that makes several rows of one record
+    numbers them apart in row_no), and its post-hooks record the data-quality results. -#}
+{% macro validated_config(entity) -%}
+{{ config(unique_key=['pull_id', 'batch_no', 'row_no'], post_hook=etl_platform.dq_hooks(entity)) }}
+{%- endmacro %}
+
 {#- The post-hooks of a validated model, as templates: ref() and source() give the right relations
     only when the hook is rendered at run time, not when config() is parsed. -#}
 {% macro dq_hooks(entity) -%}

@@ -304,26 +304,17 @@ on conflict ({{ get_quoted_csv(keys) }}) do update set
 
 {#- Hook of a history model: the database holds its invariants, for every row (scd2_history writes
     them so; a row that breaks one fails the model, exit code 5):
-      - version_id, valid_from, pull_id and change_type not null;
-      - change_type one of insert, update, delete (CHECK constraint <table>_change_type_check);
-      - one row per key, valid_from and pull (UNIQUE constraint <table>_version_key): the version's
-        identity, which version_id hashes; the upsert (get_incremental_history_sql) resolves its
-        conflicts on it, and retention deletes by it (history_retention_rules reads its columns).
+      - one row per key, valid_from and pull: the table's primary key, the model's unique_key (the
+        platform's incremental materialization creates the table with it, and adds it to a table an
+        earlier release created without one); the upsert (get_incremental_history_sql) resolves its
+        conflicts on it, and retention deletes by it (history_retention_rules reads its columns);
+      - version_id and change_type not null;
+      - change_type one of insert, update, delete (CHECK constraint <table>_change_type_check).
     Added to a table that lacks them in one ALTER TABLE (the first run, or the first after an
-    upgrade: the table is then read once); nothing to run when all are there. A post-hook; the
-    unique constraint must be there before an incremental run's upsert, hence also the pre-hook
-    ensure_history_version_key.
-
-    Releases before 2026-11-23 had a unique index on version_id and an index on the keys and
-    is_current in their place (dbt `indexes`, md5-named). The version_id index was the costliest to
-    keep: its entries are random md5 text, and every run looked up each closed version in it and
-    added each new one at a random place. The upsert of the benchmark's order-line delta took
-    2.1-3.2 s with the two indexes, 1.3-1.5 s with the constraint instead.
-    drop_replaced_history_indexes drops the two once the constraint is there. -#}
+    upgrade: the table is then read once); nothing to run when all are there. -#}
 {% macro ensure_history_constraints() -%}
-{%- set required = ['version_id', 'valid_from', 'pull_id', 'change_type'] -%}
+{%- set required = ['version_id', 'change_type'] -%}
 {%- set check_name = this.identifier ~ '_change_type_check' -%}
-{%- set key_name = etl_platform.version_key_name() -%}
 {%- if execute -%}
     {%- set found = run_query(
         "select 'column', column_name from information_schema.columns"
@@ -331,7 +322,7 @@ on conflict ({{ get_quoted_csv(keys) }}) do update set
         ~ " and is_nullable = 'YES' and column_name in ('" ~ required | join("', '") ~ "')"
         ~ " union all select 'constraint', constraint_name from information_schema.table_constraints"
         ~ " where table_schema = '" ~ this.schema ~ "' and table_name = '" ~ this.identifier ~ "'"
-        ~ " and constraint_name in ('" ~ check_name ~ "', '" ~ key_name ~ "')"
+        ~ " and constraint_name = '" ~ check_name ~ "'"
     ) -%}
     {%- set nullable = [] -%}
     {%- set constraints = [] -%}
@@ -345,58 +336,48 @@ on conflict ({{ get_quoted_csv(keys) }}) do update set
     {%- if check_name not in constraints -%}
         {%- do changes.append('add constraint ' ~ check_name ~ " check (change_type in ('insert', 'update', 'delete'))") -%}
     {%- endif -%}
-    {%- if key_name not in constraints -%}
-        {%- do changes.append(etl_platform.add_version_key()) -%}
-    {%- endif -%}
     {%- if changes %}
 alter table {{ this }} {{ changes | join(', ') }}
     {%- endif %}
 {%- endif -%}
 {%- endmacro %}
 
-{#- Pre-hook of a history model on incremental runs: the unique constraint <table>_version_key the
-    upsert resolves its conflicts on (see ensure_history_constraints), on a table an earlier release
-    deployed without it. Found by the index of the same name that PostgreSQL and CockroachDB give a
-    UNIQUE constraint: pg_indexes answers in a few milliseconds where information_schema's
-    table_constraints took 27 ms. -#}
-{% macro ensure_history_version_key() -%}
-{%- if execute -%}
-    {%- set found = run_query(
-        "select indexname from pg_indexes where schemaname = '" ~ this.schema ~ "'"
-        ~ " and tablename = '" ~ this.identifier ~ "' and indexname = '" ~ etl_platform.version_key_name() ~ "'"
-    ) -%}
-    {%- if not found.rows %}
-alter table {{ this }} {{ etl_platform.add_version_key() }}
-    {%- endif %}
-{%- endif -%}
-{%- endmacro %}
-
-{#- The unique constraint <table>_version_key: its name, and the ALTER TABLE clause that adds it on
-    the model's unique_key (the keys, valid_from and pull_id: history_config). -#}
+{#- The unique constraint <table>_version_key of releases from 2026-11-23 to 2026-12-02, which the
+    primary key replaced (drop_replaced_history_indexes). -#}
 {% macro version_key_name() -%}
 {{ this.identifier }}_version_key
 {%- endmacro %}
 
-{% macro add_version_key() -%}
-add constraint {{ etl_platform.version_key_name() }} unique ({{ config.get('unique_key') | join(', ') }})
-{%- endmacro %}
-
-{#- Post-hook of a history model: drops the indexes that <table>_version_key replaced (see
-    ensure_history_constraints), found by their columns: the unique index on version_id and the
-    index on the keys and is_current. Nothing to run when neither is there. -#}
+{#- Post-hook of a history model: drops the indexes that the primary key replaced (see
+    ensure_history_constraints), found by their columns: the unique constraint <table>_version_key
+    on the same columns as the key (releases from 2026-11-23 to 2026-12-02), the unique index on
+    version_id and the index on the keys and is_current (releases before). Nothing to run when none
+    is there. -#}
 {% macro drop_replaced_history_indexes(keys) -%}
-{%- set replaced = ['version_id', (keys + ['is_current']) | join(', ')] -%}
+{%- set replaced = ['version_id', (keys + ['is_current']) | join(', '), (keys + ['valid_from', 'pull_id']) | join(', ')] -%}
 {%- if execute -%}
     {%- set found = run_query(
         "select indexname from pg_indexes where schemaname = '" ~ this.schema ~ "'"
         ~ " and tablename = '" ~ this.identifier ~ "'"
         ~ " and substring(replace(replace(indexdef, ' ASC', ''), '\"', ''), '\\(([^)]*)\\)$')"
-        ~ " in ('" ~ replaced | join("', '") ~ "') order by indexname"
+        ~ " in ('" ~ replaced | join("', '") ~ "') and indexname not like '%\\_pkey' and indexname <> 'primary'"
+        ~ " order by indexname"
     ) -%}
     {%- set names = [] -%}
+    {%- set constraint = etl_platform.version_key_name() -%}
+    {%- set drop_constraint = [] -%}
     {%- for row in found.rows -%}
-        {%- do names.append(this ~ '@"' ~ row[0] ~ '"' if var('is_cockroachdb', false) else this.schema ~ '."' ~ row[0] ~ '"') -%}
+        {%- if row[0] == constraint and not var('is_cockroachdb', false) -%}
+            {#- PostgreSQL drops a constraint's index only with the constraint; CockroachDB drops a
+                unique constraint with its index (DROP INDEX ... CASCADE). -#}
+            {%- do drop_constraint.append(constraint) -%}
+        {%- else -%}
+            {%- do names.append(this ~ '@"' ~ row[0] ~ '"' if var('is_cockroachdb', false) else this.schema ~ '."' ~ row[0] ~ '"') -%}
+        {%- endif -%}
     {%- endfor -%}
+    {%- if drop_constraint %}
+alter table {{ this }} drop constraint if exists {{ constraint }}{{ ';' if names }}
+    {%- endif %}
     {%- if names %}
 drop index if exists {{ names | join(', ') }} cascade
     {%- endif %}
@@ -418,7 +399,6 @@ drop index if exists {{ names | join(', ') }} cascade
         {'columns': ['loaded_at']},
         {'columns': ['recorded_at']},
     ],
-    pre_hook="{% if is_incremental() %}{{ etl_platform.ensure_history_version_key() }}{% endif %}",
     post_hook=[
         "{{ etl_platform.ensure_index(['valid_to']) }}",
         "{{ etl_platform.ensure_history_constraints() }}",
@@ -459,7 +439,7 @@ where
     incremental_strategy='upsert',
     unique_key=keys,
     on_schema_change='fail',
-    indexes=[{'columns': keys, 'unique': true}, {'columns': ['loaded_at']}],
+    indexes=[{'columns': ['loaded_at']}],
 ) }}
 {%- endmacro %}
 

@@ -1,6 +1,6 @@
 -- insurance.claims (incremental pulls by updated_at): the records of this run's pulls, typed and checked.
 -- Written by etl-conformed scaffold: add the entity's rules to dq_failures and seeds/dq_rules.csv.
-{{ config(post_hook=etl_platform.dq_hooks('ins_claim')) }}
+{{ etl_platform.validated_config('ins_claim') }}
 -- depends_on: {{ ref('dq_rules') }} {{ source('ops', 'dq_results') }}
 
 with
