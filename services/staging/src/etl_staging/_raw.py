@@ -538,7 +538,7 @@ def apply_retention(db: Database, source: str, entity: str, keep: int = KEEP_COM
             for row in conn.execute(
                 "select ranked.pull_id from ("
                 " select pull_id, committed_at, row_number() over ("
-                "  partition by mode = 'keys' order by committed_at desc, pull_id) as newest"
+                "  partition by mode = 'keys' order by committed_at desc nulls first, pull_id asc nulls last) as newest"
                 " from staging.pulls where source = %s and entity = %s and status = 'committed'"
                 ") as ranked where ranked.newest > %s order by ranked.committed_at desc, ranked.pull_id",
                 (source, entity, keep),
