@@ -17,15 +17,20 @@ etl_semantic    reads ``conformed``; writes ``semantic``; writes ``ops`` includi
 etl_qlik        reads ``semantic``; nothing else
 ==============  ===================================================================================
 
-"Writes" a zone schema means CREATE on the schema (dbt creates and replaces its own tables there) and
-SELECT, INSERT, UPDATE, DELETE on its tables. Tables that dbt creates later are covered by default
+"Writes" a zone schema means CREATE on the schema (the job creates its own tables there, and owns them)
+and SELECT, INSERT, UPDATE, DELETE on its tables. Nothing needs a privilege on the database beyond
+CONNECT: the platform's dbt materializations never RENAME a table (CockroachDB checks CREATE on the
+database for that), never create a schema (dbsetup does) and never use a temporary table;
+CockroachDB checks CREATE TABLE in a user-defined schema against that schema's CREATE privilege
+(pkg/sql/authorization.go, canCreateOnSchema). tests/test_statement_log.py derives the privilege each
+statement of the jobs needs from the server's statement log and checks that the role holds it. Tables that dbt creates later are covered by default
 privileges: what ``etl_conformed`` creates in ``conformed`` is readable by ``etl_semantic``, and what
 ``etl_semantic`` creates in ``semantic`` by ``etl_qlik``. Tables that a later migration creates are
 covered by the owner's default privileges, and by rerunning this setup (the release does).
 
-On CockroachDB the zone roles also get the session settings the jobs need:
-``experimental_enable_temp_tables = on`` (dbt's incremental models use temp tables) and
-``autocommit_before_ddl = on`` (DDL is never mixed into an open transaction).
+On CockroachDB the zone roles also get the session setting ``autocommit_before_ddl = on`` (DDL is
+never mixed into an open transaction). No other session setting is needed: the jobs set nothing
+else, and an operator who runs them under another user loses nothing but that guard.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ SCHEMAS = ("ops", *ZONE_SCHEMAS)
 DML = ("SELECT", "INSERT", "UPDATE", "DELETE")
 # Audit tables that only the semantic zone may read: the key that pseudonymises personal data.
 SEMANTIC_ONLY_OPS_TABLES = frozenset({"pii_keys"})
-COCKROACH_ROLE_SETTINGS = {"experimental_enable_temp_tables": "on", "autocommit_before_ddl": "on"}
+COCKROACH_ROLE_SETTINGS = {"autocommit_before_ddl": "on"}
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,7 @@ class RolePlan:
     reads: tuple[str, ...] = ()  # schemas it reads
     ops: bool = True  # writes the audit tables in ops
     ops_excluded: frozenset[str] = field(default=SEMANTIC_ONLY_OPS_TABLES)
-    session_settings: bool = True  # a job role (dbt, temp tables), not a reader
+    session_settings: bool = True  # a job role (autocommit_before_ddl), not a reader
 
 
 def role_plans(prefix: str = "etl_") -> list[RolePlan]:
