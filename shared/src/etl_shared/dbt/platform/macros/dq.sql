@@ -42,9 +42,10 @@ array_remove(array[
 
 {#- The config of a validated model (a table rebuilt every run): its primary key is the record's
     place in staging, pull_id, batch_no and row_no (a model that makes several rows of one record
-    numbers them apart in row_no), and its post-hooks record the data-quality results. -#}
+    numbers them apart in row_no), its post-hooks record the data-quality results, and only the job
+    reads it, so PostgreSQL may empty it with TRUNCATE (meta etl_replace, etl_replace_rows). -#}
 {% macro validated_config(entity) -%}
-{{ config(unique_key=['pull_id', 'batch_no', 'row_no'], post_hook=etl_platform.dq_hooks(entity)) }}
+{{ config(unique_key=['pull_id', 'batch_no', 'row_no'], post_hook=etl_platform.dq_hooks(entity), meta={'etl_replace': 'truncate'}) }}
 {%- endmacro %}
 
 {#- The post-hooks of a validated model, as templates: ref() and source() give the right relations
