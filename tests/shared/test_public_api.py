@@ -27,6 +27,8 @@ EXPECTED = {
     "exit_code_for",
     "history_retention_rules",
     "is_transient_database_error",
+    "is_connection_lost",
+    "is_outcome_unknown",
     # settings
     "Settings",
     "load_settings",
@@ -36,6 +38,9 @@ EXPECTED = {
     "Database",
     "redact_url",
     "run_transaction",
+    "RetryPolicy",
+    "Session",
+    "MigrationRunner",
     "LeaseLock",
     "Migration",
     "apply_migrations",

@@ -78,7 +78,10 @@ def dbt_variables(settings: Any) -> dict[str, Any]:
 
 def provision_pii_key(context: JobContext) -> None:
     """Write the masking key into ops.pii_keys before the build: the configured secret, or, when none
-    is configured, a key generated once and kept (tokens must stay the same from run to run)."""
+    is configured, a key generated once and kept (tokens must stay the same from run to run).
+
+    Safe to retry after an unknown outcome (40003): the transaction reads the row first, so a retry
+    after an earlier attempt committed finds the key written (and keeps it) rather than writing another."""
     settings = context.settings
     assert isinstance(settings, SemanticSettings)
     configured = settings.pii_key.get_secret_value() if settings.pii_key is not None else None
