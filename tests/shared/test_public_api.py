@@ -39,6 +39,8 @@ EXPECTED = {
     "redact_url",
     "run_transaction",
     "RetryPolicy",
+    "KeysetRead",
+    "Restarted",
     "Session",
     "MigrationRunner",
     "LeaseLock",

@@ -1,6 +1,7 @@
 """etl_shared: the common library of the zone ETL platform (no entry points of its own)."""
 
 from ._audit import JobAudit, NodeResult, QualityResult
+from ._cursor import KeysetRead, Restarted
 from ._db import CopyWriter, Database, RetryPolicy, Session, redact_url, run_transaction
 from ._dbt import DbtOutcome, DbtProject, build_zone, detect_cockroachdb, profile_from_url, raise_for_outcome
 from ._dbt_zone import (
@@ -83,12 +84,14 @@ __all__ = [
     "JobMetrics",
     "JobTerminated",
     "JsonFormatter",
+    "KeysetRead",
     "LeaseLock",
     "Migration",
     "MigrationRunner",
     "NodeResult",
     "OpenLineageEmitter",
     "QualityResult",
+    "Restarted",
     "RetentionRule",
     "RetryPolicy",
     "Selection",

@@ -98,7 +98,7 @@ class Database:
         loses its connection is unknown, and the transaction is then run again (so ``insert ... on
         conflict do nothing``, upserts, or a check whether the earlier attempt committed). With
         ``idempotent=False`` such an outcome raises :class:`DatabaseError` instead of retrying."""
-        with Session(self) as session:
+        with self.session() as session:
             return session.transaction(work, name=name, idempotent=idempotent)
 
 

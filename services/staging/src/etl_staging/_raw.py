@@ -219,7 +219,7 @@ class RawPullWriter:
         """Run one batch transaction on the pull's own session (opening a connection per batch costs more
         than the batch); a lost connection is replaced and the transaction run again."""
         if self._session is None:
-            self._session = Session(self.db)
+            self._session = self.db.session()
         self._session.transaction(work, name=name)
 
     def close(self) -> None:

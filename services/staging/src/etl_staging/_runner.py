@@ -41,7 +41,7 @@ from ._config import (
 )
 from ._config import resolve_database_url as resolve_source_url
 from ._contract import ContractChecker, ContractViolation, SchemaChange, record_schema_changes
-from ._extract import Batch, DatabaseExtractor, FileExtractor
+from ._extract import Batch, DatabaseExtractor, FileExtractor, Restart
 from ._raw import (
     PullSummary,
     RawPullWriter,
@@ -525,7 +525,11 @@ class StagingJob:
             for item in items:
                 if self.cancel.is_set():
                     raise Cancelled("cancelled because another part of the job failed or it was stopped")
-                if isinstance(item, Batch):
+                if isinstance(item, Restart):
+                    # the source read starts again from its first row: forget what it wrote so far
+                    writer.restart()
+                    checker.restart()
+                elif isinstance(item, Batch):
                     if item.rows:
                         checker.check_batch(
                             item.columns,
