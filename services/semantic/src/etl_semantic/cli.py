@@ -139,11 +139,18 @@ def write_exports(context: JobContext, outcome: DbtOutcome) -> None:
         _log.info("no semantic model declares meta %s: no Watershed upload written", WATERSHED_META_KEY)
     files: list[Any] = []
     read: list[tuple[str, Any]] = []  # (table, file): what each export read, for the lineage
+    for name, table in uploads.items():
+        with context.db.connect(autocommit=True) as conn:
+            written = export_watershed(
+                conn,
+                folder,
+                f"{name}_{settings.run_id}",
+                table,
+                reconnect=lambda: context.db.open_connection(autocommit=True),
+            )
+        files += written
+        read += [(table, f) for f in written]
     with context.db.connect(autocommit=True) as conn:
-        for name, table in uploads.items():
-            written = export_watershed(conn, folder, f"{name}_{settings.run_id}", table)
-            files += written
-            read += [(table, f) for f in written]
         tables = semantic_tables(conn) if apps else {}
         for app, fact in apps.items():
             script = write_load_script(conn, folder, app, fact)
