@@ -13,7 +13,9 @@ from db_faults import CommittedButUnknownDatabase, terminate
 from ops_support import create_shop, rows
 
 import etl_shared._job
+from etl_shared import Database
 from etl_staging import RawPullWriter
+from etl_staging._reset import preview_reset, reset_entity
 from etl_staging.cli import main
 
 pytestmark = pytest.mark.integration
@@ -160,3 +162,22 @@ def test_every_commit_with_an_unknown_outcome_gives_the_same_result(
         "audit finish",
     ):
         assert any(name in message for message in unknown), name
+
+
+def test_a_reset_whose_commit_outcome_is_unknown_reports_what_it_reset_once(
+    job_env: None, monkeypatch: pytest.MonkeyPatch, db_server: Any
+) -> None:
+    """The reset's transaction commits and hears 40003: the retry finds its own audit row and returns
+    its counts, rather than resetting an already empty entity again."""
+    warehouse = db_server.create_database("reset")
+    assert run_staging(monkeypatch, warehouse) == 0
+    expected = preview_reset(Database(warehouse), "shop", "orders")
+    assert expected.pulls == 1
+
+    counts = reset_entity(CommittedButUnknownDatabase(warehouse, base_delay_s=0.001), "shop", "orders")
+
+    assert counts == expected
+    assert rows(warehouse, "select action, source, entity from ops.operator_actions") == [
+        ("reset", "shop", "orders")
+    ]
+    assert rows(warehouse, "select count(*) from staging.pulls where entity = 'orders'") == [(0,)]
