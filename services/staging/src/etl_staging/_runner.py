@@ -282,6 +282,7 @@ class StagingJob:
                 url=self._database_source_url(source),
                 batch_size=source.batch_size,
                 keys_only=True,
+                retry=self.context.db.retry_policy,
             )
             for item in extractor.extract(None):
                 assert isinstance(item, Batch)
@@ -484,7 +485,9 @@ class StagingJob:
         if isinstance(config, DatabaseEntity):
             assert isinstance(source, DatabaseSource)
             url = self._database_source_url(source)
-            extractor = DatabaseExtractor(source.name, config, url=url, batch_size=source.batch_size)
+            extractor = DatabaseExtractor(
+                source.name, config, url=url, batch_size=source.batch_size, retry=self.context.db.retry_policy
+            )
             items = extractor.extract(watermark, self.backfill)
         elif isinstance(config, RestEntity):
             assert isinstance(source, RestSource)
