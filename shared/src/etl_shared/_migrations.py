@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -35,6 +36,8 @@ from ._locks import BOOTSTRAP_SQL, LeaseLock
 from ._sql_statements import Statement, UnterminatedSql, split_statements
 
 _log = logging.getLogger(__name__)
+_LEASE_S = 600
+_RENEW_AFTER_S = 60  # renew the lease between statements once a minute (a tenth of the lease)
 _NAME = re.compile(r"^V(\d{3,})__([a-z0-9_]+)\.sql$")
 _DIALECT = re.compile(r"^\s*--\s*dialect:\s*(postgres|cockroachdb)\b")
 
@@ -174,6 +177,7 @@ class MigrationRunner:
         self.migrations = bundled_migrations() if migrations is None else migrations
         self.autocommit_before_ddl = autocommit_before_ddl
         self._cockroachdb = False
+        self._renewed = time.monotonic()
 
     def run(self) -> list[int]:
         migrations = self.migrations
@@ -189,7 +193,8 @@ class MigrationRunner:
                 " python -m etl_shared.dbsetup (docs/database-setup.md)"
             ) from exc
         applied_now: list[int] = []
-        with LeaseLock(self.db, "schema_migrations", lease_s=600) as lock:
+        with LeaseLock(self.db, "schema_migrations", lease_s=_LEASE_S) as lock:
+            self._renewed = time.monotonic()
             with self.db.connect(autocommit=True) as conn:
                 applied = dict(conn.execute("select version, checksum from ops.schema_migrations").fetchall())
                 self._cockroachdb = is_cockroachdb(conn)
@@ -238,7 +243,9 @@ class MigrationRunner:
                 statement.text.encode(),
                 name=f"migration {migration.file_name} statement {number} (line {statement.line})",
             )
-            lock.renew()  # an index build can take long: keep the lease while statements run
+            if time.monotonic() - self._renewed > _RENEW_AFTER_S:
+                lock.renew()  # an index build can take long: keep the lease while statements run
+                self._renewed = time.monotonic()
 
     def _record(self, migration: Migration) -> None:
         """The file's row, once all of its statements committed. Idempotent: a commit whose outcome was
