@@ -299,6 +299,79 @@ def test_an_autocommit_connection_exports_the_same(db: Database, tmp_path: Path)
     assert [f.sha256 for f in files] == [f.sha256 for f in expected]
 
 
+def _bulk(db: Database, count: int = 23) -> None:
+    """``count`` more valid web events, for reads of many fetches."""
+    with db.connect() as conn:
+        conn.execute(
+            f"insert into semantic.watershed_statements ({COLUMNS})"
+            " select '7d3c1c2e-4b1a-5c3d-9e4f-' || lpad(i::text, 12, '0'),"
+            " timestamptz '2024-04-01 00:00:00+00' + (i / 2) * interval '1 s',"  # pairs share a timestamp
+            " %s, 'cust_bulk', %s, 'viewed', %s || '/products/' || i::text, %s, 'Product ' || i::text,"
+            " null, null, 'web_event', 'bulk-' || i::text from generate_series(1, %s) as i",
+            (HOME, VIEWED, HOME, PRODUCT, count),
+        )
+
+
+def _kill_after(monkeypatch: pytest.MonkeyPatch, database_url: str, pid: int, rows: int) -> list[int]:
+    """Terminate backend ``pid`` (from a second connection) once the export has built ``rows`` statements."""
+    built: list[int] = []
+    statement = watershed.WatershedExport._statement
+
+    def build_then_kill(row: Any) -> dict[str, Any]:
+        built.append(1)
+        if len(built) == rows:
+            with psycopg.connect(database_url, autocommit=True) as admin:
+                assert admin.execute("select pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+        return statement(row)
+
+    monkeypatch.setattr(watershed.WatershedExport, "_statement", staticmethod(build_then_kill))
+    return built
+
+
+def test_a_connection_lost_mid_read_resumes_by_key_and_the_files_are_identical(
+    db: Database,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _bulk(db)
+    monkeypatch.setattr(watershed, "FETCH_ROWS", 4)
+    expected = _export(db, tmp_path / "undisturbed")
+
+    conn = db.open_connection(autocommit=True)
+    try:
+        _kill_after(monkeypatch, database_url, conn.info.backend_pid, rows=6)  # in the second fetch
+        files = export_watershed(
+            conn, tmp_path / "disturbed", "watershed", reconnect=lambda: db.open_connection(autocommit=True)
+        )
+    finally:
+        conn.close()
+
+    assert [(f.kind, f.rows, f.sha256) for f in files] == [(f.kind, f.rows, f.sha256) for f in expected]
+    assert files[0].rows == 28
+    assert (
+        "watershed export of semantic.watershed_statements: connection lost mid-read (SQLSTATE 57P01"
+        in caplog.text
+    )
+    assert "resuming after the last row read" in caplog.text
+
+
+def test_without_reconnect_a_lost_connection_fails_the_export_and_leaves_no_file(
+    db: Database, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _bulk(db)
+    monkeypatch.setattr(watershed, "FETCH_ROWS", 4)
+    conn = db.open_connection(autocommit=True)
+    try:
+        _kill_after(monkeypatch, database_url, conn.info.backend_pid, rows=6)
+        with pytest.raises(psycopg.OperationalError):
+            export_watershed(conn, tmp_path / "out", "watershed")
+    finally:
+        conn.close()
+    assert list((tmp_path / "out").iterdir()) == []  # the temporary files were removed
+
+
 def test_an_order_without_a_reporting_amount_keeps_its_currency(db: Database, tmp_path: Path) -> None:
     """The reporting amount is null while the FX rate is unknown: the statement has the currency only."""
     with db.connect() as conn:

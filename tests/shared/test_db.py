@@ -183,3 +183,157 @@ def test_copy_writer_writes_nothing_for_no_rows(database_url: str) -> None:
         setup.execute("create table plain (id int)")
     written = _fast(database_url).transaction(lambda conn: CopyWriter("plain", ["id"]).write(conn, []))
     assert written == 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reconnect and retry: the server kills the connection (as a node restart does), or the commit's
+# outcome is unknown (40003). Nothing is mocked: the server terminates the backend or raises.
+
+
+def _terminate(database_url: str, pid: int) -> None:
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        assert admin.execute("select pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+
+
+def _items(database_url: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(database_url) as check:
+        return check.execute("select id, name from items order by id").fetchall()
+
+
+@pytest.fixture
+def items_table(database_url: str) -> str:
+    with psycopg.connect(database_url, autocommit=True) as setup:
+        setup.execute("create table items (id int primary key, name text)")
+    return database_url
+
+
+def test_a_connection_killed_mid_transaction_is_replaced_and_the_transaction_run_again(
+    items_table: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = _fast(items_table)
+    pids: list[int] = []
+
+    def work(conn: psycopg.Connection[Any]) -> int:
+        pids.append(conn.info.backend_pid)
+        conn.execute("insert into items values (1, 'one')")
+        if len(pids) == 1:
+            _terminate(items_table, conn.info.backend_pid)  # from a second connection, mid-transaction
+        conn.execute("insert into items values (2, 'two')")
+        return len(pids)
+
+    assert db.transaction(work, name="write two items") == 2
+
+    assert pids[0] != pids[1]  # the second attempt ran on a new connection
+    assert _items(items_table) == [(1, "one"), (2, "two")]  # exactly as an undisturbed run
+    (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.getMessage().startswith("write two items: connection lost (SQLSTATE 57P01")
+    assert "reconnecting" in warning.getMessage()
+
+
+def _killed_before_commit(database_url: str) -> Any:
+    """Work whose first attempt loses its connection after its last statement: the COMMIT fails, and the
+    client cannot tell whether it took effect (here it did not)."""
+    calls: list[int] = []
+
+    def work(conn: psycopg.Connection[Any]) -> None:
+        calls.append(1)
+        conn.execute("insert into items values (1, 'one') on conflict (id) do nothing")
+        if len(calls) == 1:
+            _terminate(database_url, conn.info.backend_pid)
+
+    return work
+
+
+def test_a_connection_lost_at_commit_is_an_unknown_outcome_retried_when_idempotent(
+    items_table: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    _fast(items_table).transaction(_killed_before_commit(items_table), name="idempotent write")
+
+    assert _items(items_table) == [(1, "one")]
+    assert "idempotent write: outcome unknown (SQLSTATE" in caplog.text
+
+
+def test_an_unknown_outcome_of_a_non_idempotent_transaction_is_not_retried(items_table: str) -> None:
+    with pytest.raises(DatabaseError, match=r"write once: the outcome is unknown .* not retried") as info:
+        _fast(items_table).transaction(
+            _killed_before_commit(items_table), name="write once", idempotent=False
+        )
+    assert info.value.exit_code == 5
+    assert isinstance(info.value.__cause__, psycopg.OperationalError)
+
+
+def test_40003_after_a_commit_runs_idempotent_work_again_against_its_own_result(
+    items_table: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first attempt commits, and the client is told 40003: the retry finds its own row."""
+    from db_faults import CommittedButUnknownDatabase
+
+    db = CommittedButUnknownDatabase(items_table, base_delay_s=0.001)
+    written: list[int] = []
+
+    def work(conn: psycopg.Connection[Any]) -> None:
+        written.append(
+            conn.execute("insert into items values (1, 'one') on conflict (id) do nothing").rowcount
+        )
+
+    db.transaction(work, name="keyed insert")
+
+    assert written == [1, 0]  # the second attempt found the row of the first
+    assert _items(items_table) == [(1, "one")]
+    assert "keyed insert: outcome unknown (SQLSTATE 40003" in caplog.text
+
+
+def test_40003_of_a_non_idempotent_transaction_raises_and_says_it_may_have_committed(
+    items_table: str,
+) -> None:
+    from db_faults import CommittedButUnknownDatabase
+
+    db = CommittedButUnknownDatabase(items_table, base_delay_s=0.001)
+    with pytest.raises(DatabaseError, match=r"SQLSTATE 40003.*may or may not have committed"):
+        db.transaction(lambda conn: conn.execute("insert into items values (1, 'one')"), idempotent=False)
+    assert _items(items_table) == [(1, "one")]  # it had: a retry would have failed or written twice
+
+
+def test_run_transaction_cannot_replace_a_connection_it_does_not_own(items_table: str) -> None:
+    with psycopg.connect(items_table) as conn:
+        _terminate(items_table, conn.info.backend_pid)
+        with pytest.raises(DatabaseError, match="copy: connection lost: 57P01") as info:
+            run_transaction(conn, lambda c: c.execute("select 1"), name="copy", base_delay_s=0.001)
+    assert isinstance(info.value.__cause__, psycopg.errors.AdminShutdown)
+
+
+def test_a_database_that_stays_unreachable_fails_after_the_attempts(caplog: pytest.LogCaptureFixture) -> None:
+    db = Database(
+        "postgresql://etl:Very-Secret-42@127.0.0.1:1/etl", attempts=3, base_delay_s=0.001, connect_timeout_s=2
+    )
+    with pytest.raises(
+        DatabaseError, match=r"audit start: cannot connect to postgresql://etl:\*\*\*@.* after 3"
+    ) as info:
+        db.transaction(lambda conn: None, name="audit start")
+    assert "Very-Secret-42" not in str(info.value)
+    assert caplog.text.count("audit start: cannot connect") == 2
+
+
+def test_a_session_keeps_its_connection_and_replaces_it_when_lost(items_table: str) -> None:
+    db = _fast(items_table)
+
+    def pid(conn: psycopg.Connection[Any]) -> int:
+        return conn.info.backend_pid
+
+    with db.session() as session:
+        first = session.transaction(pid)
+        assert session.transaction(pid) == first
+        _terminate(items_table, first)
+        second = session.transaction(pid)
+        assert second != first
+        assert session.transaction(pid) == second
+
+
+def test_session_execute_runs_statements_alone(items_table: str) -> None:
+    db = _fast(items_table)
+    with pytest.raises(ValueError, match="autocommit"):
+        db.session().execute("select 1", name="x")
+    with db.session(autocommit=True) as session:
+        session.execute("create index if not exists items_name on items (name)", name="index")
+        session.execute("insert into items values (%s, %s) on conflict do nothing", (5, "five"), name="row")
+    assert _items(items_table) == [(5, "five")]

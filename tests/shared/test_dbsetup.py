@@ -93,7 +93,10 @@ def test_a_zone_role_runs_with_the_migrations_applied_and_says_what_to_do_when_o
     as_staging = Database(role_url(database_url, "etl_staging"), application_name="test")
     assert apply_migrations(as_staging) == []  # all applied: no DDL needed
 
-    newer = [*bundled_migrations(), Migration(999, "future", "create table ops.future (id int)")]
+    newer = [
+        *bundled_migrations(),
+        Migration(999, "future", "create table if not exists ops.future (id int)"),
+    ]
     with pytest.raises(ConfigurationError, match=r"V999.*etl_shared\.dbsetup"):
         apply_migrations(as_staging, newer)
 

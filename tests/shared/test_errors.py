@@ -22,6 +22,8 @@ from etl_shared import (
     SourceTransientError,
     TransformError,
     exit_code_for,
+    is_connection_lost,
+    is_outcome_unknown,
     is_transient_database_error,
 )
 
@@ -116,3 +118,23 @@ def test_hierarchy_groups_source_errors() -> None:
     assert issubclass(SourceTransientError, SourceError)
     assert issubclass(SourceFatalError, SourceError)
     assert not issubclass(DataQualityError, SourceError)
+
+
+@pytest.mark.parametrize(
+    ("exc", "lost", "unknown"),
+    [
+        (psycopg.errors.AdminShutdown("terminating connection"), True, False),
+        (psycopg.errors.ConnectionFailure("connection failure"), True, False),
+        (psycopg.OperationalError("server closed the connection unexpectedly"), True, False),
+        (psycopg.errors.StatementCompletionUnknown("result is ambiguous"), False, True),
+        (psycopg.errors.SerializationFailure("restart transaction"), False, False),
+        (psycopg.errors.UniqueViolation("duplicate key"), False, False),
+        (ValueError("not a database error"), False, False),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else str(value),
+)
+def test_lost_connections_and_unknown_outcomes_are_told_apart(
+    exc: BaseException, lost: bool, unknown: bool
+) -> None:
+    assert is_connection_lost(exc) is lost
+    assert is_outcome_unknown(exc) is unknown

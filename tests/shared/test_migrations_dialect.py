@@ -9,9 +9,13 @@ from etl_shared import Database, Migration, apply_migrations
 
 def test_a_cockroachdb_only_migration_is_recorded_but_not_run_on_postgres(database_url: str) -> None:
     migrations = [
-        Migration(1, "base", "create schema if not exists ops; create table ops.t (id int primary key)"),
+        Migration(
+            1,
+            "base",
+            "create schema if not exists ops; create table if not exists ops.t (id int primary key)",
+        ),
         Migration(2, "crdb_only", "-- dialect: cockroachdb\nthis would fail on postgres;"),
-        Migration(3, "pg_only", "-- dialect: postgres\ninsert into ops.t values (1)"),
+        Migration(3, "pg_only", "-- dialect: postgres\ninsert into ops.t values (1) on conflict do nothing"),
     ]
     assert apply_migrations(Database(database_url), migrations) == [1, 2, 3]
     with psycopg.connect(database_url) as conn:

@@ -14,10 +14,12 @@ from urllib.parse import urlsplit
 import orjson
 import psycopg
 import pytest
+from psycopg import sql
 
-from etl_shared import SourceFatalError, SourceTransientError
+from etl_shared import RetryPolicy, SourceFatalError, SourceTransientError
 from etl_staging import Batch, DatabaseExtractor, encode_batch
 from etl_staging._config import DatabaseEntity
+from etl_staging._extract import Restart, rows_after
 
 pytestmark = pytest.mark.integration
 
@@ -231,15 +233,9 @@ def test_unreachable_source_is_transient() -> None:
     assert "hunter2" not in str(info.value)
 
 
-def test_source_going_away_mid_stream_is_transient(source_url: str, db_server: Any) -> None:
-    ex = DatabaseExtractor("shop", entity(key=["order_id"]), url=source_url, batch_size=3)
-    items = ex.extract(None)
-
-    first = next(items)
-    assert isinstance(first, Batch)
-    assert [row[0] for row in first.rows] == [1, 2, 3]
-
-    database = urlsplit(source_url).path.lstrip("/")
+def _terminate_extraction(db_server: Any, url: str) -> None:
+    """Kill the extractor's source connection from a second connection (as a node restart would)."""
+    database = urlsplit(url).path.lstrip("/")
     with psycopg.connect(db_server.admin_url, autocommit=True) as admin:
         terminated = admin.execute(
             "select pg_terminate_backend(pid) from pg_stat_activity"
@@ -248,5 +244,99 @@ def test_source_going_away_mid_stream_is_transient(source_url: str, db_server: A
         ).fetchall()
     assert terminated == [(True,)]
 
+
+FAST = RetryPolicy(attempts=4, base_delay_s=0.001, max_delay_s=0.01)
+
+
+def _interrupted(
+    url: str, db_server: Any, ent: DatabaseEntity, *, after_batches: int = 1, batch_size: int = 3
+) -> tuple[list[Any], DatabaseExtractor]:
+    """The items of an extraction whose source connection is killed after ``after_batches`` batches."""
+    ex = DatabaseExtractor("shop", ent, url=url, batch_size=batch_size, retry=FAST)
+    items = ex.extract(None)
+    found = [next(items) for _ in range(after_batches)]
+    _terminate_extraction(db_server, url)
+    return [*found, *items], ex
+
+
+def test_a_source_connection_lost_mid_read_resumes_after_the_last_row_by_key(
+    source_url: str, db_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    undisturbed, _ = pull(source_url, entity(key=["order_id"]), batch_size=3)
+
+    found, _ = _interrupted(source_url, db_server, entity(key=["order_id"]))
+
+    assert found == undisturbed  # the same batches, each row once
+    assert [len(b.rows) for b in found] == [3, 3, 3, 1]
+    assert "resuming after the last row read" in caplog.text
+    assert "SQLSTATE 57P01" in caplog.text
+
+
+def test_an_incremental_read_resumes_in_cursor_then_key_order_with_nulls(
+    source_url: str, db_server: Any
+) -> None:
+    """A full pull of an incremental entity includes rows whose cursor is NULL (sorted last on
+    PostgreSQL, first on CockroachDB); a resume must neither lose nor repeat them."""
+    with psycopg.connect(source_url, autocommit=True) as conn:
+        conn.execute("alter table shop.orders alter column updated_at drop not null")
+        conn.execute("insert into shop.orders values (11, 'c1', null), (12, 'c2', null), (13, 'c0', null)")
+        conn.execute(
+            "update shop.orders set updated_at = timestamptz '2024-02-01 00:00:00+00' where order_id > 7"
+        )
+    ent = entity(key=["order_id"], cursor="updated_at")
+    undisturbed, plain = pull(source_url, ent, batch_size=3)
+
+    for after_batches in (1, 3, 4):
+        found, ex = _interrupted(source_url, db_server, ent, after_batches=after_batches)
+        assert found == undisturbed, after_batches
+        assert ex.state.watermark_after == plain.state.watermark_after
+
+
+def test_a_read_without_a_key_starts_again_and_says_so(source_url: str, db_server: Any) -> None:
+    """No key: the order is not unique, so the read cannot resume; it starts again from the first row
+    after a Restart item (the pull then discards what it wrote)."""
+    undisturbed, _ = pull(source_url, entity(), batch_size=4)
+
+    found, _ = _interrupted(source_url, db_server, entity(), after_batches=2, batch_size=4)
+
+    assert isinstance(found[2], Restart)
+    assert found[:2] == undisturbed[:2]
+    assert sorted(r[0] for b in found[3:] for r in b.rows) == list(range(1, 11))
+
+
+def test_a_source_gone_for_good_mid_read_is_transient(source_url: str, db_server: Any) -> None:
+    ex = DatabaseExtractor("shop", entity(key=["order_id"]), url=source_url, batch_size=3, retry=FAST)
+    items = ex.extract(None)
+    first = next(items)
+    assert isinstance(first, Batch)
+    assert [row[0] for row in first.rows] == [1, 2, 3]
+
+    database = urlsplit(source_url).path.lstrip("/")
+    with psycopg.connect(db_server.admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("alter database {} allow_connections false").format(sql.Identifier(database)))
+    _terminate_extraction(db_server, source_url)
+
     with pytest.raises(SourceTransientError, match="source database failed"):
         list(items)
+
+
+@pytest.mark.parametrize("nulls_last", [True, False], ids=["nulls-last", "nulls-first"])
+def test_rows_after_matches_the_order_with_nulls_either_way(database_url: str, nulls_last: bool) -> None:
+    """For every row of a two-column order with NULLs, the condition selects exactly the rows after it,
+    NULLs placed as the server sorts them (PostgreSQL lets the test ask for either)."""
+    values = [None, 1, 2]
+    rows = [(a, b, n) for n, (a, b) in enumerate((a, b) for a in values for b in values)]
+    placement = "nulls last" if nulls_last else "nulls first"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("create table probe (a int, b int, n int primary key)")
+        with conn.cursor() as cur:
+            cur.executemany("insert into probe values (%s, %s, %s)", rows)
+        ordered = conn.execute(
+            f"select a, b, n from probe order by a {placement}, b {placement}, n"
+        ).fetchall()
+        for index, (a, b, n) in enumerate(ordered):
+            condition, params = rows_after(["a", "b", "n"], [a, b, n], nulls_last=nulls_last)
+            query = sql.SQL("select a, b, n from probe where {} order by a {p}, b {p}, n").format(
+                condition, p=sql.SQL(placement)
+            )
+            assert conn.execute(query, params).fetchall() == ordered[index + 1 :], (a, b, n)

@@ -1,7 +1,8 @@
 """etl_shared: the common library of the zone ETL platform (no entry points of its own)."""
 
 from ._audit import JobAudit, NodeResult, QualityResult
-from ._db import CopyWriter, Database, redact_url, run_transaction
+from ._cursor import KeysetRead, Restarted
+from ._db import CopyWriter, Database, RetryPolicy, Session, redact_url, run_transaction
 from ._dbt import DbtOutcome, DbtProject, build_zone, detect_cockroachdb, profile_from_url, raise_for_outcome
 from ._dbt_zone import (
     DbtZoneSettings,
@@ -33,6 +34,8 @@ from ._errors import (
     SourceTransientError,
     TransformError,
     exit_code_for,
+    is_connection_lost,
+    is_outcome_unknown,
     is_transient_database_error,
 )
 from ._job import JobContext, JobTerminated, count_rows, resolve_database_url, run_job
@@ -47,7 +50,7 @@ from ._lineage import (
 from ._locks import LeaseLock
 from ._logging import JsonFormatter, bind_context, configure_logging, log_context, redact
 from ._metrics import JobMetrics
-from ._migrations import Migration, apply_migrations, bundled_migrations, load_migrations
+from ._migrations import Migration, MigrationRunner, apply_migrations, bundled_migrations, load_migrations
 from ._retention import (
     RetentionRule,
     apply_retention_rules,
@@ -81,13 +84,18 @@ __all__ = [
     "JobMetrics",
     "JobTerminated",
     "JsonFormatter",
+    "KeysetRead",
     "LeaseLock",
     "Migration",
+    "MigrationRunner",
     "NodeResult",
     "OpenLineageEmitter",
     "QualityResult",
+    "Restarted",
     "RetentionRule",
+    "RetryPolicy",
     "Selection",
+    "Session",
     "Settings",
     "SourceError",
     "SourceFatalError",
@@ -114,6 +122,8 @@ __all__ = [
     "file_namespace",
     "history_retention_rules",
     "installed_domains",
+    "is_connection_lost",
+    "is_outcome_unknown",
     "is_transient_database_error",
     "load_migrations",
     "load_settings",

@@ -52,7 +52,10 @@ class ExportedFile(Protocol):
 
 
 class JobAudit:
-    """The audit row of one zone job: opened at start, closed with a status at the end."""
+    """The audit row of one zone job: opened at start, closed with a status at the end.
+
+    Every write is keyed by the job id (generated here) and is an upsert, an ``on conflict do nothing``
+    or an update by key, so a transaction retried after an unknown outcome (40003) writes nothing twice."""
 
     def __init__(self, db: Database, *, run_id: str, zone: str, job_name: str) -> None:
         self.db = db
@@ -65,7 +68,7 @@ class JobAudit:
         self.db.transaction(
             lambda conn: conn.execute(
                 "insert into ops.job_runs (job_id, run_id, zone, job_name, status, started_at, host, pid)"
-                " values (%s, %s, %s, %s, 'running', now(), %s, %s)",
+                " values (%s, %s, %s, %s, 'running', now(), %s, %s) on conflict (job_id) do nothing",
                 (self.job_id, self.run_id, self.zone, self.job_name, socket.gethostname(), os.getpid()),
             ),
             name="audit start",

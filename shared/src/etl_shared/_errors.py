@@ -6,6 +6,8 @@ code alone. See docs/exit-codes.md.
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 
 EXIT_OK = 0
@@ -88,3 +90,28 @@ def is_transient_database_error(exc: BaseException) -> bool:
     if isinstance(exc, psycopg.OperationalError) and getattr(exc, "sqlstate", None) is None:
         return True
     return isinstance(exc, psycopg.Error) and _is_transient_sqlstate(getattr(exc, "sqlstate", None))
+
+
+#: 40003 statement_completion_unknown: CockroachDB could not tell whether the statement (or COMMIT)
+#: took effect; XXA00: a schema change failed after its transaction committed (CockroachDB's "partly
+#: committed"). After either, the work may or may not be in the database.
+OUTCOME_UNKNOWN_SQLSTATES = frozenset({"40003", "XXA00"})
+
+
+def is_outcome_unknown(exc: BaseException) -> bool:
+    """True when the server could not say whether what failed was committed (40003, XXA00)."""
+    return isinstance(exc, psycopg.Error) and getattr(exc, "sqlstate", None) in OUTCOME_UNKNOWN_SQLSTATES
+
+
+def is_connection_lost(exc: BaseException, conn: psycopg.Connection[Any] | None = None) -> bool:
+    """True when the connection is gone and only a new one can go on: SQLSTATE class 08 (connection
+    exception), 57P01-57P03 (the server shut down or is starting: a node restart in a rolling upgrade),
+    an OperationalError without a SQLSTATE (the socket closed under the client), or ``conn`` closed."""
+    if not isinstance(exc, psycopg.Error):
+        return False
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate and (sqlstate[:2] == "08" or sqlstate in {"57P01", "57P02", "57P03"}):
+        return True
+    if isinstance(exc, psycopg.OperationalError) and sqlstate is None:
+        return True
+    return conn is not None and conn.closed

@@ -53,7 +53,11 @@ def _holder_is_dead_local_process(holder: str) -> bool:
 
 
 class LeaseLock:
-    """``with LeaseLock(db, "migrations"):`` — waits up to ``wait_s`` for the lease."""
+    """``with LeaseLock(db, "migrations"):`` — waits up to ``wait_s`` for the lease.
+
+    Its transactions are safe to run again after an unknown outcome (40003, a connection lost while
+    committing): acquiring finds its own holder id and keeps the lease; renewing and releasing only
+    touch a row this holder holds."""
 
     def __init__(self, db: Database, name: str, *, lease_s: int = 120, wait_s: float = 300.0) -> None:
         self.db = db
@@ -69,6 +73,8 @@ class LeaseLock:
         ).fetchone()
         assert row is not None
         current, live = row
+        if current == self.holder:
+            return None  # an earlier attempt took it and committed, though its commit looked failed
         if current and live and not _holder_is_dead_local_process(current):
             return current
         if current:

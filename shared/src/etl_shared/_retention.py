@@ -67,6 +67,8 @@ def _delete_older(db: Database, rule: RetentionRule, older_than: datetime, batch
     ).format(table=table, keys=keys, time=sql.Identifier(rule.time_column))
     total = 0
     while True:
+        # Idempotent (deleting what is older than a fixed cutoff again deletes nothing more); after a
+        # commit whose outcome was unknown the count may miss that batch's rows.
         count: int = db.transaction(
             lambda conn: conn.execute(statement, {"cutoff": older_than, "n": batch_rows}).rowcount,
             name=f"retention {rule.table}",

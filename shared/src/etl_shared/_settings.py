@@ -61,7 +61,12 @@ class Settings(BaseSettings):
         description="Folder of secret files (ETL_SECRETS_DIR); unset: /run/secrets when it exists",
     )
     statement_timeout_s: int = Field(default=0, ge=0, description="Server-side statement timeout, 0 = none")
-    transaction_attempts: int = Field(default=10, ge=1, le=50, description="Attempts on SQLSTATE 40001")
+    transaction_attempts: int = Field(
+        default=10,
+        ge=1,
+        le=50,
+        description="Attempts of a transaction (40001, a lost connection, an unknown outcome)",
+    )
     duration_sla_s: float | None = Field(
         default=None,
         ge=0,

@@ -311,10 +311,15 @@ def skip_pull(argv: Sequence[str]) -> int:
         return ", ".join(skipped)
 
     try:
-        consumer = db.transaction(work, name="skip pull")
+        # Not idempotent as it stands: a retry after an unknown outcome (40003) would find its own rows
+        # and report the pull "already consumed". Raise instead, and let the operator look (DatabaseError).
+        consumer = db.transaction(work, name="skip pull", idempotent=False)
     except ConfigurationError as exc:
         sys.stderr.write(f"etl-conformed skip-pull: {exc}\n")
         return EXIT_CONFIGURATION
+    except EtlError as exc:  # the database failed, or the commit's outcome is unknown: say so, exit 5
+        sys.stderr.write(f"etl-conformed skip-pull: {exc}\n")
+        return exc.exit_code
     sys.stdout.write(f"pull {pull_id} skipped: {consumer} will not read it ({args.reason})\n")
     return EXIT_OK
 

@@ -118,13 +118,17 @@ def load_oltp(url: str, commerce: Commerce) -> dict[str, int]:
     return counts
 
 
+# The sample loads are plain COPYs, not idempotent: after an unknown outcome (40003) run_transaction raises
+# instead of copying the batch a second time; regenerate the samples then.
 def _copy_in_batches(
     conn: psycopg.Connection[Any], table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
 ) -> int:
     writer = CopyWriter(f"{SCHEMA}.{table}", columns)
     total = 0
     for batch in _batches(rows, ROWS_PER_BATCH):
-        total += run_transaction(conn, lambda c, batch=batch: writer.write(c, batch), name=f"copy {table}")
+        total += run_transaction(
+            conn, lambda c, batch=batch: writer.write(c, batch), name=f"copy {table}", idempotent=False
+        )
     _log.debug("copied %d rows into %s.%s", total, SCHEMA, table)
     return total
 
@@ -141,7 +145,7 @@ def _copy_orders(conn: psycopg.Connection[Any], orders: Iterable[Order]) -> tupl
             order_writer.write(c, order_rows)
             line_writer.write(c, line_rows)
 
-        run_transaction(conn, write, name="copy orders")
+        run_transaction(conn, write, name="copy orders", idempotent=False)
         order_total += len(order_rows)
         line_total += len(line_rows)
         if order_total % (ORDERS_PER_BATCH * 20) == 0:

@@ -22,7 +22,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -31,7 +31,7 @@ from typing import IO, Any
 
 import psycopg
 
-from etl_shared import ConfigurationError, TransformError
+from etl_shared import ConfigurationError, KeysetRead, TransformError
 from etl_shared._dbt import model_label, models_declaring
 
 TABLE = "semantic.watershed_statements"
@@ -729,12 +729,15 @@ WATERSHED_META_KEY = "etl_watershed_export"
 _EXPORT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
-def _select(table: str) -> str:
+def _select(table: str, *, resume: bool = False) -> str:
+    """The export query; with ``resume``, for the rows after (ws_timestamp, ws_statement_id) = (%s, %s)."""
     return (
         "select ws_statement_id, ws_timestamp, ws_actor_home_page, ws_actor_account, ws_verb_id,"
         " ws_verb_display, ws_object_id, ws_object_type, ws_object_name, ws_result_amount,"
         " ws_result_currency, ws_source, ws_source_id"
-        f" from {table} order by ws_timestamp, ws_statement_id"
+        f" from {table}"
+        + (" where (ws_timestamp, ws_statement_id) > (%s, %s)" if resume else "")
+        + " order by ws_timestamp, ws_statement_id"
     )
 
 
@@ -757,13 +760,34 @@ def watershed_exports(manifest: Mapping[str, Any]) -> dict[str, str]:
     return exports
 
 
-def _stream_rows(conn: psycopg.Connection[Any], table: str = TABLE) -> Iterator[WatershedRow]:
+def _stream_rows(
+    conn: psycopg.Connection[Any],
+    table: str = TABLE,
+    *,
+    reconnect: Callable[[], psycopg.Connection[Any]] | None = None,
+) -> Iterator[WatershedRow]:
     """The table's rows in export order through a server-side cursor, ``FETCH_ROWS`` at a time. A UUID in
-    text form sorts the same under every collation, so the order does not depend on the database's."""
-    with conn.transaction(), conn.cursor(name="watershed_export") as cursor:
-        cursor.itersize = FETCH_ROWS
-        cursor.execute(_select(table))  # type: ignore[arg-type]
-        for record in cursor:
+    text form sorts the same under every collation, so the order does not depend on the database's.
+
+    The order is a unique key (the statement id is unique), so with ``reconnect`` a lost connection
+    resumes after the last row read, on a new connection: the files get every row once, as without
+    the interruption."""
+
+    def statement(_conn: psycopg.Connection[Any], after: Sequence[Any] | None) -> tuple[Any, Sequence[Any]]:
+        return _select(table, resume=after is not None), tuple(after or ())
+
+    read = KeysetRead(
+        statement,
+        connect=reconnect,
+        first=conn,
+        name=f"watershed export of {table}",
+        cursor_name="watershed_export",
+        fetch_rows=FETCH_ROWS,
+        position=lambda record: (record[1], record[0]),
+    )
+    for batch in read.batches():
+        assert isinstance(batch, list)  # a read by key never starts again
+        for record in batch:
             if record[1] is None:
                 raise TransformError(f"watershed export: statement {record[0]}: ws_timestamp is null")
             yield WatershedRow(*record)
@@ -782,7 +806,9 @@ class WatershedExport:
     def path(self, suffix: str) -> Path:
         return self.folder / f"{self.file_stem}{suffix}"
 
-    def run(self, conn: psycopg.Connection[Any]) -> list[ExportFile]:
+    def run(
+        self, conn: psycopg.Connection[Any], reconnect: Callable[[], psycopg.Connection[Any]] | None = None
+    ) -> list[ExportFile]:
         self.folder.mkdir(parents=True, exist_ok=True)
         files: list[_HashedFile] = []
         try:
@@ -794,7 +820,7 @@ class WatershedExport:
             files.append(xapi_file)
 
             template_file.write(template_text())
-            self._write_statements(conn, csv_file, xapi_file)
+            self._write_statements(conn, csv_file, xapi_file, reconnect)
             for file in files:
                 file.finish()
         except BaseException:
@@ -806,12 +832,16 @@ class WatershedExport:
         return results
 
     def _write_statements(
-        self, conn: psycopg.Connection[Any], csv_file: _HashedFile, xapi_file: _HashedFile
+        self,
+        conn: psycopg.Connection[Any],
+        csv_file: _HashedFile,
+        xapi_file: _HashedFile,
+        reconnect: Callable[[], psycopg.Connection[Any]] | None,
     ) -> None:
         writer = csv.writer(csv_file, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
         writer.writerow(CSV_HEADER)
         xapi_file.write("[")
-        with contextlib.closing(_stream_rows(conn, self.table)) as rows:
+        with contextlib.closing(_stream_rows(conn, self.table, reconnect=reconnect)) as rows:
             for row in rows:
                 statement = self._statement(row)
                 cells = csv_row(row)
@@ -836,7 +866,12 @@ class WatershedExport:
 
 
 def export_watershed(
-    conn: psycopg.Connection[Any], folder: Path, file_stem: str, table: str = TABLE
+    conn: psycopg.Connection[Any],
+    folder: Path,
+    file_stem: str,
+    table: str = TABLE,
+    *,
+    reconnect: Callable[[], psycopg.Connection[Any]] | None = None,
 ) -> list[ExportFile]:
     """Write ``<file_stem>.csv``, ``<file_stem>.template.json`` and ``<file_stem>.xapi.json`` into
     ``folder`` from ``table`` (a model declaring meta etl_watershed_export) and describe them.
@@ -844,8 +879,11 @@ def export_watershed(
     Rows are streamed (server-side cursor) and written as they come; each file goes to a temporary file in
     ``folder`` and is renamed into place only when every statement was valid. An invalid statement raises
     :class:`~etl_shared.TransformError` and leaves none of the three files behind (an earlier export
-    under the same names stays as it was)."""
-    return WatershedExport(folder, file_stem, table).run(conn)
+    under the same names stays as it was).
+
+    With ``reconnect`` (a new connection), a connection lost mid-read is replaced and the read goes on
+    after the last row written (nothing of a file is visible before its rename)."""
+    return WatershedExport(folder, file_stem, table).run(conn, reconnect)
 
 
 def _fsync_folder(folder: Path) -> None:

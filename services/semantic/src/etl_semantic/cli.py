@@ -78,7 +78,10 @@ def dbt_variables(settings: Any) -> dict[str, Any]:
 
 def provision_pii_key(context: JobContext) -> None:
     """Write the masking key into ops.pii_keys before the build: the configured secret, or, when none
-    is configured, a key generated once and kept (tokens must stay the same from run to run)."""
+    is configured, a key generated once and kept (tokens must stay the same from run to run).
+
+    Safe to retry after an unknown outcome (40003): the transaction reads the row first, so a retry
+    after an earlier attempt committed finds the key written (and keeps it) rather than writing another."""
     settings = context.settings
     assert isinstance(settings, SemanticSettings)
     configured = settings.pii_key.get_secret_value() if settings.pii_key is not None else None
@@ -136,11 +139,18 @@ def write_exports(context: JobContext, outcome: DbtOutcome) -> None:
         _log.info("no semantic model declares meta %s: no Watershed upload written", WATERSHED_META_KEY)
     files: list[Any] = []
     read: list[tuple[str, Any]] = []  # (table, file): what each export read, for the lineage
+    for name, table in uploads.items():
+        with context.db.connect(autocommit=True) as conn:
+            written = export_watershed(
+                conn,
+                folder,
+                f"{name}_{settings.run_id}",
+                table,
+                reconnect=lambda: context.db.open_connection(autocommit=True),
+            )
+        files += written
+        read += [(table, f) for f in written]
     with context.db.connect(autocommit=True) as conn:
-        for name, table in uploads.items():
-            written = export_watershed(conn, folder, f"{name}_{settings.run_id}", table)
-            files += written
-            read += [(table, f) for f in written]
         tables = semantic_tables(conn) if apps else {}
         for app, fact in apps.items():
             script = write_load_script(conn, folder, app, fact)

@@ -183,6 +183,13 @@ class ContractChecker:
     _mismatches: dict[str, _Mismatch] = field(default_factory=dict)
     _records: int = 0
 
+    def restart(self) -> None:
+        """Forget every batch checked so far: the pull's extraction starts again from its first row."""
+        self.changes.clear()
+        self.columns.clear()
+        self._mismatches.clear()
+        self._records = 0
+
     @property
     def strict(self) -> bool:
         return self.contract == "strict"

@@ -15,7 +15,7 @@ import io
 import logging
 import os
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -25,7 +25,14 @@ import psycopg
 from defusedxml import ElementTree as SafeElementTree
 from psycopg import sql
 
-from etl_shared import ConfigurationError, SourceFatalError, SourceTransientError
+from etl_shared import (
+    ConfigurationError,
+    KeysetRead,
+    Restarted,
+    RetryPolicy,
+    SourceFatalError,
+    SourceTransientError,
+)
 
 from ._config import DatabaseEntity, FileEntity, FileGroup
 
@@ -436,11 +443,33 @@ def _to_batch(records: list[dict[str, Any]]) -> Batch:
 # ----------------------------------------------------------------------- databases
 
 
+@dataclass(frozen=True)
+class Restart:
+    """The extraction starts again from its first row (its source connection was lost and the read
+    cannot resume where it stopped): discard the batches and payloads of the pull so far."""
+
+    reason: str
+
+
 class DatabaseExtractor:
-    """Full or incremental (by watermark column) extraction, streamed with a server-side cursor."""
+    """Full or incremental (by watermark column) extraction, streamed with a server-side cursor.
+
+    A lost source connection (a node restart) is reconnected. The read resumes after the last row
+    handed out when its order is a unique key (``key`` declared: ordered by cursor column, then key, or
+    by key), on a new snapshot: a row is read once whatever changes in between, and a row updated in
+    between may come twice (the conformed history keeps the latest of a key in a pull). Without a key
+    the read starts again from the first row, and yields :class:`Restart` first so that the pull
+    discards what it wrote of the interrupted read."""
 
     def __init__(
-        self, source: str, entity: DatabaseEntity, *, url: str, batch_size: int, keys_only: bool = False
+        self,
+        source: str,
+        entity: DatabaseEntity,
+        *,
+        url: str,
+        batch_size: int,
+        keys_only: bool = False,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.source = source
         self.entity = entity
@@ -448,71 +477,115 @@ class DatabaseExtractor:
         self.batch_size = batch_size
         #: a key listing (reconcile_keys): the key columns of every row, in key order, no watermark
         self.keys_only = keys_only
+        self.retry = retry or RetryPolicy()
         self.state = ExtractState()
 
+    def order(self) -> list[str]:
+        """The columns the rows are read in order of."""
+        if self.keys_only:
+            return list(self.entity.key)
+        order = [self.entity.cursor] if self.entity.cursor else []
+        return order + [k for k in self.entity.key if k not in order]
+
     def query(
-        self, watermark: str | None, window: tuple[Any, Any] | None = None
+        self,
+        watermark: str | None,
+        window: tuple[Any, Any] | None = None,
+        *,
+        after: Sequence[Any] | None = None,
+        nulls_last: bool = True,
     ) -> tuple[sql.Composable, tuple[Any, ...]]:
         """The extraction query: rows past the watermark, or with ``window`` (a backfill) the rows
-        whose cursor is in [from, to), whatever the watermark."""
+        whose cursor is in [from, to), whatever the watermark; with ``after`` (the values of
+        :meth:`order` of a row), only the rows that come after that row, ``nulls_last`` saying where the
+        server sorts NULLs."""
         schema, table = self.entity.table.split(".")
+        conditions: list[sql.Composable] = []
+        params: list[Any] = []
         if self.keys_only:
             keys = sql.SQL(", ").join(sql.Identifier(k) for k in self.entity.key)
-            return sql.SQL("select {keys} from {table} order by {keys}").format(
+            query: sql.Composable = sql.SQL("select {keys} from {table}").format(
                 keys=keys, table=sql.Identifier(schema, table)
-            ), ()
-        query: sql.Composable = sql.SQL("select * from {}").format(sql.Identifier(schema, table))
-        params: tuple[Any, ...] = ()
-        order = [self.entity.cursor] if self.entity.cursor else []
-        order += [k for k in self.entity.key if k not in order]
-        if self.entity.cursor and window is not None:
-            query = sql.SQL("{} where {} >= %s and {} < %s").format(
-                query, sql.Identifier(self.entity.cursor), sql.Identifier(self.entity.cursor)
             )
-            params = (window[0], window[1])
-        elif self.entity.cursor and watermark is not None:
-            query = sql.SQL("{} where {} > %s").format(query, sql.Identifier(self.entity.cursor))
-            params = (watermark,)
+        else:
+            query = sql.SQL("select * from {}").format(sql.Identifier(schema, table))
+            if self.entity.cursor and window is not None:
+                conditions.append(
+                    sql.SQL("{} >= %s and {} < %s").format(
+                        sql.Identifier(self.entity.cursor), sql.Identifier(self.entity.cursor)
+                    )
+                )
+                params += [window[0], window[1]]
+            elif self.entity.cursor and watermark is not None:
+                conditions.append(sql.SQL("{} > %s").format(sql.Identifier(self.entity.cursor)))
+                params.append(watermark)
+        order = self.order()
+        if after is not None:
+            condition, values = rows_after(order, after, nulls_last=nulls_last)
+            conditions.append(condition)
+            params += values
+        if conditions:
+            query = sql.SQL("{} where {}").format(query, sql.SQL(" and ").join(conditions))
         if order:
             query = sql.SQL("{} order by {}").format(
                 query, sql.SQL(", ").join(sql.Identifier(c) for c in order)
             )
-        return query, params
+        return query, tuple(params)
 
     def extract(
         self, watermark: str | None, window: tuple[Any, Any] | None = None
-    ) -> Iterator[Batch | Payload]:
-        query, params = self.query(watermark, window)
+    ) -> Iterator[Batch | Payload | Restart]:
         self.state.watermark_after = watermark
         where = f"source {self.source}, table {self.entity.table}"
-        try:
-            with psycopg.connect(
+        order = self.order()
+        resumable = bool(self.entity.key)  # the key makes the order unique
+        positions: list[int] = []
+
+        def position(row: Sequence[Any]) -> list[Any]:
+            if not positions:
+                names = [d.name for d in read.description or []]
+                positions[:] = [names.index(name) for name in order]
+            return [row[i] for i in positions]
+
+        def statement(
+            conn: psycopg.Connection[Any], after: Sequence[Any] | None
+        ) -> tuple[Any, Sequence[Any]]:
+            nulls_last = True if after is None else _sorts_nulls_last(conn)
+            return self.query(watermark, window, after=after, nulls_last=nulls_last)
+
+        read = KeysetRead(
+            statement,
+            connect=lambda: psycopg.connect(
                 self.url, application_name="etl-staging-extract", connect_timeout=10
-            ) as conn:
-                with conn.transaction(), conn.cursor(name=f"etl_extract_{self.entity.name}") as cur:
-                    cur.itersize = self.batch_size
-                    cur.execute(query, params)
-                    columns = [d.name for d in cur.description or []]
-                    if not self.keys_only:
-                        # the source's own column types (numeric(15,2), character(4), ...): what
-                        # `etl-conformed scaffold` casts each column to
-                        self.state.metadata["column_types"] = {
-                            d.name: d.type_display for d in cur.description or []
-                        }
-                    cursor_index = (
-                        columns.index(self.entity.cursor) if self.entity.cursor in columns else None
+            ),
+            name=f"extract {self.source}.{self.entity.name}",
+            cursor_name=f"etl_extract_{self.entity.name}",
+            fetch_rows=self.batch_size,
+            position=position if resumable else None,
+            restartable=True,
+            policy=self.retry,
+        )
+        try:
+            columns: list[str] | None = None
+            cursor_index: int | None = None
+            for rows in read.batches():
+                if isinstance(rows, Restarted):
+                    self.state = ExtractState(watermark_after=watermark)
+                    columns = None
+                    yield Restart(rows.reason)
+                    continue
+                described = [d.name for d in read.description or []]
+                if columns is None:
+                    columns, cursor_index = self._columns(read, where)
+                elif described != columns:
+                    raise SourceTransientError(
+                        f"{where}: the table's columns changed while it was read ({columns} before the"
+                        f" connection was lost, {described} after); run the job again"
                     )
-                    if self.keys_only:
-                        cursor_index = None
-                    elif self.entity.cursor and cursor_index is None:
-                        raise SourceFatalError(
-                            f"{where}: watermark column {self.entity.cursor!r} does not exist"
-                        )
-                    while rows := cur.fetchmany(self.batch_size):
-                        batch = [list(r) for r in rows]
-                        if cursor_index is not None:
-                            self._advance(batch, cursor_index)
-                        yield Batch(columns, batch, header=True)
+                batch = [list(r) for r in rows]
+                if cursor_index is not None:
+                    self._advance(batch, cursor_index)
+                yield Batch(columns, batch, header=True)
         except psycopg.OperationalError as exc:
             raise SourceTransientError(
                 f"{where}: source database failed: {str(exc).strip().splitlines()[0]}"
@@ -529,6 +602,20 @@ class DatabaseExtractor:
                 f" not a date or timestamp column ({str(exc).strip().splitlines()[0]})"
             ) from None
 
+    def _columns(self, read: KeysetRead, where: str) -> tuple[list[str], int | None]:
+        """The result's column names and the index of the watermark column (None: no watermark)."""
+        description = read.description or []
+        columns = [d.name for d in description]
+        if not self.keys_only:
+            # the source's own column types (numeric(15,2), character(4), ...): what
+            # `etl-conformed scaffold` casts each column to
+            self.state.metadata["column_types"] = {d.name: d.type_display for d in description}
+        if self.keys_only or not self.entity.cursor:
+            return columns, None
+        if self.entity.cursor not in columns:
+            raise SourceFatalError(f"{where}: watermark column {self.entity.cursor!r} does not exist")
+        return columns, columns.index(self.entity.cursor)
+
     def _advance(self, rows: list[list[Any]], index: int) -> None:
         values = [r[index] for r in rows if r[index] is not None]
         if not values:
@@ -539,3 +626,45 @@ class DatabaseExtractor:
         # Rows arrive ordered by the cursor column, so the last batch's maximum is the new watermark.
         if current is None or text != current:
             self.state.watermark_after = text
+
+
+def rows_after(
+    order: Sequence[str], values: Sequence[Any], *, nulls_last: bool
+) -> tuple[sql.Composable, list[Any]]:
+    """The condition for the rows that come after a row whose ``order`` columns hold ``values``, in
+    ``order by <order>`` (ascending), NULLs sorted last or first as the server does: (a > x) or (a = x
+    and b > y) ..., with NULLs placed (a row value comparison would drop them)."""
+    terms: list[sql.Composable] = []
+    params: list[Any] = []
+    for index, (name, value) in enumerate(zip(order, values, strict=True)):
+        column = sql.Identifier(name)
+        if value is None and nulls_last:
+            continue  # nothing comes after NULL in this column
+        parts: list[sql.Composable] = []
+        term_params: list[Any] = []
+        for before, before_value in zip(order[:index], values[:index], strict=True):
+            if before_value is None:
+                parts.append(sql.SQL("{} is null").format(sql.Identifier(before)))
+            else:
+                parts.append(sql.SQL("{} = %s").format(sql.Identifier(before)))
+                term_params.append(before_value)
+        if value is None:
+            parts.append(sql.SQL("{} is not null").format(column))
+        elif nulls_last:
+            parts.append(sql.SQL("({} > %s or {} is null)").format(column, column))
+            term_params.append(value)
+        else:
+            parts.append(sql.SQL("{} > %s").format(column))
+            term_params.append(value)
+        terms.append(sql.SQL("({})").format(sql.SQL(" and ").join(parts)))
+        params += term_params
+    if not terms:
+        return sql.SQL("false"), []
+    return sql.SQL("({})").format(sql.SQL(" or ").join(terms)), params
+
+
+def _sorts_nulls_last(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the server sorts NULLs after other values in ascending order (PostgreSQL does,
+    CockroachDB does not, unless its session says ``null_ordered_last``)."""
+    row = conn.execute("select x from (values (1), (null)) as probe (x) order by x limit 1").fetchone()
+    return row is not None and row[0] is not None

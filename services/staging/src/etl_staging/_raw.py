@@ -5,6 +5,11 @@ A pull is written in batches, each batch its own (retried) transaction, while it
 ``committed`` in the same transaction that advances the watermark. Whatever a failed or killed
 pull left behind is removed by :func:`clean_abandoned_pulls` before the next pull of the same
 source entity. After a commit, only the newest ``keep`` committed pulls are kept.
+
+Every write is safe to run again after an unknown outcome (40003, a connection lost while
+committing; docs/cockroachdb.md, "Reconnect and retry"): the pull row, its batches and payloads are
+inserted with ``on conflict do nothing`` on their keys, the commit recognises a pull it already
+committed, and the deletes and status updates are by key.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg.types.range import Range
 
-from etl_shared import Database, DatabaseError, LeaseLock, run_transaction
+from etl_shared import Database, LeaseLock, Session
 
 _log = logging.getLogger(__name__)
 
@@ -38,13 +43,15 @@ DELETE_BATCH_ROWS = 500
 # A batch is one row holding thousands of records and a payload one row holding megabytes, so each is
 # written with a single-row INSERT rather than COPY: the JSON goes as a plain text parameter and the
 # payload as a binary one. COPY's text format would escape both (bytea as hex, doubling the bytes sent),
-# which measured 2.4x slower for payloads and 1.3x slower for batches (bench/README.md).
+# which measured 2.4x slower for payloads and 1.3x slower for batches (bench/README.md). The key makes a
+# batch transaction retried after an unknown outcome harmless.
 _INSERT_BATCH = (
     "insert into staging.pull_batches (pull_id, batch_no, record_count, data) values (%s, %s, %s, %t)"
+    " on conflict (pull_id, batch_no) do nothing"
 )
 _INSERT_PAYLOAD = (
     "insert into staging.pull_payloads (pull_id, seq, name, content_type, byte_count, checksum, body)"
-    " values (%s, %s, %s, %s, %s, %s, %b)"
+    " values (%s, %s, %s, %s, %s, %s, %b) on conflict (pull_id, seq) do nothing"
 )
 
 
@@ -184,7 +191,7 @@ class RawPullWriter:
         self.payloads = 0
         self.json_bytes = 0
         self._digest = hashlib.sha256()
-        self._conn: psycopg.Connection[Any] | None = None
+        self._session: Session | None = None
         self._behind: _WriteBehind | None = None
 
     def _submit(self, work: Any, name: str) -> None:
@@ -209,30 +216,38 @@ class RawPullWriter:
             self.close()
 
     def _write(self, work: Any, name: str) -> None:
-        """Run one batch transaction on the pull's own connection (opening one per batch costs more than
-        the batch); a lost connection is replaced once and the transaction run again."""
-        for attempt in (1, 2):
-            if self._conn is None or self._conn.closed:
-                self._conn = self.db.connect()
-            try:
-                run_transaction(self._conn, work, name=name, attempts=self.db.attempts)
-                return
-            except (DatabaseError, psycopg.OperationalError):
-                if attempt == 2 or (self._conn is not None and not self._conn.closed):
-                    raise
-                _log.warning("%s: connection lost, reconnecting", name)
+        """Run one batch transaction on the pull's own session (opening a connection per batch costs more
+        than the batch); a lost connection is replaced and the transaction run again."""
+        if self._session is None:
+            self._session = self.db.session()
+        self._session.transaction(work, name=name)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def restart(self) -> None:
+        """Discard everything written so far, to extract the pull again from the start (a source read
+        that was interrupted and cannot resume where it stopped). Nothing of it was visible: the pull is
+        still running."""
+        self._finish_writes()
+        delete_pull_data(self.db, self.pull_id)
+        self.records = self.bytes = self.batches = self.payloads = self.json_bytes = 0
+        self._digest = hashlib.sha256()
+        _log.warning(
+            "pull %s: the extraction starts again; what it wrote so far was discarded",
+            self.pull_id,
+            extra={"pull_id": str(self.pull_id)},
+        )
 
     def open(self) -> uuid.UUID:
         self.db.transaction(
             lambda conn: conn.execute(
                 "insert into staging.pulls (pull_id, run_id, job_id, source, entity, status, mode, started_at,"
                 " heartbeat_at, watermark_before, backfill_from, backfill_to)"
-                " values (%s, %s, %s, %s, %s, 'running', %s, now(), now(), %s, %s, %s)",
+                " values (%s, %s, %s, %s, %s, 'running', %s, now(), now(), %s, %s, %s)"
+                " on conflict (pull_id) do nothing",
                 (
                     self.pull_id,
                     self.run_id,
@@ -316,6 +331,8 @@ class RawPullWriter:
                 ),
             )
             if cur.rowcount != 1:
+                if self._committed_already(conn, checksum):
+                    return  # an earlier attempt committed; its commit only looked failed (40003)
                 raise RuntimeError(
                     f"pull {self.pull_id} is no longer running; it was cleaned up by another job"
                 )
@@ -389,6 +406,14 @@ class RawPullWriter:
             requests=int((metadata or {}).get("requests", 0)),
         )
 
+    def _committed_already(self, conn: psycopg.Connection[Any], checksum: str) -> bool:
+        """Whether this pull is committed with what this writer wrote: the commit transaction ran
+        before, and its outcome was unknown (everything in it committed together)."""
+        row = conn.execute(
+            "select status, checksum, record_count from staging.pulls where pull_id = %s", (self.pull_id,)
+        ).fetchone()
+        return row is not None and tuple(row) == ("committed", checksum, self.records)
+
     def fail(self, error: str) -> None:
         """Best effort: mark the pull failed and remove its data (the next run cleans up otherwise)."""
         try:
@@ -430,9 +455,11 @@ def record_operator_action(
     entity: str | None,
     run_id: str | None,
     details: dict[str, Any],
+    action_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
-    """One row of ``ops.operator_actions`` (in the caller's transaction)."""
-    action_id = uuid.uuid4()
+    """One row of ``ops.operator_actions`` (in the caller's transaction). ``action_id`` chosen by the
+    caller lets a transaction retried after an unknown outcome find the row its earlier attempt wrote."""
+    action_id = action_id or uuid.uuid4()
     conn.execute(
         "insert into ops.operator_actions (action_id, action, source, entity, actor, host, run_id,"
         " performed_at, details) values (%s, %s, %s, %s, %s, %s, %s, now(), %s::jsonb)",

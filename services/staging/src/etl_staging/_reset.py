@@ -3,7 +3,9 @@ from scratch (a full first pull for an incremental entity, every file of a drop 
 
 One transaction, under the source entity's pull lock, clears the watermark, the record of the files
 loaded, and hides every pull (status ``failed``, "reset by ..."), and writes the audit row in
-``ops.operator_actions`` (who, from where, when, what counts). The hidden pulls' batches and payloads
+``ops.operator_actions`` (who, from where, when, what counts). That transaction is safe to retry after
+an unknown outcome (40003): its audit row has an id chosen before the first attempt, and an attempt
+that finds it takes the counts from it instead of resetting again. The hidden pulls' batches and payloads
 are then deleted in small transactions and their rows removed; should that be interrupted, the next
 pull of the entity cleans up what is left (as it does after a killed pull).
 """
@@ -11,6 +13,7 @@ pull of the entity cleans up what is left (as it does after a killed pull).
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -84,9 +87,17 @@ def known_entities(db: Database, source: str) -> list[str]:
 
 def reset_entity(db: Database, source: str, entity: str, *, run_id: str | None = None) -> ResetCounts:
     """Reset one source entity (see the module's docstring); returns what was deleted."""
+    action_id = uuid.uuid4()
     with LeaseLock(db, f"pull:{source}:{entity}", lease_s=300, wait_s=60):
 
         def work(conn: Any) -> tuple[ResetCounts, list[Any]]:
+            done = conn.execute(
+                "select details from ops.operator_actions where action_id = %s", (action_id,)
+            ).fetchone()
+            if done is not None:  # an earlier attempt committed; its commit only looked failed
+                details = dict(done[0])
+                pull_ids = details.pop("pull_ids")
+                return ResetCounts(source, entity, **details), pull_ids
             counts = _count(conn, source, entity)
             pull_ids = [
                 r[0]
@@ -109,7 +120,13 @@ def reset_entity(db: Database, source: str, entity: str, *, run_id: str | None =
             details.pop("entity")
             details["pull_ids"] = [str(p) for p in pull_ids]
             record_operator_action(
-                conn, "reset", source=source, entity=entity, run_id=run_id, details=details
+                conn,
+                "reset",
+                source=source,
+                entity=entity,
+                run_id=run_id,
+                details=details,
+                action_id=action_id,
             )
             return counts, pull_ids
 

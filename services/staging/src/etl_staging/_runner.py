@@ -41,7 +41,7 @@ from ._config import (
 )
 from ._config import resolve_database_url as resolve_source_url
 from ._contract import ContractChecker, ContractViolation, SchemaChange, record_schema_changes
-from ._extract import Batch, DatabaseExtractor, FileExtractor
+from ._extract import Batch, DatabaseExtractor, FileExtractor, Restart
 from ._raw import (
     PullSummary,
     RawPullWriter,
@@ -282,6 +282,7 @@ class StagingJob:
                 url=self._database_source_url(source),
                 batch_size=source.batch_size,
                 keys_only=True,
+                retry=self.context.db.retry_policy,
             )
             for item in extractor.extract(None):
                 assert isinstance(item, Batch)
@@ -484,7 +485,9 @@ class StagingJob:
         if isinstance(config, DatabaseEntity):
             assert isinstance(source, DatabaseSource)
             url = self._database_source_url(source)
-            extractor = DatabaseExtractor(source.name, config, url=url, batch_size=source.batch_size)
+            extractor = DatabaseExtractor(
+                source.name, config, url=url, batch_size=source.batch_size, retry=self.context.db.retry_policy
+            )
             items = extractor.extract(watermark, self.backfill)
         elif isinstance(config, RestEntity):
             assert isinstance(source, RestSource)
@@ -525,7 +528,11 @@ class StagingJob:
             for item in items:
                 if self.cancel.is_set():
                     raise Cancelled("cancelled because another part of the job failed or it was stopped")
-                if isinstance(item, Batch):
+                if isinstance(item, Restart):
+                    # the source read starts again from its first row: forget what it wrote so far
+                    writer.restart()
+                    checker.restart()
+                elif isinstance(item, Batch):
                     if item.rows:
                         checker.check_batch(
                             item.columns,
