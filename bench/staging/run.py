@@ -633,7 +633,7 @@ def main() -> int:
         "--value-sizes",
         choices=["auto", "cockroachdb", "postgresql"],
         help="the staging runs' ETL_VALUE_SIZES: cockroachdb measures CockroachDB's value-size limits"
-        " (batches of at most 896 KiB of JSON, 1 MiB payload chunks) on the embedded PostgreSQL",
+        " (batches of at most 768 KiB of JSON, 1 MiB payload chunks) on the embedded PostgreSQL",
     )
     parser.add_argument(
         "--git-rev",
