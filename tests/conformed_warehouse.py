@@ -13,8 +13,7 @@ import pytest
 
 from etl_conformed.cli import main as conformed_main
 from etl_shared import Database, apply_migrations
-from etl_staging import RawPullWriter
-from etl_staging._sizes import ValueSizes
+from etl_staging import RawPullWriter, ValueSizes
 
 #: The columns of an oltp.customers staging pull, as the demo OLTP source delivers them.
 CUSTOMER_COLUMNS = [

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from conformed_warehouse import CUSTOMER_COLUMNS, Warehouse
 
-from etl_staging._sizes import ValueSizes
+from etl_staging import ValueSizes
 
 PRODUCT_COLUMNS = [
     "product_id",

@@ -17,9 +17,11 @@ import pytest
 from ops_support import rows
 
 from etl_shared import ConfigurationError, Database, SourceFatalError, apply_migrations
-from etl_staging import RawPullWriter
-from etl_staging._sizes import COCKROACHDB, KIB, MIB, POSTGRESQL, ValueSizes, resolve_value_sizes, value_sizes
+from etl_staging import COCKROACHDB, POSTGRESQL, RawPullWriter, ValueSizes, resolve_value_sizes, value_sizes
 from etl_staging.cli import StagingSettings, main
+
+KIB = 1024
+MIB = 1024 * KIB
 
 pytestmark = pytest.mark.integration
 
