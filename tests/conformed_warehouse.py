@@ -13,7 +13,7 @@ import pytest
 
 from etl_conformed.cli import main as conformed_main
 from etl_shared import Database, apply_migrations
-from etl_staging import RawPullWriter
+from etl_staging import RawPullWriter, ValueSizes
 
 #: The columns of an oltp.customers staging pull, as the demo OLTP source delivers them.
 CUSTOMER_COLUMNS = [
@@ -47,9 +47,11 @@ class Warehouse:
         rows: Sequence[Sequence[Any]],
         mode: str = "full",
         batch_size: int | None = None,
+        sizes: ValueSizes | None = None,
     ) -> uuid.UUID:
         """A committed staging pull holding ``rows`` (values as the source gave them), in batches of
-        ``batch_size`` rows (one batch by default)."""
+        ``batch_size`` rows (one batch by default), each cut again at ``sizes.batch_bytes`` of JSON
+        (by default the warehouse's value sizes)."""
         writer = RawPullWriter(
             self.db,
             run_id=f"test-staging-{uuid.uuid4().hex[:6]}",
@@ -59,6 +61,7 @@ class Warehouse:
             mode=mode,
             watermark_before=None,
             write_behind=False,
+            sizes=sizes,
         )
         writer.open()
         size = batch_size or max(len(rows), 1)

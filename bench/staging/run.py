@@ -41,6 +41,8 @@ REPO = HERE.parent.parent
 SEED = 20261122
 BATCH_SIZE = 5000
 GNU_TIME = "/usr/bin/time"
+#: ETL_VALUE_SIZES of the staging runs (--value-sizes); None: the warehouse's own (auto)
+VALUE_SIZES: str | None = None
 
 # ----------------------------------------------------------------------------- data generation
 
@@ -426,6 +428,8 @@ def staging_run(
         "ETL_LOG_LEVEL": "INFO",
         "ETL_SECRETS_DIR": str(work),  # no secrets folder lookups from the host
     }
+    if VALUE_SIZES:
+        env["ETL_VALUE_SIZES"] = VALUE_SIZES  # which warehouse's value-size limits (docs/cockroachdb.md)
     if source_url:
         env["BENCH_SOURCE_DATABASE_URL"] = source_url
     if CODE.pythonpath:
@@ -457,6 +461,18 @@ def staging_run(
             )
         )
         / 1e6
+    )
+    # The stored values: how many batches, the largest batch (its jsonb as stored, and its JSON text
+    # re-encoded compactly as staging sends it) and the largest payload chunk.
+    batches, largest_jsonb, largest_payload = sql_value(
+        url,
+        "select (select count(*) from staging.pull_batches) || '|'"
+        " || (select coalesce(max(pg_column_size(data)), 0) from staging.pull_batches) || '|'"
+        " || (select coalesce(max(byte_count), 0) from staging.pull_payloads)",
+    ).split("|")
+    result.extra["values"] = (
+        f"{int(batches):,} batches, the largest {int(largest_jsonb) / 1024:,.0f} KiB of jsonb;"
+        f" payload chunks up to {int(largest_payload) / 1024:,.0f} KiB"
     )
     return result
 
@@ -614,12 +630,20 @@ def main() -> int:
     )
     parser.add_argument("--output", type=Path, default=HERE / "results.md")
     parser.add_argument(
+        "--value-sizes",
+        choices=["auto", "cockroachdb", "postgresql"],
+        help="the staging runs' ETL_VALUE_SIZES: cockroachdb measures CockroachDB's value-size limits"
+        " (batches of at most 768 KiB of JSON, 1 MiB payload chunks) on the embedded PostgreSQL",
+    )
+    parser.add_argument(
         "--git-rev",
         help="measure the staging and shared code of this git revision (extracted with git archive)"
         " instead of the working tree",
     )
     args = parser.parse_args()
 
+    global VALUE_SIZES
+    VALUE_SIZES = args.value_sizes
     work: Path = args.work.resolve() / "staging"
     work.mkdir(parents=True, exist_ok=True)
     global CODE
@@ -723,13 +747,18 @@ def main() -> int:
             "",
             *verdicts(results, floor, scale),
             "",
+            f"Stored values (value sizes: {VALUE_SIZES or 'auto'}):",
+            "",
+            *[f"- {r.run}: {r.extra['values']}" for r in results.values() if "values" in r.extra],
+            "",
             "MB/s is the JSON Lines input size over the wall time (for the database source: the same records'"
             " JSON Lines size). Peak RSS is the measured process only (the PostgreSQL server is not counted);"
             " CPU s is that process's user + system time. Stored MB is the size of the target tables after the run.",
             "",
             f"Reproduce: `.venv/bin/python bench/staging/run.py --records {args.records}"
             f"{' --git-rev ' + args.git_rev if args.git_rev else ''}"
-            f"{' --skip-dlt' if args.skip_dlt else ''}{' --scale-check' if args.scale_check else ''}`",
+            f"{' --skip-dlt' if args.skip_dlt else ''}{' --scale-check' if args.scale_check else ''}"
+            f"{' --value-sizes ' + args.value_sizes if args.value_sizes else ''}`",
         ]
         text = "\n".join(report) + "\n"
         sys.stdout.write(text)

@@ -10,6 +10,8 @@ import psycopg
 import pytest
 from conformed_warehouse import CUSTOMER_COLUMNS, Warehouse
 
+from etl_staging import ValueSizes
+
 PRODUCT_COLUMNS = [
     "product_id",
     "sku",
@@ -281,12 +283,30 @@ def customer_row(customer_id: int, **changes: Any) -> list[Any]:
     return [row[c] for c in CUSTOMER_COLUMNS]
 
 
-def test_records_moved_by_a_record_removed_before_them_are_matched_by_key(warehouse: Warehouse) -> None:
+#: A byte budget of 1 KiB: batches of about seven customers, cut by bytes within the batches of 25 records.
+SMALL_BATCHES = ValueSizes(batch_bytes=1024, payload_chunk_bytes=1024, record_max_bytes=64 * 1024)
+
+
+@pytest.mark.parametrize("sizes", [None, SMALL_BATCHES], ids=["cut-by-records", "cut-by-bytes"])
+def test_records_moved_by_a_record_removed_before_them_are_matched_by_key(
+    warehouse: Warehouse, sizes: ValueSizes | None
+) -> None:
     # Staging writes a database pull in key order, so removing customer 10 moves every later record
-    # (across batches of 25). Customer 50 comes twice with the same change time: the later one counts.
+    # (across batches of 25). Customer 50 comes twice with the same change time: the later one counts,
+    # also when the two are in different batches (the readers order by batch_no, then row_no).
     first = [customer_row(i) for i in range(1, 61)]
     first[49:50] = [customer_row(50, phone="+49 1"), customer_row(50, phone="+49 2")]
-    warehouse.pull("oltp", "customers", CUSTOMER_COLUMNS, first, batch_size=25)
+    warehouse.pull("oltp", "customers", CUSTOMER_COLUMNS, first, batch_size=25, sizes=sizes)
+    if sizes is not None:
+        ((batches, largest),) = warehouse.rows(
+            "select count(*), max(octet_length(data::text)) from staging.pull_batches"
+        )
+        assert batches >= 8 and largest <= 1.2 * sizes.batch_bytes  # jsonb's text adds spaces
+        ((first_batch, second_batch),) = warehouse.rows(
+            "select min(batch_no) filter (where strpos(data::text, '+49 1') > 0),"
+            " min(batch_no) filter (where strpos(data::text, '+49 2') > 0) from staging.pull_batches"
+        )
+        assert first_batch <= second_batch
     assert warehouse.run() == 0
     assert warehouse.rows("select phone from conformed.customer where customer_id = 50") == [("+49 2",)]
 
@@ -294,7 +314,7 @@ def test_records_moved_by_a_record_removed_before_them_are_matched_by_key(wareho
     second = [r for r in first if r[0] != 10]
     second[28] = customer_row(30, phone="+49 30", updated_at=T1)
     second[48:50] = [second[49], second[48]]
-    warehouse.pull("oltp", "customers", CUSTOMER_COLUMNS, second, batch_size=25)
+    warehouse.pull("oltp", "customers", CUSTOMER_COLUMNS, second, batch_size=25, sizes=sizes)
     assert warehouse.run() == 0
 
     assert warehouse.rows(

@@ -15,10 +15,16 @@ from etl_staging._config import FileEntity
 
 
 def extractor(
-    tmp_path: Path, *files: dict[str, Any], batch_size: int = 100, keep_payload: bool = False
+    tmp_path: Path,
+    *files: dict[str, Any],
+    batch_size: int = 100,
+    keep_payload: bool = False,
+    payload_chunk_bytes: int = 8 * 1024 * 1024,
 ) -> FileExtractor:
     entity = FileEntity.model_validate({"name": "things", "files": list(files), "keep_payload": keep_payload})
-    return FileExtractor("src", entity, data_dir=tmp_path, batch_size=batch_size)
+    return FileExtractor(
+        "src", entity, data_dir=tmp_path, batch_size=batch_size, payload_chunk_bytes=payload_chunk_bytes
+    )
 
 
 def batches(ex: FileExtractor) -> list[Batch]:
@@ -373,16 +379,15 @@ def test_gzip_xml(tmp_path: Path) -> None:
     assert [r["id"] for r in records(ex)] == ["e1", "e2"]
 
 
-def test_payload_chunks_concatenate_to_the_file_bytes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("etl_staging._extract.PAYLOAD_CHUNK_BYTES", 1000)
+def test_payload_chunks_concatenate_to_the_file_bytes(tmp_path: Path) -> None:
     rows = "".join(f"{i},name {i}\n" for i in range(500))
     plain = ("id,name\n" + rows).encode()
     (tmp_path / "big.csv").write_bytes(plain)
     (tmp_path / "big2.csv.gz").write_bytes(gzip.compress(plain))
 
-    ex = extractor(tmp_path, {"path": "{data_dir}/big*", "format": "csv"}, keep_payload=True)
+    ex = extractor(
+        tmp_path, {"path": "{data_dir}/big*", "format": "csv"}, keep_payload=True, payload_chunk_bytes=1000
+    )
     items = list(ex.extract())
 
     payloads = [i for i in items if isinstance(i, Payload)]
@@ -402,12 +407,9 @@ def test_payload_chunks_concatenate_to_the_file_bytes(
 
 
 @pytest.mark.parametrize("name", ["events.jsonl", "events.jsonl.gz"])
-def test_payload_chunks_follow_the_parser_through_the_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
-) -> None:
+def test_payload_chunks_follow_the_parser_through_the_file(tmp_path: Path, name: str) -> None:
     """The file as fetched is stored while it is parsed: the chunks come between the batches, each once
     the parser has read its bytes, rather than all of them before the first batch."""
-    monkeypatch.setattr("etl_staging._extract.PAYLOAD_CHUNK_BYTES", 64 * 1024)
     lines = b"".join(
         json.dumps({"id": i, "note": f"event {i:07d} " + "x" * 80}).encode() + b"\n" for i in range(40_000)
     )
@@ -415,7 +417,11 @@ def test_payload_chunks_follow_the_parser_through_the_file(
     (tmp_path / name).write_bytes(body)
 
     ex = extractor(
-        tmp_path, {"path": f"{{data_dir}}/{name}", "format": "jsonl"}, batch_size=1000, keep_payload=True
+        tmp_path,
+        {"path": f"{{data_dir}}/{name}", "format": "jsonl"},
+        batch_size=1000,
+        keep_payload=True,
+        payload_chunk_bytes=64 * 1024,
     )
     items = list(ex.extract())
 

@@ -11,8 +11,11 @@ from ._raw import (
     read_watermark,
 )
 from ._runner import StagingJob
+from ._sizes import COCKROACHDB, POSTGRESQL, ValueSizes, resolve_value_sizes, value_sizes
 
 __all__ = [
+    "COCKROACHDB",
+    "POSTGRESQL",
     "Batch",
     "DatabaseExtractor",
     "FileExtractor",
@@ -21,9 +24,12 @@ __all__ = [
     "RawPullWriter",
     "SourcesFile",
     "StagingJob",
+    "ValueSizes",
     "apply_retention",
     "clean_abandoned_pulls",
     "encode_batch",
     "load_sources",
     "read_watermark",
+    "resolve_value_sizes",
+    "value_sizes",
 ]

@@ -37,6 +37,7 @@ from etl_shared import (
 from ._config import DatabaseEntity, FileEntity, FileGroup
 
 _log = logging.getLogger(__name__)
+#: the default chunk of a file's bytes as fetched; the job passes the warehouse's (ValueSizes)
 PAYLOAD_CHUNK_BYTES = 8 * 1024 * 1024
 
 
@@ -171,11 +172,13 @@ class FileExtractor:
         data_dir: Path,
         batch_size: int,
         already_loaded: Callable[[str], bool] | None = None,
+        payload_chunk_bytes: int = PAYLOAD_CHUNK_BYTES,
     ) -> None:
         self.source = source
         self.entity = entity
         self.data_dir = data_dir
         self.batch_size = batch_size
+        self.payload_chunk_bytes = payload_chunk_bytes
         self.already_loaded = already_loaded
         self.state = ExtractState()
         self.loaded: list[LoadedFile] = []
@@ -212,7 +215,7 @@ class FileExtractor:
         content_type = _CONTENT_TYPES[group.format] + suffix
         with path.open("rb") as handle:
             part = 0
-            while chunk := handle.read(PAYLOAD_CHUNK_BYTES):
+            while chunk := handle.read(self.payload_chunk_bytes):
                 part += 1
                 yield Payload(name=f"{path.name}#{part}", content_type=content_type, body=chunk)
 

@@ -33,12 +33,19 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg.types.range import Range
 
-from etl_shared import Database, LeaseLock, Session
+from etl_shared import Database, LeaseLock, Session, SourceFatalError
+
+from ._sizes import ValueSizes, resolve_value_sizes
 
 _log = logging.getLogger(__name__)
 
 KEEP_COMMITTED_PULLS = 3
 DELETE_BATCH_ROWS = 500
+#: How full of the byte budget a batch is planned: the rows expected to fit are counted from the
+#: previous batch's bytes per row with this margin, so that a batch is rarely encoded twice.
+BATCH_FILL = 0.9
+#: Oversized records logged one by one per pull; the rest are counted in the commit's log line.
+OVERSIZED_WARNINGS = 10
 
 # A batch is one row holding thousands of records and a payload one row holding megabytes, so each is
 # written with a single-row INSERT rather than COPY: the JSON goes as a plain text parameter and the
@@ -171,8 +178,11 @@ class RawPullWriter:
         lock: LeaseLock | None = None,
         write_behind: bool = True,
         backfill: tuple[Any, Any] | None = None,
+        sizes: ValueSizes | None = None,
     ) -> None:
         self.db = db
+        # The byte limits of the stored values; None: the warehouse's, asked when first needed.
+        self._sizes = sizes
         # A backfill pull re-extracts the cursor range [from, to): it is recorded with its range and
         # never moves the stored watermark.
         self.backfill = backfill
@@ -190,9 +200,19 @@ class RawPullWriter:
         self.batches = 0
         self.payloads = 0
         self.json_bytes = 0
+        #: records stored alone in a batch over the byte budget
+        self.oversized = 0
+        # rows expected to fit the byte budget, learnt from the last batch's bytes per row
+        self._rows_that_fit = 1 << 62
         self._digest = hashlib.sha256()
         self._session: Session | None = None
         self._behind: _WriteBehind | None = None
+
+    @property
+    def sizes(self) -> ValueSizes:
+        if self._sizes is None:
+            self._sizes = resolve_value_sizes(self.db)
+        return self._sizes
 
     def _submit(self, work: Any, name: str) -> None:
         if not self.write_behind:
@@ -265,28 +285,91 @@ class RawPullWriter:
         _log.info("pull %s opened", self.pull_id, extra={"pull_id": str(self.pull_id), "mode": self.mode})
         return self.pull_id
 
-    def add_batch(self, columns: list[str], rows: list[list[Any]]) -> None:
-        if not rows:
-            return
-        data = encode_batch(columns, rows)
-        batch_no = self.batches + 1
+    def add_batch(
+        self, columns: list[str], rows: list[list[Any]], *, where: Callable[[int], str] | None = None
+    ) -> None:
+        """Store ``rows`` as one or more batches in order, each at most ``sizes.batch_bytes`` of JSON
+        (a record over the budget alone in a batch; over ``sizes.record_max_bytes`` it is refused).
+        ``where(i)`` says where row i came from, for those messages."""
+        budget = self.sizes.batch_bytes
+        start = 0
+        while start < len(rows):
+            count = min(len(rows) - start, self._rows_that_fit)
+            piece = rows if count == len(rows) else rows[start : start + count]
+            data = encode_batch(columns, piece)
+            while len(data) > budget and count > 1:
+                # cut at the rows that fit, by this piece's bytes per row (the rows differ in size)
+                count = max(1, min(count - 1, int(count * budget * BATCH_FILL / len(data))))
+                piece = rows[start : start + count]
+                data = encode_batch(columns, piece)
+            if len(data) > budget:
+                self._oversized_record(len(data), start, where)
+            self._rows_that_fit = max(1, int(count * budget * BATCH_FILL / len(data)))
+            self._store_batch(len(piece), data)
+            start += count
 
+    def _oversized_record(self, size: int, index: int, where: Callable[[int], str] | None) -> None:
+        """A single record over the batch budget: refused above the hard limit, else stored alone."""
+        sizes = self.sizes
+        position = f"record {self.records + 1:,} of the pull" + (f" ({where(index)})" if where else "")
+        if size > sizes.record_max_bytes:
+            raise SourceFatalError(
+                f"source {self.source}, entity {self.entity}: {position} is {size:,} bytes of JSON, more than"
+                f" the largest record the warehouse is given ({sizes.record_max_bytes:,} bytes, value sizes"
+                f" {sizes.profile}): the pull is refused. Shorten or drop the field at the source, or raise"
+                " ETL_RECORD_MAX_BYTES within the warehouse's limits (docs/cockroachdb.md, Value sizes)"
+            )
+        self.oversized += 1
+        if self.oversized <= OVERSIZED_WARNINGS:
+            _log.warning(
+                "source %s, entity %s: %s is %d bytes of JSON, over the batch budget of %d bytes (value sizes"
+                " %s): stored alone as batch %d",
+                self.source,
+                self.entity,
+                position,
+                size,
+                sizes.batch_bytes,
+                sizes.profile,
+                self.batches + 1,
+                extra={"pull_id": str(self.pull_id), "record_bytes": size, "batch_no": self.batches + 1},
+            )
+        elif self.oversized == OVERSIZED_WARNINGS + 1:
+            _log.warning(
+                "source %s, entity %s: more records over the batch budget; counted, not logged one by one",
+                self.source,
+                self.entity,
+                extra={"pull_id": str(self.pull_id)},
+            )
+
+    def _store_batch(self, record_count: int, data: bytes) -> None:
+        batch_no = self.batches + 1
         # Insert-only: a batch transaction reads nothing, so parallel pulls never conflict on it under
         # SERIALIZABLE. The pull row gets its counts once, in the committing transaction.
         self._submit(
             lambda conn: conn.execute(
-                _INSERT_BATCH, (self.pull_id, batch_no, len(rows), Jsonb(data, dumps=_as_is))
+                _INSERT_BATCH, (self.pull_id, batch_no, record_count, Jsonb(data, dumps=_as_is))
             ),
             f"pull {self.pull_id} batch {batch_no}",
         )
         self.batches = batch_no
-        self.records += len(rows)
+        self.records += record_count
         self._digest.update(data)
         self.json_bytes += len(data)
         if self.lock is not None and batch_no % 20 == 0:
             self.lock.renew()
 
     def add_payload(self, name: str, content_type: str, body: bytes) -> None:
+        """Store bytes as fetched, in chunks of at most ``sizes.payload_chunk_bytes``: a larger body
+        (a REST page) becomes consecutive payloads named ``<name>#1``, ``<name>#2``, ... in seq order."""
+        limit = self.sizes.payload_chunk_bytes
+        if len(body) <= limit:
+            self._store_payload(name, content_type, body)
+            return
+        view = memoryview(body)
+        for part, offset in enumerate(range(0, len(body), limit), start=1):
+            self._store_payload(f"{name}#{part}", content_type, view[offset : offset + limit])
+
+    def _store_payload(self, name: str, content_type: str, body: bytes | memoryview) -> None:
         seq = self.payloads + 1
         checksum = hashlib.sha256(body).hexdigest()
         self._submit(
@@ -313,6 +396,8 @@ class RawPullWriter:
         """Make the pull visible, advance the watermark and record the files it loaded, atomically;
         ``also`` writes more in the same transaction (the pull's schema changes)."""
         checksum = self._digest.hexdigest()
+        if self.oversized:
+            metadata = {**(metadata or {}), "oversized_records": self.oversized}
 
         def work(conn: psycopg.Connection[Any]) -> None:
             cur = conn.execute(
@@ -375,18 +460,25 @@ class RawPullWriter:
         self._finish_writes()
         self.db.transaction(work, name=f"commit pull {self.pull_id}")
         deleted = apply_retention(self.db, self.source, self.entity)
+        oversized = (
+            f" ({self.oversized} records over the batch budget, each alone in a batch)"
+            if self.oversized
+            else ""
+        )
         _log.info(
-            "pull %s committed: %d records in %d batches, %d bytes",
+            "pull %s committed: %d records in %d batches, %d bytes%s",
             self.pull_id,
             self.records,
             self.batches,
             self.bytes,
+            oversized,
             extra={
                 "pull_id": str(self.pull_id),
                 "records": self.records,
                 "bytes": self.bytes,
                 "watermark_after": watermark_after,
                 "deleted_pulls": deleted,
+                "oversized_records": self.oversized,
             },
         )
         return PullSummary(

@@ -52,6 +52,7 @@ from ._raw import (
     read_watermark,
 )
 from ._rest import AsyncRestEntity, AsyncRestExtractor, RateBudget, RestEntity, RestExtractor
+from ._sizes import ValueSizes, resolve_value_sizes
 
 _log = logging.getLogger(__name__)
 
@@ -69,8 +70,12 @@ class StagingJob:
         data_dir: Path,
         parallelism: int,
         backfill: tuple[datetime, datetime] | None = None,
+        sizes: ValueSizes | None = None,
     ) -> None:
         self.context = context
+        # The byte limits of stored values (batches, payload chunks, one record); None: the
+        # warehouse's, asked once when the job runs.
+        self.sizes = sizes
         # With a backfill window [from, to), each pull re-extracts that cursor range and leaves the
         # stored watermark alone; only incremental entities can be backfilled.
         self.backfill = backfill
@@ -83,6 +88,8 @@ class StagingJob:
 
     def run(self, source: str | None = None, entity: str | None = None) -> list[PullSummary]:
         pairs = list(self.sources.select(source, entity))
+        if self.sizes is None:
+            self.sizes = resolve_value_sizes(self.context.db)
         if self.backfill is not None:
             check_backfill(pairs)
             self.context.counts["backfill"] = {
@@ -244,6 +251,7 @@ class StagingJob:
             mode="keys",
             watermark_before=None,
             lock=lock,
+            sizes=self.sizes,
         )
         writer.open()
         try:
@@ -415,6 +423,7 @@ class StagingJob:
             watermark_before=watermark,
             lock=lock,
             backfill=self.backfill if incremental else None,
+            sizes=self.sizes,
         )
         writer.open()
         return writer
@@ -522,6 +531,7 @@ class StagingJob:
                 already_loaded=lambda checksum: file_already_loaded(
                     self.context.db, source.name, entity_name, checksum
                 ),
+                payload_chunk_bytes=writer.sizes.payload_chunk_bytes,
             )
             items = extractor.extract()
         try:
@@ -541,7 +551,7 @@ class StagingJob:
                             header=item.header,
                             where=item.where,
                         )
-                    writer.add_batch(item.columns, item.rows)
+                    writer.add_batch(item.columns, item.rows, where=item.where)
                 else:
                     writer.add_payload(item.name, item.content_type, item.body)
         finally:

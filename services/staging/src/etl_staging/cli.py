@@ -9,12 +9,14 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
 from etl_shared import (
     EXIT_CONFIGURATION,
     ConfigurationError,
+    Database,
     JobContext,
     Settings,
     absolute_path,
@@ -26,6 +28,7 @@ from etl_shared import (
 
 from ._config import SourcesFile, load_sources, merge_sources
 from ._runner import StagingJob
+from ._sizes import ValueSizes, resolve_value_sizes
 
 
 class StagingSettings(Settings):
@@ -35,6 +38,40 @@ class StagingSettings(Settings):
         " every domain",
     )
     parallelism: int = Field(default=4, ge=1, le=64, description="Source entities pulled at once")
+    value_sizes: Literal["auto", "cockroachdb", "postgresql"] = Field(
+        default="auto",
+        description="Which warehouse's value-size limits apply (docs/cockroachdb.md, Value sizes); auto: the"
+        " warehouse's own, from select version()",
+    )
+    batch_bytes: int | None = Field(
+        default=None,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="Byte budget of one stored batch's JSON (a batch closes at batch_size records or at"
+        " this, whichever comes first); unset: the value sizes' (docs/configuration.md)",
+    )
+    payload_chunk_bytes: int | None = Field(
+        default=None,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="Largest stored chunk of the bytes as fetched; unset: the value sizes'",
+    )
+    record_max_bytes: int | None = Field(
+        default=None,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="A single record whose JSON is larger fails its pull; unset: the value sizes'",
+    )
+
+    def resolve_value_sizes(self, db: Database) -> ValueSizes:
+        """The value sizes of this job: the profile's (the warehouse's for auto), with each limit set here."""
+        return resolve_value_sizes(
+            db,
+            self.value_sizes,
+            batch_bytes=self.batch_bytes,
+            payload_chunk_bytes=self.payload_chunk_bytes,
+            record_max_bytes=self.record_max_bytes,
+        )
 
 
 #: The OAuth client of the sample CRM API (`etl-samples serve` accepts it unless told otherwise). With the
@@ -240,7 +277,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def work(context: JobContext) -> None:
         job = StagingJob(
-            context, sources, data_dir=settings.data_dir, parallelism=settings.parallelism, backfill=backfill
+            context,
+            sources,
+            data_dir=settings.data_dir,
+            parallelism=settings.parallelism,
+            backfill=backfill,
+            sizes=settings.resolve_value_sizes(context.db),
         )
         job.run(args.source, args.entity)
 
