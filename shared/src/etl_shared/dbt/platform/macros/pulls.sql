@@ -28,7 +28,7 @@
 {{ pull_id }} in (
         select run_pulls.pull_id
         from {{ run_pulls }} as run_pulls
-        where run_pulls.job_id = {{ etl_platform.run_value_literal('job_id', '') }}
+        where run_pulls.job_id = {{ etl_platform.job_id_value() }}
     )
 {%- else -%}
 true
