@@ -34,7 +34,7 @@ ZONES = ("conformed", "semantic")
 RUN_VALUES = {
     "run_id": "docs-example",
     "job_id": "00000000-0000-0000-0000-0000000000d0",
-    "pull_cutoff": "2026-05-04T06:00:00+00:00",
+    "job_started_at": "2026-05-04T06:00:00+00:00",
 }
 #: The parameters of a generic test that dbt fills in itself.
 IMPLICIT_TEST_PARAMETERS = ("model", "column_name")

@@ -28,10 +28,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import crdb_rules
 import psycopg
 import pytest
 
-import crdb_rules
 from etl_samples import SampleApiServer, generate
 from etl_shared._embedded import EmbeddedPostgres
 from etl_shared.dbsetup import DatabaseSetup, role_url

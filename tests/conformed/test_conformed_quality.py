@@ -170,9 +170,14 @@ def test_model_tests_check_the_rows_of_their_own_run(warehouse: Warehouse) -> No
     assert warehouse.run() == 0
     assert warehouse.rows(missing_customer, ("run-2",)) == [(1,)]
 
-    # Order 1 as if this run had written it: read with the run's own order 3.
+    # Orders 1 and 2 as written half a minute ago, but order 1's history as if this run had written it
+    # (the current model takes it again): read with the run's own order 3, not order 2. (Order 1's
+    # current row itself in the future would hold back order 3: the current model reads the history
+    # written after its newest loaded_at.)
+    for table in ("sales_order_history", "sales_order"):
+        warehouse.execute(f"update conformed.{table} set loaded_at = now() - interval '30 seconds'")
     warehouse.execute(
-        "update conformed.sales_order set loaded_at = now() + interval '1 minute' where order_id = 1"
+        "update conformed.sales_order_history set loaded_at = now() + interval '1 hour' where order_id = 1"
     )
     warehouse.pull("oltp", "orders", ORDER_COLUMNS, [order(3)], mode="incremental")
     assert warehouse.run() == 0

@@ -551,9 +551,10 @@ def build_zone(
     audit tables, count the rows of the models built, call ``on_built`` (whatever the outcome: a
     zone adds its own summary there), then raise for failures (exit codes 4/5/1).
 
-    The project gets the run values run_id, job_id (for rows its hooks write into the audit tables)
-    and pull_cutoff (the database's clock now: what committed later waits for the next run, and the
-    tests check the rows loaded since), any ``run_values`` the zone adds, and the var is_cockroachdb."""
+    The project gets the run values run_id, job_id (for rows its hooks write into the audit tables,
+    and the key of the conformed job's snapshot of the pulls it reads) and job_started_at (the
+    database's clock now: the tests check the rows loaded since; nothing is ordered by it), any
+    ``run_values`` the zone adds, and the var is_cockroachdb."""
     from ._job import RowCounter, refresh_statistics
 
     url = context.db.url
@@ -561,7 +562,7 @@ def build_zone(
     run_values = {
         "run_id": context.settings.run_id,
         "job_id": str(context.audit.job_id),
-        "pull_cutoff": _database_now(context.db),
+        "job_started_at": _database_now(context.db),
         **(run_values or {}),
     }
     checksum = context.counts.get("dbt_project", {}).get("checksum")
@@ -639,7 +640,7 @@ def record_dbt_lineage(context: Any, project: DbtProject, outcome: DbtOutcome) -
 
 
 def _database_now(db: Any) -> str:
-    """The database's clock, as the run's cutoff: pulls committed after it wait for the next run."""
+    """The database's clock, as the time the job began its build (loaded_this_run's lower bound)."""
     with db.connect(autocommit=True) as conn:
         row = conn.execute("select now()").fetchone()
     return str(row[0].isoformat())

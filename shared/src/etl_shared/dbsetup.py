@@ -24,7 +24,8 @@ database for that), never create a schema (dbsetup does) and never use a tempora
 CockroachDB checks CREATE TABLE in a user-defined schema against that schema's CREATE privilege
 (pkg/sql/authorization.go, canCreateOnSchema). tests/test_statement_log.py derives the privilege each
 statement of the jobs needs from the server's statement log and checks that the role holds it.
-Tables that dbt creates later are covered by default privileges: what ``etl_conformed`` creates in ``conformed`` is readable by ``etl_semantic``, and what
+Tables that dbt creates later are covered by default privileges: what ``etl_conformed`` creates in
+``conformed`` is readable by ``etl_semantic``, and what
 ``etl_semantic`` creates in ``semantic`` by ``etl_qlik``. Tables that a later migration creates are
 covered by the owner's default privileges, and by rerunning this setup (the release does).
 

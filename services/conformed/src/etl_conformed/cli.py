@@ -53,6 +53,8 @@ EVERY_RUN = ["test_name:pull_freshness"]
 QUARANTINE_RETENTION = RetentionRule(
     "conformed.quarantine", "quarantined_at", ("run_id", "rule_id", "pull_id", "batch_no", "row_no")
 )
+#: The snapshots of jobs killed before their build ended (a job deletes its own: forget_pull_snapshot).
+RUN_PULLS_RETENTION = RetentionRule("conformed.run_pulls", "taken_at", ("job_id", "pull_id"))
 
 
 class ConformedSettings(DbtZoneSettings):
@@ -120,14 +122,46 @@ def summarise_record_rules(context: JobContext, outcome: DbtOutcome) -> None:
 
 EMPTY_PULL_NOTE = "no records: nothing to process, its models were not run"
 
-_COMMITTED_PULLS = """
+_SNAPSHOT_PULLS = """
+insert into conformed.run_pulls (job_id, pull_id, run_id, taken_at)
+select %s, pulls.pull_id, %s, now()
+from staging.pulls as pulls
+where pulls.status = 'committed'
+on conflict (job_id, pull_id) do nothing
+"""
+
+#: The pulls of this job's snapshot, with whether they hold records and who consumed them.
+_SNAPSHOT_PULL_STATES = """
 select pulls.source, pulls.entity, pulls.pull_id, coalesce(pulls.record_count, 1) > 0,
     array(select consumed.consumer from conformed.consumed_pulls as consumed
           where consumed.pull_id = pulls.pull_id)
-from staging.pulls as pulls
-where pulls.status = 'committed'
+from conformed.run_pulls as run_pulls
+inner join staging.pulls as pulls on run_pulls.pull_id = pulls.pull_id
+where run_pulls.job_id = %s and pulls.status = 'committed'
 order by pulls.source, pulls.entity, pulls.pull_id
 """
+
+
+def snapshot_pulls(context: JobContext) -> None:
+    """List the committed staging pulls by id in conformed.run_pulls, under this job's id, before
+    anything else reads them: what this job selects, reads and marks consumed is exactly this list
+    (the dbt macros read it through the run value job_id, see pulls.sql). A pull that commits later,
+    whatever its committed_at, is the next job's. Idempotent (a retried insert adds nothing)."""
+    job_id, run_id = context.audit.job_id, context.settings.run_id
+    listed: int = context.db.transaction(
+        lambda conn: conn.execute(_SNAPSHOT_PULLS, (job_id, run_id)).rowcount, name="snapshot committed pulls"
+    )
+    context.counts["pulls_in_snapshot"] = listed
+    _log.info("%d committed pull(s) in this run's snapshot", listed, extra={"pulls": listed})
+
+
+def forget_pull_snapshot(context: JobContext) -> None:
+    """Delete this job's snapshot once its build has ended: consumed_pulls records what it read."""
+    job_id = context.audit.job_id
+    context.db.transaction(
+        lambda conn: conn.execute("delete from conformed.run_pulls where job_id = %s", (job_id,)),
+        name="forget the pull snapshot",
+    )
 
 
 def foreign_source(settings: ConformedSettings) -> Callable[[str], bool]:
@@ -149,7 +183,8 @@ def _declared_sources(domains: str) -> frozenset[str]:
 
 
 def select_new_pulls(context: JobContext, manifest: Callable[[], dict[str, Any]]) -> Selection:
-    """Build only what has committed staging pulls its consumer has not read yet: for each such
+    """Build only what has pulls in this job's snapshot (:func:`snapshot_pulls`) that its consumer has
+    not read yet: for each such
     consumer (a model declaring ``meta: {etl_consumes: ...}``, see _consumers), its parent models and
     everything downstream of them (validated model, history, conformed models, their tests) and the
     volume test of its entity's pulls, plus :data:`EVERY_RUN` and the models declared to run every
@@ -167,7 +202,7 @@ def select_new_pulls(context: JobContext, manifest: Callable[[], dict[str, Any]]
     new_entities: set[tuple[str, str]] = set()
     unconsumed: set[tuple[str, str]] = set()
     with context.db.connect(autocommit=True) as conn:
-        pulls = conn.execute(_COMMITTED_PULLS).fetchall()
+        pulls = conn.execute(_SNAPSHOT_PULL_STATES, (context.audit.job_id,)).fetchall()
         for consumer in (c for found in project.consumers.values() for c in found):
             new = [
                 (pull_id, has_records)
@@ -247,13 +282,20 @@ def report_unconsumed(context: JobContext, outcome: DbtOutcome) -> None:
 
 
 def on_built(context: JobContext, outcome: DbtOutcome) -> None:
+    forget_pull_snapshot(context)
     report_unconsumed(context, outcome)
     summarise_record_rules(context, outcome)
 
 
 def retention_rules(context: JobContext, outcome: DbtOutcome) -> list[RetentionRule]:
-    """Every history's closed versions, the quarantine, and what the models declare (meta etl_retention)."""
-    return [*history_retention_rules(context.db, ZONE), QUARANTINE_RETENTION, *model_retention_rules(outcome)]
+    """Every history's closed versions, the quarantine, the snapshots of killed jobs, and what the
+    models declare (meta etl_retention)."""
+    return [
+        *history_retention_rules(context.db, ZONE),
+        QUARANTINE_RETENTION,
+        RUN_PULLS_RETENTION,
+        *model_retention_rules(outcome),
+    ]
 
 
 def skip_pull_parser() -> argparse.ArgumentParser:
@@ -338,5 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv,
         description="Conformed zone: dbt build with data quality and change history"
         " (commands: run, docs, skip-pull, scaffold).",
-        hooks=ZoneHooks(select=select_new_pulls, on_built=on_built, retention=retention_rules),
+        hooks=ZoneHooks(
+            before_build=snapshot_pulls, select=select_new_pulls, on_built=on_built, retention=retention_rules
+        ),
     )

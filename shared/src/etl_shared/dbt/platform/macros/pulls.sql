@@ -2,19 +2,37 @@
   Which staging pulls a run reads, and their records as rows.
 
   Staging stores each pull as batches of JSON list-of-arrays: {"columns": [...], "rows": [[...]]}.
-  A run reads the committed pulls that the consuming history model has not consumed yet
-  (conformed.consumed_pulls) and that committed before the run's cutoff (pull_cutoff, the
-  database time when the job started), so that a pull committing while the job runs waits for the
-  next run instead of being half seen:
-    - snapshot entities (every pull is a full extract): only the newest such pull; older unconsumed
-      pulls are superseded by it;
+  A run reads the pulls of its snapshot (conformed.run_pulls, see run_pulls_filter) that the consuming
+  history model has not consumed yet (conformed.consumed_pulls):
+    - snapshot entities (every pull is a full extract): only the newest pull of the snapshot; older
+      unconsumed pulls are superseded by it;
     - incremental entities: every such pull, in commit order.
   After the history model has processed them, its post-hook records them as consumed
   (mark_pulls_consumed), so processing the same pull twice is avoided, and harmless when it happens.
+
+  Consumption is by identity, never by clock: the conformed job lists the committed pulls by id
+  before dbt runs, and every macro here reads that list. A pull that commits while the job runs is
+  not in it, whatever its committed_at (now() is the committing transaction's start time, not its
+  commit order): this run neither reads nor marks it, the next run does. "Newest" and "commit order"
+  compare committed_at only among pulls of one source entity already known to be committed: staging
+  commits an entity's pulls one at a time, under the entity's lock, so their committed_at follow
+  their commit order.
 -#}
 
-{% macro pull_cutoff() -%}
-{{ etl_platform.run_value_literal('pull_cutoff', '2999-12-31T00:00:00+00:00') }}::timestamptz
+{#- A condition on a pull id column: the pull is in this job's snapshot (conformed.run_pulls, by the
+    run value job_id). Without a job id (a dbt build by hand) every committed pull counts. The source
+    is referenced either way, so that dbt knows it as a parent of every model that reads pulls. -#}
+{% macro run_pulls_filter(pull_id) -%}
+{%- set run_pulls = source('conformed_ops', 'run_pulls') -%}
+{%- if etl_platform.run_value('job_id', '') -%}
+{{ pull_id }} in (
+        select run_pulls.pull_id
+        from {{ run_pulls }} as run_pulls
+        where run_pulls.job_id = {{ etl_platform.job_id_value() }}
+    )
+{%- else -%}
+true
+{%- endif -%}
 {%- endmacro %}
 
 {% macro unconsumed_pulls(source_name, entity, consumer) -%}
@@ -29,7 +47,7 @@ where
     pulls.source = '{{ source_name }}'
     and pulls.entity = '{{ entity }}'
     and pulls.status = 'committed'
-    and pulls.committed_at <= {{ etl_platform.pull_cutoff() }}
+    and {{ etl_platform.run_pulls_filter('pulls.pull_id') }}
     and not exists (
         select 1
         from {{ source('conformed_ops', 'consumed_pulls') }} as consumed
@@ -49,7 +67,7 @@ where unconsumed.pull_id = (
         newest.source = '{{ source_name }}'
         and newest.entity = '{{ entity }}'
         and newest.status = 'committed'
-        and newest.committed_at <= {{ etl_platform.pull_cutoff() }}
+        and {{ etl_platform.run_pulls_filter('newest.pull_id') }}
     order by newest.committed_at desc, newest.pull_id desc
     limit 1
 )
@@ -90,17 +108,17 @@ pull_batches as materialized (
 {%- if compare %}
 
 {#- The last processed pull with records: an empty pull is marked processed without being read
-    (select_new_pulls in cli.py), and compared with it every record would count as changed. -#}
+    (select_new_pulls in cli.py), and compared with it every record would count as changed. Last by
+    the pull's commit (see the top of this file), not by when it was marked: the pulls a snapshot
+    entity's history processes are each the newest of their run's snapshot. -#}
 previous_pull as (
     select consumed.pull_id
     from {{ source('conformed_ops', 'consumed_pulls') }} as consumed
+    inner join {{ source('staging', 'pulls') }} as pulls on consumed.pull_id = pulls.pull_id
     where
         consumed.consumer = '{{ consumer }}' and consumed.disposition = 'processed'
-        and exists (
-            select 1 from {{ source('staging', 'pulls') }} as pulls
-            where pulls.pull_id = consumed.pull_id and pulls.record_count > 0
-        )
-    order by consumed.consumed_at desc, consumed.pull_id desc
+        and pulls.record_count > 0
+    order by pulls.committed_at desc, pulls.pull_id desc
     limit 1
 ),
 
@@ -235,7 +253,9 @@ pull_records.pull_id,
 {%- endmacro %}
 
 {#- Post-hook of a history model: the pulls it processed are consumed; older unconsumed pulls of a
-    snapshot entity are superseded by the newest. -#}
+    snapshot entity are superseded by the newest. Only pulls of this job's snapshot (run_pulls_filter):
+    the pulls its validated model read, computed from the same snapshot and consumed_pulls; a pull
+    that committed since, even with an earlier committed_at, stays unconsumed for the next run. -#}
 {% macro mark_pulls_consumed(source_name, entity, snapshot) -%}
 insert into {{ source('conformed_ops', 'consumed_pulls') }}
     (consumer, pull_id, source, entity, disposition, run_id, consumed_at)
