@@ -188,8 +188,8 @@ def test_customer_is_conformed_with_the_crm(warehouse: Warehouse) -> None:
 
     # The CRM changes, the customers do not: account A-1 now carries Ben's email, and gains a contact
     # that comes first. Ann loses her match, Ben gains it. customer is incremental: this also checks
-    # that a table deployed without the unique key the upsert needs gets it before the write.
-    warehouse.execute("drop index conformed.customer_key")
+    # that a table deployed without the primary key the upsert needs gets it before the write.
+    warehouse.execute("alter table conformed.customer drop constraint customer_pkey")
     t2 = "2025-02-01T00:00:00Z"
     warehouse.pull(
         "crm",
@@ -215,8 +215,10 @@ def test_customer_is_conformed_with_the_crm(warehouse: Warehouse) -> None:
         "select customer_id, crm_account_id, crm_contact_id from conformed.customer order by customer_id"
     ) == [(1, None, None), (2, "A-1", "C-1")]
     assert warehouse.rows(
-        "select position('UNIQUE' in indexdef) > 0 from pg_indexes where indexname = 'customer_key'"
-    ) == [(True,)]
+        "select kcu.column_name from information_schema.table_constraints as tc"
+        " join information_schema.key_column_usage as kcu using (constraint_schema, constraint_name)"
+        " where tc.table_schema = 'conformed' and tc.table_name = 'customer' and tc.constraint_type = 'PRIMARY KEY'"
+    ) == [("customer_id",)]
 
     # A change of one customer rewrites that customer only.
     before = dict(warehouse.rows("select customer_id, loaded_at from conformed.customer"))
@@ -273,12 +275,18 @@ def test_retention_deletes_old_closed_versions_and_quarantine_in_batches(warehou
     assert counts["retention"]["deleted"]["conformed.customer_history"] == 5
     assert counts["retention"]["deleted"]["conformed.quarantine"] == 3
 
-    # Rows are deleted by the history's unique constraint; a history without one (deployed by an
-    # earlier release, not built since) by version_id.
+    # Rows are deleted by the history's primary key; a history deployed by an earlier release and
+    # not built since by its unique constraint <table>_version_key, or, older still, by version_id.
     db = Database(warehouse.url)
     rules = {rule.table: rule.key_columns for rule in history_retention_rules(db, "conformed")}
     assert rules["conformed.customer_history"] == ("customer_id", "valid_from", "pull_id")
     assert rules["conformed.sales_order_line_history"] == ("order_id", "line_number", "valid_from", "pull_id")
+    warehouse.execute(
+        "alter table conformed.customer_history drop constraint customer_history_pkey,"
+        " add constraint customer_history_version_key unique (customer_id, pull_id, valid_from)"
+    )
+    rules = {rule.table: rule.key_columns for rule in history_retention_rules(db, "conformed")}
+    assert rules["conformed.customer_history"] == ("customer_id", "pull_id", "valid_from")
     warehouse.execute(
         "alter table conformed.customer_history drop constraint customer_history_version_key;"
         " create unique index customer_history_version_id on conformed.customer_history (version_id)"
