@@ -119,8 +119,10 @@ def test_connections_killed_mid_read_and_mid_transaction_give_the_same_result(
     killed: list[str] = []
     add_batch = RawPullWriter.add_batch
 
-    def add_batch_then_kill(self: RawPullWriter, columns: list[str], batch: list[list[Any]]) -> None:
-        add_batch(self, columns, batch)
+    def add_batch_then_kill(
+        self: RawPullWriter, columns: list[str], batch: list[list[Any]], **options: Any
+    ) -> None:
+        add_batch(self, columns, batch, **options)
         if self.batches == 1 and self.entity not in killed:
             killed.append(self.entity)
             assert terminate(db_server.admin_url, source_url, "etl-staging-extract") == 1
