@@ -155,13 +155,14 @@ def test_semantic_reconciles_with_conformed_and_resolves_every_key(warehouse: Wa
         "select pull_id from staging.pulls where entity = 'customers' order by committed_at"
     )
     newest = rows[-1][0]
-    # Hold the newest customer pull back for the first run: mark it committed later.
+    # Hold the newest customer pull back for the first run: not yet committed when it starts (a run
+    # reads the pulls committed when it started, by id, whatever their committed_at).
     warehouse.rows(
-        "update staging.pulls set committed_at = now() + interval '1 hour' where pull_id = %s returning 1",
+        "update staging.pulls set status = 'running' where pull_id = %s returning 1",
         (newest,),
     )
     assert warehouse.run() == 0
-    warehouse.rows("update staging.pulls set committed_at = now() where pull_id = %s returning 1", (newest,))
+    warehouse.rows("update staging.pulls set status = 'committed' where pull_id = %s returning 1", (newest,))
     build(warehouse)
 
     # Totals: revenue, order and line counts equal the conformed ones.

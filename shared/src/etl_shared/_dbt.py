@@ -172,7 +172,7 @@ class DbtProject:
 
         ``variables`` are dbt vars: they must stay the same from run to run, because dbt parses the
         whole project again whenever its command-line vars change. Values that change with every run
-        (run id, job id, pull cutoff) go in ``run_values``: environment variables that the projects'
+        (run id, job id, job start) go in ``run_values``: environment variables that the projects'
         ``run_value`` macro reads only while dbt executes, so dbt's partial parsing keeps working."""
         dbt_runner = _import_dbt()
         profiles_dir = self._write_profile(url)
