@@ -125,9 +125,9 @@ alter table {{ relation }} add primary key ({{ get_quoted_csv(keys) }})
 {%- endmacro %}
 
 {#- Why the existing table cannot take the model's rows as they are, or none: other column names or
-    order, other column types (as the driver reports them), another primary key. -#}
-{% macro etl_shape_change(relation, sql, keys) -%}
-{%- set wanted = get_column_schema_from_query(sql) -%}
+    order, other column types (as the driver reports them), another primary key. `wanted`: the
+    query's columns (get_column_schema_from_query). -#}
+{% macro etl_shape_change(relation, wanted, keys) -%}
 {%- set have = get_column_schema_from_query('select * from ' ~ relation) -%}
 {%- set wanted_names = wanted | map(attribute='name') | list -%}
 {%- set have_names = have | map(attribute='name') | list -%}
@@ -163,7 +163,9 @@ alter table {{ relation }} add primary key ({{ get_quoted_csv(keys) }})
   {%- elif should_full_refresh() -%}
     {%- set reason = 'full refresh' -%}
   {%- else -%}
-    {%- set reason = etl_shape_change(existing, sql, keys) -%}
+    {#- the query's columns, read once: the shape check and the INSERT's column list -#}
+    {%- set wanted = get_column_schema_from_query(sql) -%}
+    {%- set reason = etl_shape_change(existing, wanted, keys) -%}
   {%- endif -%}
 
   {% if reason %}
@@ -171,7 +173,7 @@ alter table {{ relation }} add primary key ({{ get_quoted_csv(keys) }})
     {%- do etl_create_table(target, sql, keys, existing is not none and existing.is_table, reason) -%}
   {% else %}
     {% call statement('main') -%}
-      {{ etl_replace_rows(target, sql) }}
+      {{ etl_replace_rows(target, sql, wanted | map(attribute='name') | list) }}
     {%- endcall %}
   {% endif %}
 
@@ -190,8 +192,8 @@ alter table {{ relation }} add primary key ({{ get_quoted_csv(keys) }})
     rows a full build left cost the next run 4-15 s (bench/README.md); TRUNCATE holds an exclusive
     lock until the commit, so readers wait instead of reading the old rows. CockroachDB always
     DELETEs: its TRUNCATE is a schema change. -#}
-{% macro etl_replace_rows(relation, sql) -%}
-{%- set names = get_quoted_csv(get_columns_in_query(sql)) -%}
+{% macro etl_replace_rows(relation, sql, columns) -%}
+{%- set names = get_quoted_csv(columns) -%}
 {%- if config.get('meta', {}).get('etl_replace') == 'truncate' and not var('is_cockroachdb', false) -%}
 truncate table {{ relation }};
 {%- else -%}
