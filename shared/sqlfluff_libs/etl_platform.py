@@ -19,6 +19,8 @@ def __getattr__(name: str) -> Any:
         macro = context.get(name)
         if macro is None:
             raise jinja2.UndefinedError(f"etl_platform has no macro {name}")
-        return macro(*args, **kwargs)
+        # through the environment, which ends a dbt return() at this macro's boundary; a direct call
+        # would let it unwind to the calling macro, which would then return this macro's value
+        return context.environment.call(context, macro, *args, **kwargs)
 
     return call
