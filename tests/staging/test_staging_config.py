@@ -342,3 +342,80 @@ def test_bundled_demo_sources_validate() -> None:
     oltp = sources.sources[0]
     assert isinstance(oltp, DatabaseSource)
     assert oltp.connection.embedded_database == "oltp"
+
+
+@pytest.mark.parametrize(
+    ("entity", "field"),
+    [
+        ('{name: orders, table: shop.orders, key: ["customer_id; drop table staging.pulls --"]}', "key.0"),
+        ('{name: orders, table: shop.orders, key: [order_id], cursor: "updated_at; drop table x --"}', "cursor"),
+        ('{name: orders, table: shop.orders, key: [order_id], cursor: "1st"}', "cursor"),
+        ('{name: orders, table: shop.orders, key: ["a\\"b"]}', "key.0"),
+        ('{name: orders, table: shop.orders, key: ["' + "c" * 64 + '"]}', "key.0"),
+    ],
+)
+def test_column_names_are_identifiers_checked_when_the_file_is_loaded(
+    tmp_path: Path, entity: str, field: str
+) -> None:
+    path = write(
+        tmp_path,
+        f"""
+        sources:
+          - name: shop
+            kind: database
+            connection: {{url_env: SHOP_DATABASE_URL}}
+            entities:
+              - {entity}
+        """,
+    )
+
+    message = config_error(path)
+
+    assert message.startswith(f"sources file {path}: source 'shop' field entities.0.{field} (entity 'orders'):")
+    assert "is not an identifier" in message
+
+
+def test_identifiers_keep_case_digits_underscores_and_dollars(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        sources:
+          - name: shop
+            kind: database
+            connection: {url_env: SHOP_DATABASE_URL}
+            entities:
+              - {name: orders, table: shop.orders, key: [OrderId, _line2, amount$eur], cursor: UpdatedAt}
+          - name: web
+            kind: file
+            entities:
+              - name: events
+                files: [{path: "{data_dir}/e.csv", format: csv, rename: {"Event ID": event_id}}]
+        """,
+    )
+
+    shop, web = load_sources(path).sources
+    assert shop.entities[0].key == ["OrderId", "_line2", "amount$eur"]
+    assert web.entities[0].files[0].rename == {"Event ID": "event_id"}
+
+
+@pytest.mark.parametrize(
+    ("group", "field"),
+    [
+        ('{path: "{data_dir}/e.csv", format: csv, rename: {id: "event id"}}', "files.0.rename.id"),
+    ],
+)
+def test_rename_targets_are_identifiers(tmp_path: Path, group: str, field: str) -> None:
+    path = write(
+        tmp_path,
+        f"""
+        sources:
+          - name: web
+            kind: file
+            entities: [{{name: events, files: [{group}]}}]
+        """,
+    )
+
+    message = config_error(path)
+
+    assert f"source 'web' field entities.0.{field} (entity 'events')" in message
+    assert "'event id' is not an identifier" in message

@@ -166,14 +166,16 @@ def test_source_and_entity_filters(env: str) -> None:
     assert [name for name, *_ in job_runs(env)] == ["staging:web", "staging:shop:orders", "staging:customers"]
 
 
-def test_unknown_source_or_entity_is_a_usage_error(env: str) -> None:
+def test_unknown_source_or_entity_is_a_usage_error_before_connecting(
+    env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["run", "--source", "nope"]) == 2
+    assert "no source named 'nope'; known: shop, web" in capsys.readouterr().err
     assert main(["run", "--source", "web", "--entity", "orders"]) == 2
+    assert "no entity 'orders' in source web; known: events" in capsys.readouterr().err
 
-    assert committed(env) == {}
-    runs = job_runs(env)
-    assert [(status, code) for _, status, code, _ in runs] == [("failed", 2), ("failed", 2)]
-    assert "no source named 'nope'" in runs[0][3]
+    # checked before any connection: nothing was migrated, no job row written
+    assert rows(env, "select count(*) from information_schema.schemata where schema_name = 'ops'") == [(0,)]
 
 
 def test_list_and_validate(env: str, sources_file: Path, capsys: pytest.CaptureFixture[str]) -> None:

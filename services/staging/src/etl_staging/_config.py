@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from etl_shared import ConfigurationError
 
 from ._contract import DEFAULT_CONTRACT, ContractMode, DeclaredColumns, columns_field, contract_field
+from ._identifiers import Identifier
 from ._rest import AsyncRestEntity, NoAuth, RestAuth, RestConnection, RestEntity
 
 _NAME = r"^[a-z][a-z0-9_]{0,62}$"
@@ -77,8 +78,12 @@ class KeyReconciliation(_Strict):
 class DatabaseEntity(_Strict):
     name: str = Field(pattern=_NAME)
     table: str = Field(pattern=r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$", description="schema.table")
-    key: list[str] = Field(default_factory=list, description="Columns ordering a full pull (deterministic)")
-    cursor: str | None = Field(default=None, description="Watermark column: incremental pulls when set")
+    key: list[Identifier] = Field(
+        default_factory=list, description="Columns ordering a full pull (deterministic)"
+    )
+    cursor: Identifier | None = Field(
+        default=None, description="Watermark column: incremental pulls when set"
+    )
     reconcile_keys: KeyReconciliation | None = Field(
         default=None, description="Incremental entities: pull the key set on a schedule, to see hard deletes"
     )
@@ -105,7 +110,9 @@ class FileGroup(_Strict):
     records_path: str | None = Field(
         default=None, description="JSON: dotted key of the record list; XML: tag"
     )
-    rename: dict[str, str] = Field(default_factory=dict, description="Field renames applied to every record")
+    rename: dict[str, Identifier] = Field(
+        default_factory=dict, description="Field renames applied to every record (new names are identifiers)"
+    )
 
 
 class FileEntity(_Strict):
@@ -232,7 +239,10 @@ class SourcesFile(_Strict):
                     found = True
                     yield src, ent.name
         if not found:
-            raise ConfigurationError(f"no entity {entity!r} in source {source or '(any)'}")
+            known = sorted({e.name for s in sources for e in s.entities})
+            raise ConfigurationError(
+                f"no entity {entity!r} in source {source or '(any)'}; known: {', '.join(known)}"
+            )
 
 
 def entity_config(

@@ -255,6 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return reset_command(settings, sources, args.source, args.entity, yes=args.yes)
     try:
         backfill = backfill_window(args) if args.command == "run" else None
+        if args.command == "run":
+            # before anything connects: an unknown name is a usage error, with no job row written
+            list(sources.select(args.source, args.entity))
     except ConfigurationError as exc:
         sys.stderr.write(f"etl-staging: usage error: {exc}\n")
         return EXIT_CONFIGURATION

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from etl_shared import ConfigurationError, configured_secrets_dir
 
 from .._contract import ContractMode, DeclaredColumns, columns_field, contract_field
+from .._identifiers import Identifier
 
 DEFAULT_SECRETS_DIR = "/run/secrets"
 _NAME = r"^[a-z][a-z0-9_]{0,62}$"
@@ -319,7 +320,9 @@ class RestKeyListing(_Strict):
     params: dict[str, str | int | float | bool] = Field(default_factory=dict)
     records_path: str = Field(default="", description="Dotted path to the list of keys in a page")
     pagination: Pagination = Field(default_factory=lambda: NoPagination(type="none"))
-    key: list[str] = Field(min_length=1, description="The record fields that make the key, in key order")
+    key: list[Identifier] = Field(
+        min_length=1, description="The record fields that make the key, in key order"
+    )
     every_days: float = Field(
         default=0,
         ge=0,
