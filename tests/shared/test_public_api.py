@@ -62,6 +62,9 @@ EXPECTED = {
     "configure_logging",
     "log_context",
     "redact",
+    "register_secret",
+    "register_url_password",
+    "url_password_problem",
     "JobMetrics",
     # dbt
     "DbtOutcome",

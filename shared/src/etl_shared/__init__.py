@@ -48,7 +48,16 @@ from ._lineage import (
     url_namespace,
 )
 from ._locks import LeaseLock
-from ._logging import JsonFormatter, bind_context, configure_logging, log_context, redact
+from ._logging import (
+    JsonFormatter,
+    bind_context,
+    configure_logging,
+    log_context,
+    redact,
+    register_secret,
+    register_url_password,
+    url_password_problem,
+)
 from ._metrics import JobMetrics
 from ._migrations import Migration, MigrationRunner, apply_migrations, bundled_migrations, load_migrations
 from ._retention import (
@@ -136,12 +145,15 @@ __all__ = [
     "record_lineage_edges",
     "redact",
     "redact_url",
+    "register_secret",
+    "register_url_password",
     "resolve_database_url",
     "run_job",
     "run_retention",
     "run_transaction",
     "start_embedded",
     "url_namespace",
+    "url_password_problem",
     "zone_manifest",
     "zone_project",
     "zone_variables",

@@ -15,24 +15,30 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import sql
 
-from ._errors import DatabaseError, is_connection_lost, is_outcome_unknown, is_transient_database_error
+from ._errors import (
+    ConfigurationError,
+    DatabaseError,
+    is_connection_lost,
+    is_outcome_unknown,
+    is_transient_database_error,
+)
+from ._logging import redact, register_url_password, split_url_credentials
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
-        return parts._replace(netloc=netloc).geturl()
-    return url
+    """The URL with any password replaced, for logs and errors, whatever characters the password
+    holds (an unencoded ``@``, ``/``, ``?`` or ``#`` too: see split_url_credentials)."""
+    parts = split_url_credentials(url)
+    if parts is None:
+        return url
+    return f"{parts[0]}***{parts[2]}"
 
 
 class Database:
@@ -49,6 +55,7 @@ class Database:
         connect_timeout_s: int = 10,
     ) -> None:
         self.url = url
+        register_url_password(url)  # whatever a driver's error shows of it: redact() hides
         self.application_name = application_name
         self.attempts = attempts
         self.base_delay_s = base_delay_s
@@ -65,8 +72,15 @@ class Database:
     def connect(self, *, autocommit: bool = False) -> psycopg.Connection[Any]:
         try:
             return self.open_connection(autocommit=autocommit)
+        except (psycopg.ProgrammingError, UnicodeDecodeError) as exc:  # the URL is unreadable: no retry helps
+            raise ConfigurationError(
+                f"invalid database URL {redact_url(self.url)}: {redact(_first_line(exc))}"
+                " (percent-encode @ : / ? # % and spaces in the password)"
+            ) from None
         except psycopg.OperationalError as exc:
-            raise DatabaseError(f"cannot connect to {redact_url(self.url)}: {_first_line(exc)}") from exc
+            raise DatabaseError(
+                f"cannot connect to {redact_url(self.url)}: {redact(_first_line(exc))}"
+            ) from exc
 
     def open_connection(self, *, autocommit: bool = False) -> psycopg.Connection[Any]:
         """A new connection; psycopg's own error when that fails (the retry loops tell a server that is

@@ -27,6 +27,7 @@ import yaml
 
 from ._audit import NodeResult, QualityResult
 from ._errors import ConfigurationError, DatabaseError, DataQualityError, TransformError
+from ._logging import redact
 from ._settings import absolute_path
 
 _log = logging.getLogger(__name__)
@@ -117,14 +118,26 @@ class DbtEventLog:
             return
         from dbt_common.events.functions import msg_to_dict
 
-        line = json.dumps(msg_to_dict(msg), sort_keys=True, default=str)
-        for secret in self._secrets:
-            line = line.replace(secret, "*****")
+        line = json.dumps(self._redacted(msg_to_dict(msg)), sort_keys=True, default=str)
         self._file.handle(logging.makeLogRecord({"msg": line}))
         if level in self._SHOWN:
             with self._stdout_lock:
                 sys.stdout.write(line + "\n")
                 sys.stdout.flush()
+
+    def _redacted(self, node: Any) -> Any:
+        """The event with the password hidden from every text in it, and what dbt or its driver shows
+        of a password (see _logging.register_secret), before JSON escapes a quote or a non-ASCII
+        character of it."""
+        if isinstance(node, str):
+            for secret in self._secrets:
+                node = node.replace(secret, "*****")
+            return redact(node)
+        if isinstance(node, dict):
+            return {key: self._redacted(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [self._redacted(value) for value in node]
+        return node
 
     def close(self) -> None:
         self._file.close()

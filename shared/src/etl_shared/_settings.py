@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ._errors import ConfigurationError
+from ._logging import register_url_password, url_password_problem
 
 DEFAULT_SECRETS_DIR = Path("/run/secrets")
 _RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
@@ -91,6 +92,14 @@ class Settings(BaseSettings):
         """Every path setting, of this class and of every zone's subclass, is absolute from here on."""
         return absolute_path(value) if isinstance(value, Path) else value
 
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        problem = url_password_problem(value.get_secret_value()) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
     @field_validator("run_id")
     @classmethod
     def _check_run_id(cls, value: str) -> str:
@@ -133,9 +142,14 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
         raise ConfigurationError(f"ETL_SECRETS_DIR={secrets_dir} is not a directory")
     overrides.setdefault("secrets_dir", secrets_dir)
     try:
-        return cls(_secrets_dir=secrets_dir, **overrides)  # type: ignore[call-arg]
+        settings = cls(_secrets_dir=secrets_dir, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         problems = "; ".join(
             f"ETL_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigurationError(f"invalid settings: {problems}") from None
+    for name in type(settings).model_fields:
+        if isinstance(value := getattr(settings, name), SecretStr):
+            # a URL's password (whatever a driver shows of it), never the host or database names
+            register_url_password(value.get_secret_value())
+    return settings

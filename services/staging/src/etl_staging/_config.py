@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from etl_shared import ConfigurationError
+from etl_shared import ConfigurationError, register_url_password, url_password_problem
 
 from ._contract import DEFAULT_CONTRACT, ContractMode, DeclaredColumns, columns_field, contract_field
 from ._identifiers import Identifier
@@ -340,10 +340,10 @@ def resolve_database_url(conn: DatabaseConnection, *, warehouse_url: str, embedd
     if conn.url_file:
         from ._rest import resolve_secret
 
-        return resolve_secret(None, conn.url_file)
+        return _checked_url(resolve_secret(None, conn.url_file), f"the secret file {conn.url_file}")
     url = os.environ.get(conn.url_env) if conn.url_env else None
     if url:
-        return url
+        return _checked_url(url, f"environment variable {conn.url_env}")
     if embedded and conn.embedded_database:
         from urllib.parse import urlsplit
 
@@ -351,6 +351,15 @@ def resolve_database_url(conn: DatabaseConnection, *, warehouse_url: str, embedd
     if not conn.url_env:
         raise ConfigurationError("a database connection needs url_env or url_file")
     raise ConfigurationError(f"environment variable {conn.url_env} (source database URL) is not set")
+
+
+def _checked_url(url: str, where: str) -> str:
+    """``url``, once its password is known to read the same to every driver (url_password_problem)."""
+    register_url_password(url)
+    problem = url_password_problem(url)
+    if problem:
+        raise ConfigurationError(f"{where} (source database URL): {problem}")
+    return url
 
 
 def merge_sources(files: Sequence[tuple[Path, SourcesFile]]) -> SourcesFile:

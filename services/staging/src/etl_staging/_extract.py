@@ -32,6 +32,7 @@ from etl_shared import (
     RetryPolicy,
     SourceFatalError,
     SourceTransientError,
+    register_url_password,
 )
 
 from ._config import DatabaseEntity, FileEntity, FileGroup
@@ -477,6 +478,7 @@ class DatabaseExtractor:
         self.source = source
         self.entity = entity
         self.url = url
+        register_url_password(url)  # whatever a driver's error shows of it: redact() hides
         self.batch_size = batch_size
         #: a key listing (reconcile_keys): the key columns of every row, in key order, no watermark
         self.keys_only = keys_only
