@@ -176,6 +176,7 @@ def prepare(work: Path, orders: int) -> tuple[Any, str, str, dict[str, int], dic
         "ETL_OLTP_DATABASE_URL": oltp,
         "ETL_SOURCES_FILE": str(sources),
         "ETL_DATA_DIR": str(work / "data"),
+        "ETL_FILE_ROOTS": str(work),  # the FX file is beside the data folder
     }
     return server, warehouse, oltp, counts, env
 

@@ -348,7 +348,10 @@ def test_bundled_demo_sources_validate() -> None:
     ("entity", "field"),
     [
         ('{name: orders, table: shop.orders, key: ["customer_id; drop table staging.pulls --"]}', "key.0"),
-        ('{name: orders, table: shop.orders, key: [order_id], cursor: "updated_at; drop table x --"}', "cursor"),
+        (
+            '{name: orders, table: shop.orders, key: [order_id], cursor: "updated_at; drop table x --"}',
+            "cursor",
+        ),
         ('{name: orders, table: shop.orders, key: [order_id], cursor: "1st"}', "cursor"),
         ('{name: orders, table: shop.orders, key: ["a\\"b"]}', "key.0"),
         ('{name: orders, table: shop.orders, key: ["' + "c" * 64 + '"]}', "key.0"),
@@ -371,7 +374,9 @@ def test_column_names_are_identifiers_checked_when_the_file_is_loaded(
 
     message = config_error(path)
 
-    assert message.startswith(f"sources file {path}: source 'shop' field entities.0.{field} (entity 'orders'):")
+    assert message.startswith(
+        f"sources file {path}: source 'shop' field entities.0.{field} (entity 'orders'):"
+    )
     assert "is not an identifier" in message
 
 

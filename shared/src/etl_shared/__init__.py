@@ -38,6 +38,7 @@ from ._errors import (
     is_outcome_unknown,
     is_transient_database_error,
 )
+from ._files import fsync_folder, remove_stale_temporary_files, temporary_file, write_atomically
 from ._job import JobContext, JobTerminated, count_rows, resolve_database_url, run_job
 from ._lineage import (
     Dataset,
@@ -129,6 +130,7 @@ __all__ = [
     "detect_cockroachdb",
     "exit_code_for",
     "file_namespace",
+    "fsync_folder",
     "history_retention_rules",
     "installed_domains",
     "is_connection_lost",
@@ -147,13 +149,16 @@ __all__ = [
     "redact_url",
     "register_secret",
     "register_url_password",
+    "remove_stale_temporary_files",
     "resolve_database_url",
     "run_job",
     "run_retention",
     "run_transaction",
     "start_embedded",
+    "temporary_file",
     "url_namespace",
     "url_password_problem",
+    "write_atomically",
     "zone_manifest",
     "zone_project",
     "zone_variables",

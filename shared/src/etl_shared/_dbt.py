@@ -27,6 +27,7 @@ import yaml
 
 from ._audit import NodeResult, QualityResult
 from ._errors import ConfigurationError, DatabaseError, DataQualityError, TransformError
+from ._files import write_atomically
 from ._logging import redact
 from ._settings import absolute_path
 
@@ -166,7 +167,7 @@ class DbtProject:
         profiles_dir = self.work_dir / "profiles"
         profiles_dir.mkdir(parents=True, exist_ok=True)
         content = profile_from_url(url, profile=self.profile, schema=self.schema, threads=self.threads)
-        (profiles_dir / "profiles.yml").write_text(yaml.safe_dump(content, sort_keys=False))
+        write_atomically(profiles_dir / "profiles.yml", yaml.safe_dump(content, sort_keys=False).encode())
         return profiles_dir
 
     def invoke(
@@ -302,7 +303,7 @@ class DbtProject:
             "build", url, args=args, variables=variables, run_values=run_values, on_event=on_event
         )
         if not reuse and artefacts_key is not None and result.exception is None:
-            self._artefacts_stamp.write_text(artefacts_key, encoding="utf-8")
+            write_atomically(self._artefacts_stamp, artefacts_key.encode("utf-8"))
         outcome = _outcome_from(result)
         for attempt in range(1, CONFLICT_RETRIES + 1):
             conflicted = [

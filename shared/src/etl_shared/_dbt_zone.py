@@ -23,6 +23,7 @@ from ._domains import (
     package_checksums,
 )
 from ._errors import EXIT_CONFIGURATION, ConfigurationError
+from ._files import remove_stale_temporary_files
 from ._job import JobContext, resolve_database_url, run_job
 from ._retention import RetentionRule, apply_retention_rules, declared_retention_rules
 from ._settings import Settings, load_settings
@@ -222,6 +223,8 @@ def dbt_zone_main(
         return 0 if result.success else 1
 
     def work(context: JobContext) -> None:
+        for folder in (project.dbt.project_dir, project.dbt.work_dir / "profiles", project.dbt.target_path):
+            remove_stale_temporary_files(folder)  # what a killed job left of its small files
         if hooks.before_build is not None:
             hooks.before_build(context)
         select, new_input_only = _plan(context, zone, project, variables, hooks, args)

@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from ._errors import ConfigurationError
+from ._files import write_atomically
 from ._settings import absolute_path
 
 ENTRY_POINT_GROUP = "etl.domains"
@@ -239,7 +240,7 @@ def _link(link: Path, target: Path) -> None:
 
 def _write_if_changed(path: Path, text: str) -> None:
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
-        path.write_text(text, encoding="utf-8")
+        write_atomically(path, text.encode("utf-8"))
 
 
 def folder_checksum(folder: Path) -> str:

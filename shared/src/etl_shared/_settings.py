@@ -86,6 +86,18 @@ class Settings(BaseSettings):
     )
     openlineage_namespace: str = Field(default="etl", description="OpenLineage namespace of the zone jobs")
 
+    # -- What the jobs may read and write on the local file system (docs/configuration.md, File roots).
+    file_roots: str | None = Field(
+        default=None,
+        description="More folders file sources may read, besides the data folder, separated by ':';"
+        " a file source's path outside the data folder and these is refused (exit 2)",
+    )
+
+    def readable_roots(self) -> tuple[Path, ...]:
+        """The folders file sources may read: the data folder, then ``file_roots``, each absolute."""
+        extra = [absolute_path(part) for part in (self.file_roots or "").split(":") if part.strip()]
+        return (self.data_dir, *extra)
+
     @field_validator("*")
     @classmethod
     def _absolute_paths(cls, value: Any) -> Any:

@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,7 +30,7 @@ from typing import IO, Any
 
 import psycopg
 
-from etl_shared import ConfigurationError, KeysetRead, TransformError
+from etl_shared import ConfigurationError, KeysetRead, TransformError, fsync_folder, temporary_file
 from etl_shared._dbt import model_label, models_declaring
 
 TABLE = "semantic.watershed_statements"
@@ -692,8 +691,7 @@ class _HashedFile:
     def __init__(self, kind: str, final: Path) -> None:
         self.kind = kind
         self.final = final
-        handle, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-        self.temp = Path(name)
+        handle, self.temp = temporary_file(final)
         self.raw: IO[bytes] = os.fdopen(handle, "wb")
         self.digest = hashlib.sha256()
         self.bytes = 0
@@ -886,14 +884,4 @@ def export_watershed(
     return WatershedExport(folder, file_stem, table).run(conn, reconnect)
 
 
-def _fsync_folder(folder: Path) -> None:
-    """Make the renames durable (best effort: not every platform can open a directory)."""
-    try:
-        handle = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(handle)
-    finally:
-        os.close(handle)
+_fsync_folder = fsync_folder

@@ -25,6 +25,7 @@ from etl_shared import (
     ZoneHooks,
     dbt_zone_main,
     model_retention_rules,
+    remove_stale_temporary_files,
 )
 
 ZONE = "semantic"
@@ -119,6 +120,30 @@ def provision_pii_key(context: JobContext) -> None:
     context.counts["pii_key"] = outcome
 
 
+#: The final names of the export files (Watershed CSV and JSON, Qlik scripts): the temporary files of
+#: earlier releases (``.<name>.<random>.tmp``) are recognised by them.
+EXPORT_SUFFIXES = (".csv", ".json", ".qvs")
+
+
+def export_folder(settings: SemanticSettings) -> Path:
+    return settings.export_dir or settings.data_dir / "exports"
+
+
+def remove_stale_exports(context: JobContext) -> None:
+    """At the job's start: delete the temporary export files a killed job left in the export folder
+    (a SIGKILL mid-export leaves a partial CSV and xAPI JSON, never removed otherwise)."""
+    settings = context.settings
+    assert isinstance(settings, SemanticSettings)
+    removed = remove_stale_temporary_files(export_folder(settings), earlier_suffixes=EXPORT_SUFFIXES)
+    if removed:
+        context.counts["removed_temporary_files"] = dict(removed)
+
+
+def before_build(context: JobContext) -> None:
+    remove_stale_exports(context)
+    provision_pii_key(context)
+
+
 def write_exports(context: JobContext, outcome: DbtOutcome) -> None:
     """After a successful build: the Watershed upload and the load script of each Qlik app the models
     declare (meta etl_qlik_app), recorded in ops.exports."""
@@ -129,7 +154,7 @@ def write_exports(context: JobContext, outcome: DbtOutcome) -> None:
         return
     settings = context.settings
     assert isinstance(settings, SemanticSettings)
-    folder = settings.export_dir or settings.data_dir / "exports"
+    folder = export_folder(settings)
     manifest = json.loads(outcome.manifest_path.read_bytes()) if outcome.manifest_path else {}
     apps = qlik_apps(manifest)
     uploads = watershed_exports(manifest)
@@ -194,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv,
         description="Semantic zone: star schema for Qlik, aggregates, Watershed and Qlik exports.",
         hooks=ZoneHooks(
-            before_build=provision_pii_key,
+            before_build=before_build,
             variables=dbt_variables,
             on_built=write_exports,
             # what the models declare: meta etl_retention (fct_sales, fct_orders)

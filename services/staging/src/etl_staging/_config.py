@@ -21,6 +21,7 @@ from etl_shared import ConfigurationError, register_url_password, url_password_p
 from ._contract import DEFAULT_CONTRACT, ContractMode, DeclaredColumns, columns_field, contract_field
 from ._identifiers import Identifier
 from ._rest import AsyncRestEntity, NoAuth, RestAuth, RestConnection, RestEntity
+from ._roots import FileRoots, check_file_paths
 
 _NAME = r"^[a-z][a-z0-9_]{0,62}$"
 
@@ -271,8 +272,9 @@ def _find_inline_secrets(node: object, path: str = "") -> list[str]:
     return found
 
 
-def load_sources(path: Path) -> SourcesFile:
-    """Read and validate a sources file; every problem names the file, the source and the field."""
+def load_sources(path: Path, *, roots: FileRoots | None = None) -> SourcesFile:
+    """Read and validate a sources file; every problem names the file, the source and the field.
+    With ``roots``, a file group's path outside them is refused too (see _roots)."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -289,11 +291,14 @@ def load_sources(path: Path) -> SourcesFile:
         )
     try:
         raw = _expand_variables(raw, path)
-        return SourcesFile.model_validate(raw)
+        sources = SourcesFile.model_validate(raw)
     except ValidationError as exc:
         raise ConfigurationError(
             f"sources file {path}: " + "; ".join(_describe(err, raw) for err in exc.errors())
         ) from None
+    if roots is not None:
+        check_file_paths(path, sources, roots)
+    return sources
 
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

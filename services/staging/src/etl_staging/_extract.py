@@ -36,6 +36,7 @@ from etl_shared import (
 )
 
 from ._config import DatabaseEntity, FileEntity, FileGroup
+from ._roots import FileRoots
 
 _log = logging.getLogger(__name__)
 #: the default chunk of a file's bytes as fetched; the job passes the warehouse's (ValueSizes)
@@ -91,8 +92,9 @@ _CONTENT_TYPES = {
 }
 
 
-def expand_paths(group: FileGroup, data_dir: Path) -> list[Path]:
-    pattern = group.path.replace("{data_dir}", str(data_dir))
+def expand_paths(group: FileGroup, roots: FileRoots) -> list[Path]:
+    """The files a group's glob matches (``{data_dir}`` and a relative path: below the data folder)."""
+    pattern = roots.pattern(group.path)
     return sorted(Path(p) for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
 
 
@@ -172,12 +174,14 @@ class FileExtractor:
         *,
         data_dir: Path,
         batch_size: int,
+        roots: FileRoots | None = None,
         already_loaded: Callable[[str], bool] | None = None,
         payload_chunk_bytes: int = PAYLOAD_CHUNK_BYTES,
     ) -> None:
         self.source = source
         self.entity = entity
         self.data_dir = data_dir
+        self.roots = roots or FileRoots.data_folder_only(data_dir)
         self.batch_size = batch_size
         self.payload_chunk_bytes = payload_chunk_bytes
         self.already_loaded = already_loaded
@@ -186,8 +190,11 @@ class FileExtractor:
 
     def extract(self) -> Iterator[Batch | Payload]:
         skipped: list[str] = []
-        for group in self.entity.files:
-            paths = expand_paths(group, self.data_dir)
+        matched = [(group, expand_paths(group, self.roots)) for group in self.entity.files]
+        # every file the globs found, resolved, before a byte of any is read (a link in a drop folder)
+        where = f"source {self.source}, entity {self.entity.name}"
+        self.roots.refuse_outside([path for _, paths in matched for path in paths], where)
+        for group, paths in matched:
             if not paths:
                 _log.warning("no file matches %s", group.path)
             for path in paths:

@@ -52,6 +52,7 @@ from ._raw import (
     read_watermark,
 )
 from ._rest import AsyncRestEntity, AsyncRestExtractor, RateBudget, RestEntity, RestExtractor
+from ._roots import FileRoots
 from ._sizes import ValueSizes, resolve_value_sizes
 
 _log = logging.getLogger(__name__)
@@ -71,8 +72,11 @@ class StagingJob:
         parallelism: int,
         backfill: tuple[datetime, datetime] | None = None,
         sizes: ValueSizes | None = None,
+        file_roots: FileRoots | None = None,
     ) -> None:
         self.context = context
+        # Where file sources may read (the data folder only, unless the settings add more)
+        self.file_roots = file_roots or FileRoots.data_folder_only(data_dir)
         # The byte limits of stored values (batches, payload chunks, one record); None: the
         # warehouse's, asked once when the job runs.
         self.sizes = sizes
@@ -527,6 +531,7 @@ class StagingJob:
                 source.name,
                 config,
                 data_dir=self.data_dir,
+                roots=self.file_roots,
                 batch_size=source.batch_size,
                 already_loaded=lambda checksum: file_already_loaded(
                     self.context.db, source.name, entity_name, checksum

@@ -27,6 +27,7 @@ from etl_shared import (
 )
 
 from ._config import SourcesFile, load_sources, merge_sources
+from ._roots import FileRoots
 from ._runner import StagingJob
 from ._sizes import ValueSizes, resolve_value_sizes
 
@@ -151,13 +152,14 @@ def configured_sources(settings: Settings, override: Path | None = None) -> tupl
     or ETL_SOURCES_FILE when set, else the sources.yml of every domain (ETL_DOMAINS, or the installed
     ones), as one list: a source name declared by two domains is an error naming both files."""
     single = override if override is not None else getattr(settings, "sources_file", None)
+    roots = FileRoots.from_settings(settings)
     if single is not None:
         path = absolute_path(single)
-        return [path], load_sources(path)
+        return [path], load_sources(path, roots=roots)
     paths = [d.sources_file for d in configured_domains(settings.domains) if d.sources_file is not None]
     if not paths:
         raise ConfigurationError("no domain has a sources.yml (ETL_DOMAINS, docs/domains.md)")
-    return paths, merge_sources([(path, load_sources(path)) for path in paths])
+    return paths, merge_sources([(path, load_sources(path, roots=roots)) for path in paths])
 
 
 def _moment(text: str, *, end: bool) -> datetime:
@@ -286,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parallelism=settings.parallelism,
             backfill=backfill,
             sizes=settings.resolve_value_sizes(context.db),
+            file_roots=FileRoots.from_settings(settings),
         )
         job.run(args.source, args.entity)
 
