@@ -177,6 +177,42 @@ def run_retention(context: JobContext, rules: list[RetentionRule]) -> dict[str, 
     return deleted
 
 
+def check_selection(
+    zone: str, select: Sequence[str], project: ZoneProject, variables: dict[str, Any]
+) -> None:
+    """Refuse a ``--select`` dbt would not accept, before the job connects anywhere: a spec dbt cannot
+    read (a method it does not know, a malformed graph operator), and, when the manifest of a build of
+    this very project is at hand (the previous run's), a model name no node of the project has (a
+    typo would otherwise build nothing and succeed)."""
+    from dbt.graph.selector_spec import RAW_SELECTOR_PATTERN, SelectionCriteria
+
+    names: set[str] | None = None
+    manifest = project.dbt.target_path / "manifest.json"
+    stamp = project.dbt.target_path / "etl_artefacts_key"
+    checksum = combined_checksum(project.checksums(variables))
+    if manifest.is_file() and stamp.is_file() and stamp.read_text(encoding="utf-8").split(" ")[0] == checksum:
+        nodes = json.loads(manifest.read_bytes()).get("nodes", {})
+        names = {part for node in nodes.values() for part in [node.get("name"), *node.get("fqn", [])] if part}
+    for spec in select:
+        for part in spec.split(","):
+            try:
+                # dbt's own reading of a spec, without its command-line flags (no dbt command runs)
+                matched = RAW_SELECTOR_PATTERN.match(part)
+                if matched is None or not matched.group("value"):
+                    raise ConfigurationError("not a dbt selection (method:value with graph operators)")
+                method, _ = SelectionCriteria.parse_method(matched.groupdict())
+            except Exception as exc:
+                problem = " ".join(str(exc).split()).removeprefix("Runtime Error ")
+                raise ConfigurationError(f"--select {spec!r}: {problem}") from None
+            value = matched.group("value")
+            plain = method == "fqn" and not any(char in value for char in "*?[./")
+            if names is not None and plain and value not in names:
+                raise ConfigurationError(
+                    f"--select {spec!r}: no model, seed, snapshot or test of the {zone} project is named"
+                    f" {value!r} (etl-{zone} run --all builds everything)"
+                )
+
+
 def _parser(zone: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"etl-{zone}", description=description)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -210,6 +246,12 @@ def dbt_zone_main(
         return EXIT_CONFIGURATION
     hooks = hooks or ZoneHooks()
     variables = zone_variables(settings, hooks)
+    if args.command == "run" and args.select:
+        try:
+            check_selection(zone, args.select, project, variables)
+        except ConfigurationError as exc:
+            sys.stderr.write(f"etl-{zone}: usage error: {exc}\n")
+            return EXIT_CONFIGURATION
     if args.command == "docs":
         url = resolve_database_url(settings)
         result = project.dbt.invoke(
