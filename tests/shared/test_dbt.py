@@ -29,8 +29,8 @@ from etl_shared import (
     run_job,
 )
 from etl_shared._db import session_options
-from etl_shared._errors import exit_code_for
 from etl_shared._dbt import DbtEventLog
+from etl_shared._errors import exit_code_for
 
 NOW = datetime(2024, 1, 31, 2, 0, tzinfo=UTC)
 

@@ -111,7 +111,9 @@ class Database:
     def options(self) -> str:
         """The ``options`` startup parameter of this database's connections (see session_options),
         after any ``options`` the URL itself carries (a later ``-c`` of the same name wins)."""
-        ours = session_options(lock_timeout_s=self.lock_timeout_s, statement_timeout_s=self.statement_timeout_s)
+        ours = session_options(
+            lock_timeout_s=self.lock_timeout_s, statement_timeout_s=self.statement_timeout_s
+        )
         if not ours:
             return ""
         try:

@@ -11,9 +11,9 @@ statement it runs, so the DBA sees exactly what was granted. What each role may 
 ==============  ===================================================================================
 role            privileges
 ==============  ===================================================================================
-etl_staging     writes ``staging``; writes the audit tables in ``ops`` (not ``ops.pii_keys``)
-etl_conformed   reads ``staging``; writes ``conformed``; writes the audit tables in ``ops``
-etl_semantic    reads ``conformed``; writes ``semantic``; writes ``ops`` including ``ops.pii_keys``
+etl_staging     writes ``staging``; its own audit rows in ``ops`` (not ``ops.pii_keys``)
+etl_conformed   reads ``staging``; writes ``conformed``; its own audit rows in ``ops``
+etl_semantic    reads ``conformed``; writes ``semantic``; its own audit rows in ``ops``, ``ops.pii_keys``
 etl_qlik        reads ``semantic``; nothing else
 ==============  ===================================================================================
 
@@ -29,9 +29,15 @@ Tables that dbt creates later are covered by default privileges: what ``etl_conf
 ``etl_semantic`` creates in ``semantic`` by ``etl_qlik``. Tables that a later migration creates are
 covered by the owner's default privileges, and by rerunning this setup (the release does).
 
+In ``ops`` no zone role deletes anything or writes ``ops.schema_migrations``; the audit tables are
+append-only but for the job's own row and lock rows, and where the database has row-level security
+(PostgreSQL; CockroachDB from v25.2) each role inserts and updates only its own zone's rows and its own
+locks (``ops_privileges``, ``DatabaseSetup._row_policies``; docs/database-setup.md lists every grant).
+
 On CockroachDB the zone roles also get the session setting ``autocommit_before_ddl = on`` (DDL is
-never mixed into an open transaction). No other session setting is needed: the jobs set nothing
-else, and an operator who runs them under another user loses nothing but that guard.
+never mixed into an open transaction). No other session setting is needed: the jobs set their lock
+and statement timeouts on every connection themselves (ETL_LOCK_TIMEOUT_S, ETL_STATEMENT_TIMEOUT_S),
+and an operator who runs them under another user loses nothing but that guard.
 """
 
 from __future__ import annotations

@@ -12,4 +12,5 @@ alter table ops.locks add column if not exists owner_role text;
 alter table ops.locks alter column owner_role set default current_user;
 
 -- idempotent: deletes released lock rows without an owner; a second run finds none
-delete from ops.locks where owner_role is null and holder is null;
+delete from ops.locks
+where owner_role is null and holder is null;
