@@ -337,3 +337,45 @@ def test_session_execute_runs_statements_alone(items_table: str) -> None:
         session.execute("create index if not exists items_name on items (name)", name="index")
         session.execute("insert into items values (%s, %s) on conflict do nothing", (5, "five"), name="row")
     assert _items(items_table) == [(5, "five")]
+
+
+def test_every_connection_carries_the_lock_and_statement_timeouts(database_url: str) -> None:
+    db = Database(database_url, attempts=2, lock_timeout_s=2.5, statement_timeout_s=3600)
+    with db.connect(autocommit=True) as conn:
+        assert conn.execute("show lock_timeout").fetchone() == ("2500ms",)
+        assert conn.execute("show statement_timeout").fetchone() == ("1h",)
+    with db.session() as session:  # a session's (and a replaced) connection too
+        assert session.connection().execute("show lock_timeout").fetchone() == ("2500ms",)
+    # options the URL carries are kept
+    separator = "&" if "?" in database_url else "?"
+    with_options = Database(
+        f"{database_url}{separator}options=-c%20work_mem%3D8MB", lock_timeout_s=1, statement_timeout_s=0
+    )
+    with with_options.connect() as conn:
+        assert conn.execute("show work_mem").fetchone() == ("8MB",)
+        assert conn.execute("show lock_timeout").fetchone() == ("1s",)
+        assert conn.execute("show statement_timeout").fetchone() == ("0",)
+
+
+def test_a_statement_or_lock_timeout_is_a_database_error_and_not_retried(database_url: str) -> None:
+    from etl_shared._errors import exit_code_for
+
+    db = Database(database_url, attempts=5, lock_timeout_s=0.5, statement_timeout_s=1)
+    with pytest.raises(DatabaseError, match=r"57014.*ETL_STATEMENT_TIMEOUT_S") as slow:
+        db.transaction(lambda conn: conn.execute("select pg_sleep(30)"), name="slow")
+    assert exit_code_for(slow.value) == 5
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("create table held (id int primary key)")
+    calls = []
+    with psycopg.connect(database_url) as blocker:
+        blocker.execute("lock table held in access exclusive mode")
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            calls.append(1)
+            conn.execute("select count(*) from held")
+
+        with pytest.raises(DatabaseError, match=r"55P03.*ETL_LOCK_TIMEOUT_S"):
+            db.transaction(work, name="blocked")
+        blocker.rollback()
+    assert calls == [1]  # not retried: it would only wait as long again

@@ -124,3 +124,125 @@ def test_main_runs_the_setup_with_passwords_from_the_environment(
     out = capsys.readouterr().out
     assert "alter role etl_qlik with login password '********'" in out
     assert "s3cret-qlik" not in out
+
+
+def _update_count(run_as: str, database_url: str, statement: str) -> int:
+    with psycopg.connect(role_url(database_url, run_as), autocommit=True) as conn:
+        return conn.execute(statement).rowcount
+
+
+def test_the_zone_roles_keep_the_operations_tables_an_audit(database_url: str) -> None:
+    """docs/database-setup.md, "The operations tables": every refusal attempted for real, as the real
+    role, against the server; a row-level refusal of an UPDATE shows as no row changed."""
+    _setup(database_url)
+    staging = _as(database_url, "etl_staging")
+    conformed = _as(database_url, "etl_conformed")
+    semantic = _as(database_url, "etl_semantic")
+    staging_job, conformed_job = (
+        "00000000-0000-0000-0000-00000000000a",
+        "00000000-0000-0000-0000-00000000000b",
+    )
+
+    # Each zone inserts its own audit rows, and only its own.
+    staging(
+        "insert into ops.job_runs (job_id, run_id, zone, job_name, status, started_at)"
+        f" values ('{staging_job}', 'r1', 'staging', 'staging', 'running', now())"
+    )
+    conformed(
+        "insert into ops.job_runs (job_id, run_id, zone, job_name, status, started_at)"
+        f" values ('{conformed_job}', 'r1', 'conformed', 'conformed', 'running', now())"
+    )
+    _denied(
+        staging,
+        "insert into ops.job_runs (job_id, run_id, zone, job_name, status, started_at)"
+        " values (gen_random_uuid(), 'r1', 'conformed', 'forged', 'succeeded', now())",
+    )
+    _denied(
+        semantic,
+        "insert into ops.lineage_edges (job_id, run_id, zone, input_namespace, input_name, output_namespace,"
+        f" output_name, recorded_at) values ('{conformed_job}', 'r1', 'conformed', 'n', 'a', 'n', 'b', now())",
+    )
+
+    # Each zone updates its own job's row; another zone's row is not touched (row-level security).
+    assert _update_count("etl_staging", database_url, "update ops.job_runs set status = 'succeeded'") == 1
+    assert (
+        _update_count(
+            "etl_staging",
+            database_url,
+            f"update ops.job_runs set status = 'failed' where job_id = '{conformed_job}'",
+        )
+        == 0
+    )
+    _denied(staging, f"update ops.job_runs set zone = 'conformed' where job_id = '{staging_job}'")
+    assert conformed(f"select status from ops.job_runs where job_id = '{conformed_job}'") == [("running",)]
+
+    # No role deletes an audit row, or writes the migrations' record.
+    for role in (staging, conformed, semantic):
+        for table in (
+            "job_runs",
+            "operator_actions",
+            "locks",
+            "schema_migrations",
+            "dq_results",
+            "exports",
+            "lineage_edges",
+            "dbt_node_results",
+            "schema_changes",
+        ):
+            _denied(role, f"delete from ops.{table} where false")
+        _denied(role, "insert into ops.schema_migrations (version, name, checksum) values (998, 'x', 'y')")
+        _denied(role, "update ops.schema_migrations set checksum = 'x' where false")
+        assert role("select count(*) > 0 from ops.schema_migrations") == [(True,)]
+
+    # The append-only audit tables: inserted into, never changed (conformed upserts its own DQ results).
+    staging(
+        "insert into ops.operator_actions (action_id, action, actor, performed_at)"
+        " values (gen_random_uuid(), 'reset', 'ops', now())"
+    )
+    _denied(staging, "update ops.operator_actions set actor = 'someone else' where false")
+    _denied(semantic, "update ops.dq_results set status = 'pass' where false")
+    _denied(semantic, "update ops.exports set sha256 = 'x' where false")
+    _denied(conformed, "update ops.lineage_edges set input_name = 'x' where false")
+    conformed(
+        "insert into ops.dq_results (job_id, rule_id, run_id, zone, severity, status, failures, recorded_at)"
+        f" values ('{conformed_job}', 'rule', 'r1', 'conformed', 'error', 'fail', 3, now())"
+        " on conflict (job_id, rule_id) do update set status = excluded.status"
+    )
+    assert _update_count("etl_conformed", database_url, "update ops.dq_results set status = 'pass'") == 1
+
+    # Locks: a zone takes, renews and releases its own; another role's lock is left alone.
+    staging("insert into ops.locks (name) values ('pull:shop:orders') on conflict (name) do nothing")
+    assert staging("select owner_role from ops.locks where name = 'pull:shop:orders'") == [("etl_staging",)]
+    assert (
+        _update_count(
+            "etl_staging", database_url, "update ops.locks set holder = 'me' where name = 'pull:shop:orders'"
+        )
+        == 1
+    )
+    assert (
+        _update_count(
+            "etl_conformed",
+            database_url,
+            "update ops.locks set holder = null where name = 'pull:shop:orders'",
+        )
+        == 0
+    )
+    _denied(conformed, "insert into ops.locks (name, owner_role) values ('forged', 'etl_staging')")
+    _denied(conformed, "delete from ops.locks where name = 'pull:shop:orders'")
+    assert staging("select holder from ops.locks where name = 'pull:shop:orders'") == [("me",)]
+
+    # The owner (etl status, the DBA) is not bound by the zone policies.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert conn.execute("update ops.job_runs set status = 'failed'").rowcount == 2
+
+
+def test_the_setup_takes_back_what_earlier_releases_granted(database_url: str) -> None:
+    _setup(database_url)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "grant select, insert, update, delete on ops.schema_migrations, ops.locks to etl_staging"
+        )
+    out = _setup(database_url)
+    assert 'revoke INSERT, UPDATE, DELETE on table "ops"."schema_migrations" from "etl_staging"' in out
+    _denied(_as(database_url, "etl_staging"), "delete from ops.locks where false")
+    _denied(_as(database_url, "etl_staging"), "delete from ops.schema_migrations where false")

@@ -28,7 +28,9 @@ from etl_shared import (
     raise_for_outcome,
     run_job,
 )
+from etl_shared._db import session_options
 from etl_shared._dbt import DbtEventLog
+from etl_shared._errors import exit_code_for
 
 NOW = datetime(2024, 1, 31, 2, 0, tzinfo=UTC)
 
@@ -166,6 +168,49 @@ def _rule(rule_id: str, severity: str, status: str, failures: int = 0) -> Qualit
             TransformError,
             "skipped 1 node",
         ),
+        (
+            DbtOutcome(
+                success=False,
+                nodes=[
+                    _node(
+                        "model.p.history",
+                        "model",
+                        "error",
+                        "Database Error in model history\n  canceling statement due to lock timeout\n  CONTEXT: while"
+                        ' locking relation "customer_history"',
+                    ),
+                    _node("model.p.after", "model", "skipped"),
+                ],
+            ),
+            DatabaseError,
+            "(?s)stopped by a timeout.*ETL_LOCK_TIMEOUT_S",
+        ),
+        (
+            DbtOutcome(
+                success=False,
+                nodes=[
+                    _node(
+                        "model.p.fact",
+                        "model",
+                        "error",
+                        "Database Error in model fact\n  query execution canceled due to statement timeout",
+                    )
+                ],
+            ),
+            DatabaseError,
+            "ETL_STATEMENT_TIMEOUT_S",
+        ),
+        (
+            DbtOutcome(
+                success=False,
+                nodes=[
+                    _node("test.p.unique_id", "test", "error", "canceling statement due to statement timeout")
+                ],
+                quality=[_rule("unique_id", "error", "error")],
+            ),
+            DatabaseError,
+            "test.p.unique_id",
+        ),
     ],
     ids=[
         "connect",
@@ -175,6 +220,9 @@ def _rule(rule_id: str, severity: str, status: str, failures: int = 0) -> Qualit
         "test-fail",
         "test-error",
         "skipped",
+        "postgres-lock-timeout",
+        "cockroach-statement-timeout",
+        "test-stopped-by-a-timeout",
     ],
 )
 def test_raise_for_outcome(outcome: DbtOutcome, error: type[Exception], match: str) -> None:
@@ -497,3 +545,20 @@ def test_a_node_cancelled_by_a_serialization_conflict_is_retried(
         assert len(retries) == 3  # CONFLICT_RETRIES, then the job gives up: exit 5, a rerun may help
         with pytest.raises(DatabaseError, match="could not serialize access"):
             raise_for_outcome(outcome)
+
+
+@pytest.mark.integration
+def test_dbt_connections_carry_the_job_lock_timeout(database_url: str, tmp_path: Path) -> None:
+    """dbt's own connections get the job's session options (PGOPTIONS): a model whose table another
+    session holds locked fails with the lock timeout, classified as the database's failure (exit 5)."""
+    project = _tiny_project(tmp_path, accepted_severity="warn")
+    assert project.build(database_url).error is None
+    project.session_options = session_options(lock_timeout_s=1, statement_timeout_s=120)
+    with psycopg.connect(database_url) as blocker:
+        blocker.execute("lock table tiny.ids in access exclusive mode")
+        outcome = project.build(database_url)
+        blocker.rollback()
+    assert [n.unique_id for n in outcome.failed_nodes if "lock timeout" in (n.message or "")]
+    with pytest.raises(DatabaseError, match="ETL_LOCK_TIMEOUT_S") as raised:
+        raise_for_outcome(outcome)
+    assert exit_code_for(raised.value) == 5

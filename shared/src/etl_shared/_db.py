@@ -18,18 +18,35 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from ._errors import (
     ConfigurationError,
     DatabaseError,
     is_connection_lost,
     is_outcome_unknown,
+    is_timeout,
     is_transient_database_error,
+    timeout_advice,
 )
 from ._logging import redact, register_url_password, split_url_credentials
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def session_options(*, lock_timeout_s: float = 0, statement_timeout_s: float = 0) -> str:
+    """The ``options`` startup parameter that sets the job's timeouts on a new connection:
+    ``-c lock_timeout=<ms> -c statement_timeout=<ms>`` (0 = none). PostgreSQL and CockroachDB both
+    take session variables this way (CockroachDB's connection parameters page, ``options``), so the
+    timeouts hold from the first statement of every connection, a replaced one included, and need no
+    ``SET`` that a reconnect could lose. Milliseconds as plain integers: both servers read them so."""
+    parts = []
+    if lock_timeout_s:
+        parts.append(f"-c lock_timeout={round(lock_timeout_s * 1000)}")
+    if statement_timeout_s:
+        parts.append(f"-c statement_timeout={round(statement_timeout_s * 1000)}")
+    return " ".join(parts)
 
 
 def redact_url(url: str) -> str:
@@ -53,6 +70,8 @@ class Database:
         base_delay_s: float = 0.05,
         max_delay_s: float = 2.0,
         connect_timeout_s: int = 10,
+        lock_timeout_s: float = 0,
+        statement_timeout_s: float = 0,
     ) -> None:
         self.url = url
         register_url_password(url)  # whatever a driver's error shows of it: redact() hides
@@ -61,6 +80,9 @@ class Database:
         self.base_delay_s = base_delay_s
         self.max_delay_s = max_delay_s
         self.connect_timeout_s = connect_timeout_s
+        #: server-side timeouts of every connection (0 = none); a job sets them from its settings
+        self.lock_timeout_s = lock_timeout_s
+        self.statement_timeout_s = statement_timeout_s
 
     def __repr__(self) -> str:
         return f"Database({redact_url(self.url)!r})"
@@ -85,12 +107,29 @@ class Database:
     def open_connection(self, *, autocommit: bool = False) -> psycopg.Connection[Any]:
         """A new connection; psycopg's own error when that fails (the retry loops tell a server that is
         restarting from one that refuses)."""
+        options = self.options
         return psycopg.connect(
             self.url,
             autocommit=autocommit,
             application_name=self.application_name,
             connect_timeout=self.connect_timeout_s,
+            **({"options": options} if options else {}),
         )
+
+    @property
+    def options(self) -> str:
+        """The ``options`` startup parameter of this database's connections (see session_options),
+        after any ``options`` the URL itself carries (a later ``-c`` of the same name wins)."""
+        ours = session_options(
+            lock_timeout_s=self.lock_timeout_s, statement_timeout_s=self.statement_timeout_s
+        )
+        if not ours:
+            return ""
+        try:
+            given = str(conninfo_to_dict(self.url).get("options") or "")
+        except psycopg.ProgrammingError:
+            given = ""
+        return f"{given} {ours}".strip()
 
     def session(self, *, autocommit: bool = False) -> Session:
         """A connection kept for many transactions and replaced when it is lost (see :class:`Session`)."""
@@ -295,6 +334,10 @@ class _Retrying:
                         " safe; check whether it took effect before running it again"
                     ) from exc
                 if what == "fatal":
+                    if is_timeout(exc):
+                        raise DatabaseError(
+                            f"{self.name}: SQLSTATE {sqlstate}: {_first_line(exc)}: {timeout_advice(str(exc))}"
+                        ) from exc
                     raise
                 if what in ("lost", "unknown") and (conn is None or conn.closed):
                     lost(exc)

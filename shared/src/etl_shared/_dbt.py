@@ -26,7 +26,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import yaml
 
 from ._audit import NodeResult, QualityResult
-from ._errors import ConfigurationError, DatabaseError, DataQualityError, TransformError
+from ._errors import (
+    ConfigurationError,
+    DatabaseError,
+    DataQualityError,
+    TransformError,
+    is_timeout_message,
+    timeout_advice,
+)
 from ._files import write_atomically
 from ._logging import redact
 from ._settings import absolute_path
@@ -41,8 +48,14 @@ _CONNECTION_HINTS = (
 )
 
 
-def profile_from_url(url: str, *, profile: str, schema: str, threads: int = 2) -> dict[str, Any]:
-    """A dbt-postgres profile for ``url`` (host may be a Unix socket folder given as ``?host=``)."""
+def profile_from_url(
+    url: str, *, profile: str, schema: str, threads: int = 2, application_name: str | None = None
+) -> dict[str, Any]:
+    """A dbt-postgres profile for ``url`` (host may be a Unix socket folder given as ``?host=``).
+
+    dbt-postgres has no profile field for session variables (its ``options`` carry only
+    ``search_path``, which this profile leaves unset): the job's lock and statement timeouts reach
+    dbt's connections through libpq's PGOPTIONS instead (DbtProject.invoke)."""
     parts = urlsplit(url)
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     host = parts.hostname or query.get("host")
@@ -61,6 +74,8 @@ def profile_from_url(url: str, *, profile: str, schema: str, threads: int = 2) -
         "connect_timeout": 10,
         "retries": 3,
     }
+    if application_name:
+        output["application_name"] = application_name
     for key in ("sslmode", "sslrootcert", "sslcert", "sslkey"):
         if key in query:
             output[key] = query[key]
@@ -158,6 +173,10 @@ class DbtProject:
         self.schema = schema
         self.work_dir = absolute_path(work_dir)
         self.threads = threads
+        #: the session variables of dbt's connections (``-c lock_timeout=... -c statement_timeout=...``,
+        #: the job's Database.options) and their application name; build_zone sets both
+        self.session_options = ""
+        self.application_name: str | None = None
 
     @property
     def target_path(self) -> Path:
@@ -166,7 +185,13 @@ class DbtProject:
     def _write_profile(self, url: str) -> Path:
         profiles_dir = self.work_dir / "profiles"
         profiles_dir.mkdir(parents=True, exist_ok=True)
-        content = profile_from_url(url, profile=self.profile, schema=self.schema, threads=self.threads)
+        content = profile_from_url(
+            url,
+            profile=self.profile,
+            schema=self.schema,
+            threads=self.threads,
+            application_name=self.application_name,
+        )
         write_atomically(profiles_dir / "profiles.yml", yaml.safe_dump(content, sort_keys=False).encode())
         return profiles_dir
 
@@ -218,6 +243,9 @@ class DbtProject:
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
             **run_value_environment(run_values or {}),
         }
+        if self.session_options:
+            # libpq (dbt-postgres's psycopg2) reads PGOPTIONS for every connection dbt opens
+            environment["PGOPTIONS"] = f"{os.environ.get('PGOPTIONS', '')} {self.session_options}".strip()
         event_log = DbtEventLog(self.work_dir / "logs" / "dbt.log", secrets=[environment[_PASSWORD_ENV]])
         try:
             with _environment(environment):
@@ -436,7 +464,18 @@ def raise_for_outcome(outcome: DbtOutcome) -> None:
         message = outcome.error
         if any(h in message.lower() for h in _CONNECTION_HINTS):
             raise DatabaseError(f"dbt could not reach the database: {message}")
+        if is_timeout_message(message):
+            raise DatabaseError(f"dbt failed: {message}: {timeout_advice(message)}")
         raise TransformError(f"dbt failed: {message}")
+    # A statement or lock timeout is the database's failure whichever node hit it, a test's included
+    # (a data-quality test stopped by the timeout has not found bad data).
+    timed_out = [n for n in outcome.failed_nodes if is_timeout_message(n.message)]
+    if timed_out:
+        first = timed_out[0]
+        raise DatabaseError(
+            f"{len(timed_out)} dbt node(s) stopped by a timeout; first {first.unique_id}: {first.message}:"
+            f" {timeout_advice(first.message or '')}"
+        )
     model_errors = [n for n in outcome.nodes if n.resource_type != "test" and n.status == "error"]
     if model_errors:
         first = model_errors[0]
@@ -542,12 +581,13 @@ def model_label(node: Mapping[str, Any]) -> str:
     return f"model {node.get('name')} ({node.get('original_file_path', node.get('unique_id', '?'))})"
 
 
-def detect_cockroachdb(url: str) -> bool:
+def detect_cockroachdb(url: str, *, options: str = "") -> bool:
     import psycopg
 
     from ._db import is_cockroachdb
 
-    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+    extra = {"options": options} if options else {}
+    with psycopg.connect(url, autocommit=True, connect_timeout=10, **extra) as conn:
         return is_cockroachdb(conn)
 
 
@@ -572,7 +612,9 @@ def build_zone(
     from ._job import RowCounter, refresh_statistics
 
     url = context.db.url
-    all_vars = {"is_cockroachdb": detect_cockroachdb(url), **(variables or {})}
+    project.session_options = context.db.options
+    project.application_name = context.db.application_name.replace(":", "-dbt:", 1)
+    all_vars = {"is_cockroachdb": detect_cockroachdb(url, options=context.db.options), **(variables or {})}
     run_values = {
         "run_id": context.settings.run_id,
         "job_id": str(context.audit.job_id),

@@ -103,6 +103,50 @@ def is_outcome_unknown(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.Error) and getattr(exc, "sqlstate", None) in OUTCOME_UNKNOWN_SQLSTATES
 
 
+#: 57014 query_canceled (the server's ``statement_timeout``; PostgreSQL and CockroachDB alike) and
+#: 55P03 lock_not_available (``lock_timeout``, or NOWAIT): the statement was stopped after waiting or
+#: running too long. Not retried inside the job (it would wait as long again); the job ends with the
+#: database exit code, and a rerun once the blocker is gone succeeds (docs/runbook.md).
+TIMEOUT_SQLSTATES = frozenset({"57014", "55P03"})
+
+#: The same failures as dbt reports them (it has only the message): PostgreSQL says "canceling
+#: statement due to statement timeout" / "... lock timeout", "could not obtain lock"; CockroachDB
+#: "query execution canceled due to statement timeout", "canceling statement due to lock timeout".
+_TIMEOUT_HINTS = (
+    "due to statement timeout",
+    "due to lock timeout",
+    "could not obtain lock",
+    "lock timeout",
+    "sqlstate 57014",
+    "sqlstate 55p03",
+)
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """True for a statement stopped by ``statement_timeout`` or ``lock_timeout`` (57014, 55P03)."""
+    return isinstance(exc, psycopg.Error) and getattr(exc, "sqlstate", None) in TIMEOUT_SQLSTATES
+
+
+def is_timeout_message(message: str | None) -> bool:
+    """True when an error message (dbt's, which carries no SQLSTATE) reports a statement or lock
+    timeout."""
+    text = (message or "").lower()
+    return any(hint in text for hint in _TIMEOUT_HINTS)
+
+
+def timeout_advice(message: str) -> str:
+    """What an operator reads after a timeout: which setting stopped it and what to do."""
+    if "lock" in message.lower() or "55p03" in message.lower():
+        return (
+            "waited longer than ETL_LOCK_TIMEOUT_S for a lock another session holds (the blocker was logged"
+            " while the job waited); rerun once it is released (docs/runbook.md, 'A lock or statement timeout')"
+        )
+    return (
+        "a statement ran longer than ETL_STATEMENT_TIMEOUT_S; rerun, and raise the setting if the statement"
+        " legitimately needs longer (docs/runbook.md, 'A lock or statement timeout')"
+    )
+
+
 def is_connection_lost(exc: BaseException, conn: psycopg.Connection[Any] | None = None) -> bool:
     """True when the connection is gone and only a new one can go on: SQLSTATE class 08 (connection
     exception), 57P01-57P03 (the server shut down or is starting: a node restart in a rolling upgrade),

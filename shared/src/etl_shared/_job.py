@@ -11,6 +11,7 @@ import atexit
 import functools
 import gc
 import logging
+import os
 import signal
 import sys
 import threading
@@ -27,6 +28,7 @@ from ._db import Database, redact_url
 from ._embedded import start_embedded
 from ._errors import EXIT_OK, EtlError, exit_code_for
 from ._lineage import OpenLineageEmitter
+from ._lockwatch import LockWatch
 from ._logging import bind_context, configure_logging, redact
 from ._metrics import JobMetrics
 from ._migrations import apply_migrations
@@ -193,6 +195,24 @@ def _no_final_collection() -> None:
     atexit.register(gc.freeze)
 
 
+def job_applications(zone: str) -> list[str]:
+    """The application names of one job's connections: its own (``etl-<zone>:<pid>``) and dbt's
+    (``etl-<zone>-dbt:<pid>``); the lock watch finds the job's sessions by them."""
+    return [f"etl-{zone}:{os.getpid()}", f"etl-{zone}-dbt:{os.getpid()}"]
+
+
+def job_database(url: str, zone: str, settings: Settings) -> Database:
+    """The job's database: every connection with the lock and statement timeouts of the settings
+    (ETL_LOCK_TIMEOUT_S, ETL_STATEMENT_TIMEOUT_S) and the job's application name."""
+    return Database(
+        url,
+        application_name=job_applications(zone)[0],
+        attempts=settings.transaction_attempts,
+        lock_timeout_s=settings.lock_timeout_s,
+        statement_timeout_s=settings.statement_timeout_s,
+    )
+
+
 def run_job(zone: str, job_name: str, settings: Settings, work: Callable[[JobContext], None]) -> int:
     """Run ``work`` as the job ``job_name`` of ``zone`` and return the exit code."""
     _no_final_collection()
@@ -203,11 +223,14 @@ def run_job(zone: str, job_name: str, settings: Settings, work: Callable[[JobCon
     metrics.start(settings.pushgateway_url)
     audit: JobAudit | None = None
     db: Database | None = None
+    watch: LockWatch | None = None
     lineage = OpenLineageEmitter.from_settings(settings, zone=zone, job_name=job_name)
     exit_code = 1
     try:
         url = resolve_database_url(settings)
-        db = Database(url, application_name=f"etl-{zone}", attempts=settings.transaction_attempts)
+        db = job_database(url, zone, settings)
+        watch = LockWatch(db, applications=job_applications(zone), after_s=settings.lock_wait_log_s)
+        watch.start()
         _log.info("job %s starting on %s", job_name, redact_url(url))
         apply_migrations(db)
         audit = JobAudit(db, run_id=settings.run_id, zone=zone, job_name=job_name)
@@ -233,6 +256,8 @@ def run_job(zone: str, job_name: str, settings: Settings, work: Callable[[JobCon
                 _log.error("could not record the failure in ops.job_runs: %s", redact(str(audit_exc)))
             lineage.finish(db, failed=True, error=message, exit_code=exit_code)
     finally:
+        if watch is not None:
+            watch.stop()
         signal.signal(signal.SIGTERM, previous_handler)
         metrics.finish(exit_code)
         metrics.push(settings.pushgateway_url)

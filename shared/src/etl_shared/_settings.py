@@ -61,7 +61,25 @@ class Settings(BaseSettings):
         default=None,
         description="Folder of secret files (ETL_SECRETS_DIR); unset: /run/secrets when it exists",
     )
-    statement_timeout_s: int = Field(default=0, ge=0, description="Server-side statement timeout, 0 = none")
+    # -- timeouts of every database connection of a job (psycopg's and dbt's); docs/configuration.md
+    lock_timeout_s: float = Field(
+        default=120,
+        ge=0,
+        description="Longest wait of one statement for a lock another session holds (server-side"
+        " lock_timeout), then the job ends with exit 5; 0 = wait for ever",
+    )
+    statement_timeout_s: float = Field(
+        default=3600,
+        ge=0,
+        description="Longest run of one statement (server-side statement_timeout), then the job ends with"
+        " exit 5; 0 = none",
+    )
+    lock_wait_log_s: float = Field(
+        default=5,
+        gt=0,
+        description="A statement of the job waiting for a lock this long is logged with the session that"
+        " blocks it (and again every 30 s while it waits)",
+    )
     transaction_attempts: int = Field(
         default=10,
         ge=1,

@@ -11,9 +11,9 @@ statement it runs, so the DBA sees exactly what was granted. What each role may 
 ==============  ===================================================================================
 role            privileges
 ==============  ===================================================================================
-etl_staging     writes ``staging``; writes the audit tables in ``ops`` (not ``ops.pii_keys``)
-etl_conformed   reads ``staging``; writes ``conformed``; writes the audit tables in ``ops``
-etl_semantic    reads ``conformed``; writes ``semantic``; writes ``ops`` including ``ops.pii_keys``
+etl_staging     writes ``staging``; its own audit rows in ``ops`` (not ``ops.pii_keys``)
+etl_conformed   reads ``staging``; writes ``conformed``; its own audit rows in ``ops``
+etl_semantic    reads ``conformed``; writes ``semantic``; its own audit rows in ``ops``, ``ops.pii_keys``
 etl_qlik        reads ``semantic``; nothing else
 ==============  ===================================================================================
 
@@ -29,9 +29,15 @@ Tables that dbt creates later are covered by default privileges: what ``etl_conf
 ``etl_semantic`` creates in ``semantic`` by ``etl_qlik``. Tables that a later migration creates are
 covered by the owner's default privileges, and by rerunning this setup (the release does).
 
+In ``ops`` no zone role deletes anything or writes ``ops.schema_migrations``; the audit tables are
+append-only but for the job's own row and lock rows, and where the database has row-level security
+(PostgreSQL; CockroachDB from v25.2) each role inserts and updates only its own zone's rows and its own
+locks (``ops_privileges``, ``DatabaseSetup._row_policies``; docs/database-setup.md lists every grant).
+
 On CockroachDB the zone roles also get the session setting ``autocommit_before_ddl = on`` (DDL is
-never mixed into an open transaction). No other session setting is needed: the jobs set nothing
-else, and an operator who runs them under another user loses nothing but that guard.
+never mixed into an open transaction). No other session setting is needed: the jobs set their lock
+and statement timeouts on every connection themselves (ETL_LOCK_TIMEOUT_S, ETL_STATEMENT_TIMEOUT_S),
+and an operator who runs them under another user loses nothing but that guard.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -72,6 +79,36 @@ class RolePlan:
     ops: bool = True  # writes the audit tables in ops
     ops_excluded: frozenset[str] = field(default=SEMANTIC_ONLY_OPS_TABLES)
     session_settings: bool = True  # a job role (autocommit_before_ddl), not a reader
+
+    @property
+    def zone(self) -> str:
+        """The zone whose job runs as this role (the ``zone`` of the ops rows it writes)."""
+        return self.writes[0] if self.writes else ""
+
+
+#: ops tables a zone role only reads: the migrations' record belongs to the owner (dbsetup).
+OPS_READ_ONLY = frozenset({"schema_migrations"})
+#: ops tables that are an append-only record: the jobs insert rows (``on conflict do nothing``) and never
+#: change one. dq_results is one of them except for the conformed zone, whose data-quality hooks upsert
+#: the results of their own job (``on conflict (job_id, rule_id) do update``).
+OPS_APPEND_ONLY = frozenset(
+    {"dbt_node_results", "dq_results", "exports", "lineage_edges", "operator_actions", "schema_changes"}
+)
+#: (table, zone) pairs that may update an otherwise append-only table
+OPS_UPDATES = frozenset({("dq_results", "conformed")})
+
+
+def ops_privileges(plan: RolePlan, table: str) -> tuple[str, ...]:
+    """The privileges of a zone role on one ops table: never DELETE (an audit row is never removed by a
+    job; retention of the audit tables is the owner's); SELECT on every table it may see; INSERT and
+    UPDATE as the table's use needs (OPS_READ_ONLY, OPS_APPEND_ONLY). A table not listed (job_runs,
+    locks, pii_keys for semantic, one a later release adds) gets SELECT, INSERT, UPDATE. Which rows a
+    role may insert and update is the row-level policies' business (DatabaseSetup._row_policies)."""
+    if table in OPS_READ_ONLY:
+        return ("SELECT",)
+    if table in OPS_APPEND_ONLY and (table, plan.zone) not in OPS_UPDATES:
+        return ("SELECT", "INSERT")
+    return ("SELECT", "INSERT", "UPDATE")
 
 
 def role_plans(prefix: str = "etl_") -> list[RolePlan]:
@@ -125,7 +162,99 @@ class DatabaseSetup:
                 self._role(conn, plan, (passwords or {}).get(plan.name))
             for plan in self.plans:
                 self._grants(conn, plan, database, owner)
+            self._row_policies(conn)
+            if self.cockroach:
+                for plan in self.plans:
+                    if plan.session_settings:
+                        # the lock watch reads who blocks a job (crdb_internal.cluster_locks, sessions);
+                        # REDACTED: the statements' constants are not shown
+                        self._exec(
+                            conn,
+                            sql.SQL("grant system viewactivityredacted to {}").format(
+                                sql.Identifier(plan.name)
+                            ),
+                        )
         self._say("-- database setup complete")
+
+    def _row_policies(self, conn: psycopg.Connection[Any]) -> None:
+        """Row-level security on the ops tables the zone jobs write: each zone role inserts and updates
+        only rows of its own zone (``zone`` column) and only the locks it owns (``ops.locks.owner_role``),
+        and reads all of them. PostgreSQL; CockroachDB from v25.2 (before that it has no row-level
+        security, and only the table privileges hold: docs/database-setup.md).
+
+        Policies are created before the table's security is enabled, and altered rather than dropped
+        when they exist, so that a job running meanwhile is never refused for lack of one. The owner
+        (``etl status``, the DBA) is not subject to them."""
+        if self.cockroach and not _cockroach_has_row_security(conn):
+            self._say(
+                "-- CockroachDB before v25.2 has no row-level security: the zone roles may update any"
+                " zone's rows of ops.job_runs and ops.locks (no DELETE, no schema_migrations;"
+                " docs/database-setup.md); rerun this setup after upgrading"
+            )
+            return
+        # released lock rows from before V013 have no owner: the next acquire inserts them again, owned
+        self._exec(conn, sql.SQL("delete from ops.locks where owner_role is null and holder is null"))
+        zone_tables = {
+            table
+            for (table,) in conn.execute(
+                "select table_name from information_schema.columns"
+                " where table_schema = 'ops' and column_name = 'zone' order by 1"
+            ).fetchall()
+        }
+        jobs = [p for p in self.plans if p.ops and p.zone]
+        for table in [*sorted(zone_tables), "locks"]:
+            for plan in jobs:
+                if table in plan.ops_excluded:
+                    continue
+                privileges = ops_privileges(plan, table)
+                if table == "locks":
+                    own = sql.SQL("owner_role = current_user or owner_role is null")
+                    insert_check = sql.SQL("owner_role = current_user")
+                else:
+                    own = sql.SQL("zone = {}").format(sql.Literal(plan.zone))
+                    insert_check = own
+                self._policy(conn, table, f"{plan.name}_reads", "select", plan.name, sql.SQL("true"), None)
+                if "INSERT" in privileges:
+                    self._policy(conn, table, f"{plan.name}_inserts", "insert", plan.name, None, insert_check)
+                if "UPDATE" in privileges:
+                    self._policy(conn, table, f"{plan.name}_updates", "update", plan.name, own, own)
+            self._exec(
+                conn,
+                sql.SQL("alter table {}.{} enable row level security").format(
+                    sql.Identifier("ops"), sql.Identifier(table)
+                ),
+            )
+
+    def _policy(
+        self,
+        conn: psycopg.Connection[Any],
+        table: str,
+        name: str,
+        command: str,
+        role: str,
+        using: sql.Composable | None,
+        check: sql.Composable | None,
+    ) -> None:
+        exists = conn.execute(
+            "select 1 from pg_catalog.pg_policies where schemaname = 'ops' and tablename = %s and policyname = %s",
+            (table, name),
+        ).fetchone()
+        target = sql.SQL("{} on {}.{}").format(
+            sql.Identifier(name), sql.Identifier("ops"), sql.Identifier(table)
+        )
+        clauses = sql.SQL("").join(
+            [
+                sql.SQL(" using ({})").format(using) if using is not None else sql.SQL(""),
+                sql.SQL(" with check ({})").format(check) if check is not None else sql.SQL(""),
+            ]
+        )
+        if exists:
+            statement = sql.SQL("alter policy {} to {}{}").format(target, sql.Identifier(role), clauses)
+        else:
+            statement = sql.SQL("create policy {} for {} to {}{}").format(
+                target, sql.SQL(command), sql.Identifier(role), clauses
+            )
+        self._exec(conn, statement)
 
     # ------------------------------------------------------------------ steps
 
@@ -177,10 +306,25 @@ class DatabaseSetup:
                 target = sql.SQL("table {}.{}").format(sql.Identifier("ops"), sql.Identifier(table))
                 if table in plan.ops_excluded:
                     self._exec(conn, sql.SQL("revoke all on {} from {}").format(target, role))
-                else:
+                    continue
+                allowed = ops_privileges(plan, table)
+                # what earlier releases granted and this one does not (DELETE everywhere, writes on
+                # schema_migrations and the append-only tables) is taken back, without a moment in
+                # which the role lacks what it needs
+                taken = [p for p in DML if p not in allowed]
+                if taken:
                     self._exec(
-                        conn, sql.SQL("grant select, insert, update, delete on {} to {}").format(target, role)
+                        conn,
+                        sql.SQL("revoke {} on {} from {}").format(
+                            sql.SQL(", ").join(sql.SQL(p) for p in taken), target, role
+                        ),
                     )
+                self._exec(
+                    conn,
+                    sql.SQL("grant {} on {} to {}").format(
+                        sql.SQL(", ").join(sql.SQL(p) for p in allowed), target, role
+                    ),
+                )
 
     def _schema_privileges(
         self,
@@ -219,6 +363,13 @@ class DatabaseSetup:
     def _say(self, text: str) -> None:
         self.out.write(text.rstrip(";") + ";\n" if not text.startswith("--") else text + "\n")
         self.out.flush()
+
+
+def _cockroach_has_row_security(conn: psycopg.Connection[Any]) -> bool:
+    """True on CockroachDB v25.2 or later (row-level security; "CockroachDB CCL v25.2.0 (...)")."""
+    row = conn.execute("select version()").fetchone()
+    match = re.search(r"\bv(\d+)\.(\d+)", str(row[0]) if row else "")
+    return match is not None and (int(match.group(1)), int(match.group(2))) >= (25, 2)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -316,7 +316,9 @@ def skip_pull(argv: Sequence[str]) -> int:
         sys.stderr.write(f"etl-conformed skip-pull: {exc}\n")
         return EXIT_CONFIGURATION
     url = resolve_database_url(settings, announce=False)
-    db = Database(url)
+    db = Database(
+        url, lock_timeout_s=settings.lock_timeout_s, statement_timeout_s=settings.statement_timeout_s
+    )
     try:
         project = zone_project(ZONE, settings)
         declared = consumers_from_manifest(zone_manifest(project, url, zone_variables(settings)))

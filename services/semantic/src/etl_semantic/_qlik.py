@@ -410,7 +410,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigurationError(
                 f"no semantic model declares meta {QLIK_APP_META_KEY}: no Qlik app to write"
             )
-        database = Database(resolve_database_url(settings, announce=False), application_name="etl-semantic")
+        database = Database(
+            resolve_database_url(settings, announce=False),
+            application_name="etl-semantic",
+            lock_timeout_s=settings.lock_timeout_s,
+            statement_timeout_s=settings.statement_timeout_s,
+        )
         with database.connect(autocommit=True) as conn:
             written = [write_load_script(conn, folder, app, fact) for app, fact in apps.items()]
     except (EtlError, psycopg.Error) as exc:

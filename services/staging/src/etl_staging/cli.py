@@ -201,7 +201,12 @@ def reset_command(
     from ._reset import known_entities, preview_reset, reset_entity
 
     try:
-        db = Database(resolve_database_url(settings, announce=False), application_name="etl-staging-reset")
+        db = Database(
+            resolve_database_url(settings, announce=False),
+            application_name="etl-staging-reset",
+            lock_timeout_s=settings.lock_timeout_s,
+            statement_timeout_s=settings.statement_timeout_s,
+        )
         apply_migrations(db)
         configured = [e.name for s in sources.sources if s.name == source for e in s.entities]
         stored = known_entities(db, source)
