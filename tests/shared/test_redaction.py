@@ -45,9 +45,14 @@ def fresh_secrets() -> Iterator[None]:
         _logging._SECRETS = saved
 
 
+#: The jobs' own advice on an unreadable URL: it names the delimiters, so it is not a leak
+URL_ADVICE = "(percent-encode @ : / ? # % and spaces in the password)"
+
+
 def leaks(password: str, text: str, neutral_text: str) -> list[str]:
     """The parts of ``password`` (3 characters or more) in ``text`` that the same message written
-    with a neutral password does not hold."""
+    with a neutral password does not hold (the jobs' fixed advice on encoding aside)."""
+    text = text.replace(URL_ADVICE, "")
     parts = {password[i:j] for i in range(len(password)) for j in range(i + 3, len(password) + 1)}
     return sorted(part for part in parts if part in text and part not in neutral_text)
 
@@ -78,7 +83,7 @@ def connection_messages(password: str) -> list[str]:
     return messages
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(password=PASSWORDS)
 def test_no_part_of_the_password_reaches_a_connection_message(password: str) -> None:
     with fresh_secrets():
@@ -90,7 +95,7 @@ def test_no_part_of_the_password_reaches_a_connection_message(password: str) -> 
         assert not leaks(password, message, neutral_message), message
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, derandomize=True)
 @given(password=PASSWORDS)
 def test_redact_url_hides_any_password(password: str) -> None:
     url = settings_url(password)
@@ -103,7 +108,7 @@ def test_redact_url_hides_any_password(password: str) -> None:
         )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, derandomize=True)
 @given(password=PASSWORDS)
 def test_dbt_event_log_hides_any_password(password: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     from dbt.events.types import MainEncounteredError

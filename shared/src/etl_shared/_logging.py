@@ -105,7 +105,7 @@ def register_secret(value: str | None) -> None:
 class _SecretPieces:
     """The registered secrets, and what of them :meth:`mask` hides.
 
-    A URL parser cuts an unencoded password at its delimiters (``@ : / ? # & = %``, see
+    A URL parser cuts an unencoded password at its delimiters (``@ : / ? # & = %`` and white space, see
     :data:`_URL_DELIMITERS`) and may show any run of the pieces it cut in an error: hidden is every
     part of a secret of 3 characters or more that starts and ends at a piece boundary (the start or
     end of the secret, or either side of a delimiter), the secret whole, and the same of its
@@ -158,7 +158,7 @@ class _SecretPieces:
 
 
 #: Where a URL parser may cut a password written into a URL unencoded.
-_URL_DELIMITERS = frozenset("@:/?#&=%[]")
+_URL_DELIMITERS = frozenset("@:/?#&=%[] \t")
 
 
 def _aligned_parts(secret: str) -> set[str]:
