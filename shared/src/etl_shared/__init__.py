@@ -47,9 +47,10 @@ from ._lineage import (
     record_lineage_edges,
     url_namespace,
 )
-from ._locks import LeaseLock
+from ._liveness import AbandonedJob, ZoneBusy, mark_abandoned_jobs, zone_lease_names
+from ._locks import LeaseBusy, LeaseLock, LeaseLost
 from ._logging import JsonFormatter, bind_context, configure_logging, log_context, redact
-from ._metrics import JobMetrics
+from ._metrics import DEFAULT_DURATION_SLA_S, JobMetrics
 from ._migrations import Migration, MigrationRunner, apply_migrations, bundled_migrations, load_migrations
 from ._retention import (
     RetentionRule,
@@ -60,6 +61,7 @@ from ._retention import (
 from ._settings import Settings, absolute_path, configured_secrets_dir, load_settings, new_run_id
 
 __all__ = [
+    "DEFAULT_DURATION_SLA_S",
     "EXIT_CONFIGURATION",
     "EXIT_DATABASE",
     "EXIT_DATA_QUALITY",
@@ -67,6 +69,7 @@ __all__ = [
     "EXIT_SOURCE",
     "EXIT_UNEXPECTED",
     "WAREHOUSE_DATABASE",
+    "AbandonedJob",
     "ConfigurationError",
     "CopyWriter",
     "DataQualityError",
@@ -85,7 +88,9 @@ __all__ = [
     "JobTerminated",
     "JsonFormatter",
     "KeysetRead",
+    "LeaseBusy",
     "LeaseLock",
+    "LeaseLost",
     "Migration",
     "MigrationRunner",
     "NodeResult",
@@ -101,6 +106,7 @@ __all__ = [
     "SourceFatalError",
     "SourceTransientError",
     "TransformError",
+    "ZoneBusy",
     "ZoneHooks",
     "ZoneProject",
     "absolute_path",
@@ -128,6 +134,7 @@ __all__ = [
     "load_migrations",
     "load_settings",
     "log_context",
+    "mark_abandoned_jobs",
     "model_retention_rules",
     "new_run_id",
     "platform_dir",
@@ -142,6 +149,7 @@ __all__ = [
     "run_transaction",
     "start_embedded",
     "url_namespace",
+    "zone_lease_names",
     "zone_manifest",
     "zone_project",
     "zone_variables",

@@ -163,6 +163,10 @@ def _format_summary(settings: Settings, run_id: str, runs: list[ZoneRun]) -> str
     return "\n".join(lines) + "\n"
 
 
+#: The job statuses `etl status` writes in capitals (and `--check` fails on).
+_ALARMS = {"failed", "abandoned"}
+
+
 def _format_status(status: Status) -> str:
     lines = ["Zones:"]
     for zone in ZONES:
@@ -172,7 +176,7 @@ def _format_status(status: Status) -> str:
             continue
         code = f" (exit {run.exit_code})" if run.exit_code not in (None, 0) else ""
         lines.append(
-            f"  {zone:<10} {run.status.upper() if run.status == 'failed' else run.status:<10}{code}"
+            f"  {zone:<10} {run.status.upper() if run.status in _ALARMS else run.status:<10}{code}"
             f" {run.job_name}  run {run.run_id}  started {run.started_at:%Y-%m-%d %H:%M:%S}"
             f"  {run.seconds or 0:.1f}s  {run.rows} rows"
         )
@@ -228,11 +232,18 @@ def _format_status(status: Status) -> str:
                     f" {'FAILED' if change['action'] == 'failed' else 'warned'} {change['kind']}"
                     f" {change['column']}{typed}{count}: {change['detail'] or ''}  (pull {change['pull_id'][:8]})"
                 )
-    if status.failed_zones or status.stale or status.unconsumed or status.contract_broken:
+    for job in status.overdue:
+        lines.append(
+            f"  OVERDUE: the {job.zone} job {job.job_id} (run {job.run_id}) has run {job.seconds:.0f}s,"
+            f" past its {job.sla_s:.0f}s SLA"
+        )
+    if not status.healthy:
         lines.append(
             "Attention: "
             + "; ".join(
                 [f"{zone} failed" for zone in status.failed_zones]
+                + [f"{zone} job abandoned (its process died)" for zone in status.abandoned_zones]
+                + [f"{job.zone} job running past its SLA" for job in status.overdue]
                 + [f"{s.source}.{s.entity} stale" for s in status.stale]
                 + [f"{s.source}.{s.entity} pulls unconsumed past the SLA" for s in status.unconsumed]
                 + [f"{s.source}.{s.entity} schema contract broken" for s in status.contract_broken]
@@ -304,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(format_lineage(data))
         return 0
     try:
-        status = current_status(db, sources_file=args.sources_file)
+        status = current_status(db, sources_file=args.sources_file, duration_sla_s=settings.duration_sla_s)
     except Exception as exc:
         sys.stderr.write(f"etl status: cannot read the audit tables (has a job run yet?): {exc}\n")
         return EXIT_DATABASE
