@@ -15,5 +15,6 @@ alter table ops.job_runs drop constraint if exists check_status;
 
 alter table ops.job_runs drop constraint if exists job_runs_status_known;
 
-alter table ops.job_runs add constraint job_runs_status_known
-    check (status in ('running', 'succeeded', 'failed', 'cancelled', 'abandoned'));
+alter table ops.job_runs add constraint job_runs_status_known check (
+    status in ('running', 'succeeded', 'failed', 'cancelled', 'abandoned')
+);
