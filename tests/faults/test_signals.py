@@ -151,3 +151,29 @@ def test_a_stopped_staging_job_exits_143_and_leaves_no_partial_pull(
         " where p.status <> 'committed'",
     )
     assert leftovers == [(0,)]
+
+
+def test_etl_run_passes_a_stop_on_to_the_running_zone(staged: fault_support.Staged, warehouse: str) -> None:
+    """`etl run` stopped while conformed builds: the zone gets the signal, stops cleanly, and the run
+    stops there with 143 (the semantic zone never starts)."""
+    env = staged.env(warehouse, staged.samples_dir)  # the sample APIs serve the generated files
+    log = staged.samples_dir.parent / "etl-run.log"
+    process = start("etl", "run", "--sample-apis", env=env, log=log)
+    wait_for(
+        lambda: (
+            bool(rows(warehouse, "select count(*) from ops.job_runs where zone = 'conformed'")[0][0])
+            and dbt_running(warehouse)()
+        ),
+        "dbt builds the conformed zone",
+        process=process,
+    )
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=300) == 143, log.read_text()[-3000:]
+    assert "stopped at conformed (exit 143)" in log.read_text()
+    zones = rows(warehouse, "select zone, status, exit_code from ops.job_runs order by started_at")
+    # the template's staging job, this run's, then the stopped conformed job; no semantic job
+    assert zones == [
+        ("staging", "succeeded", 0),
+        ("staging", "succeeded", 0),
+        ("conformed", "cancelled", 143),
+    ]

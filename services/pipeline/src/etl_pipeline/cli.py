@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -129,12 +130,30 @@ def _run_zones(run_id: str, env: dict[str, str]) -> int:
     for zone in ZONES:
         started = time.monotonic()
         sys.stderr.write(f"--> {zone} ...\n")
-        code = subprocess.call(_zone_command(zone), env=env)
+        code = _run_zone(_zone_command(zone), env)
         sys.stderr.write(f"<-- {zone} exited {code} after {time.monotonic() - started:.1f}s\n")
         if code != 0:
             sys.stderr.write(f"etl run {run_id}: stopped at {zone} (exit {code}); see docs/exit-codes.md\n")
             return code
     return 0
+
+
+def _run_zone(command: list[str], env: dict[str, str]) -> int:
+    """Run one zone's process to its end; SIGTERM or SIGINT sent to ``etl run`` is passed on to it, so
+    that the zone stops cleanly (exit 143, its job row cancelled) rather than being killed or left
+    running alone, and ``etl run`` stops there with its code."""
+    process = subprocess.Popen(command, env=env)
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return process.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _format_summary(settings: Settings, run_id: str, runs: list[ZoneRun]) -> str:
