@@ -214,6 +214,7 @@ def _run_job(
     heartbeat: Heartbeat | None = None
     lineage = OpenLineageEmitter.from_settings(settings, zone=zone, job_name=job_name)
     exit_code = 1
+    not_started = False
     try:
         url = resolve_database_url(settings)
         db = Database(url, application_name=f"etl-{zone}", attempts=settings.transaction_attempts)
@@ -245,7 +246,8 @@ def _run_job(
         exc = stop_cause(raised)
         exit_code = exit_code_for(exc)
         message = redact(f"{type(exc).__name__}: {exc}")
-        if isinstance(exc, ZoneBusy) and audit is None:
+        not_started = isinstance(exc, ZoneBusy) and audit is None
+        if not_started:
             _log.error("job %s did not start (exit %d): %s", job_name, exit_code, message)
         elif isinstance(exc, JobTerminated):
             _log.error("job %s cancelled (exit %d): %s", job_name, exit_code, message)
@@ -267,6 +269,11 @@ def _run_job(
             heartbeat.stop()
         if held is not None:
             held.release()
-        metrics.finish(exit_code)
-        metrics.push(settings.pushgateway_url)
+        if not_started:
+            # the zone's other job, which holds the lease, owns the zone's metrics: a push of this
+            # exit 5 would show the zone failed while it runs
+            _log.info("metrics not pushed: this job did not start")
+        else:
+            metrics.finish(exit_code)
+            metrics.push(settings.pushgateway_url)
     return exit_code
