@@ -137,3 +137,35 @@ def test_lock_is_released_when_the_block_raises(db: Database) -> None:
     with pytest.raises(RuntimeError, match="inside"), LeaseLock(db, "loads"):
         raise RuntimeError("inside")
     assert _lock_row(db, "loads") == (None, None)
+
+
+def test_a_holder_with_this_pid_but_another_process_token_is_dead(db: Database) -> None:
+    """An earlier process with this pid (pid 1 of a restarted container) left the lease: taken over at once."""
+    import os
+    import socket
+
+    earlier = f"{socket.gethostname()}:{os.getpid()}:deadbeef.0123abcd"
+    LeaseLock(db, "loads").acquire()  # creates the row
+    with db.connect(autocommit=True) as conn:
+        conn.execute(
+            "update ops.locks set holder = %s, expires_at = now() + interval '1 hour' where name = 'loads'",
+            (earlier,),
+        )
+    lock = LeaseLock(db, "loads", wait_s=0)
+    lock.acquire()
+    assert lock.took_over == earlier
+    assert _lock_row(db, "loads") == (lock.holder, True)
+
+
+def test_a_busy_lease_names_its_holder_and_since_when(db: Database, caplog: pytest.LogCaptureFixture) -> None:
+    from etl_shared import LeaseBusy
+
+    first = LeaseLock(db, "loads", lease_s=60, holder="elsewhere:1:job 42")
+    first.acquire()
+    with caplog.at_level("INFO"), pytest.raises(LeaseBusy) as info:
+        LeaseLock(db, "loads", wait_s=0.3).acquire()
+    assert info.value.holder == "elsewhere:1:job 42" and info.value.since is not None
+    assert f"since {info.value.since}" in str(info.value)
+    waiting = [r.getMessage() for r in caplog.records if "waiting up to" in r.getMessage()]
+    assert waiting and waiting[0].startswith("lock loads held by elsewhere:1:job 42 since ")
+    first.release()

@@ -48,7 +48,8 @@ from ._lineage import (
     record_lineage_edges,
     url_namespace,
 )
-from ._locks import LeaseLock
+from ._liveness import AbandonedJob, ZoneBusy, mark_abandoned_jobs, zone_lease_names
+from ._locks import LeaseBusy, LeaseLock, LeaseLost
 from ._logging import (
     JsonFormatter,
     bind_context,
@@ -59,7 +60,7 @@ from ._logging import (
     register_url_password,
     url_password_problem,
 )
-from ._metrics import JobMetrics
+from ._metrics import DEFAULT_DURATION_SLA_S, JobMetrics
 from ._migrations import Migration, MigrationRunner, apply_migrations, bundled_migrations, load_migrations
 from ._retention import (
     RetentionRule,
@@ -70,6 +71,7 @@ from ._retention import (
 from ._settings import Settings, absolute_path, configured_secrets_dir, load_settings, new_run_id
 
 __all__ = [
+    "DEFAULT_DURATION_SLA_S",
     "EXIT_CONFIGURATION",
     "EXIT_DATABASE",
     "EXIT_DATA_QUALITY",
@@ -77,6 +79,7 @@ __all__ = [
     "EXIT_SOURCE",
     "EXIT_UNEXPECTED",
     "WAREHOUSE_DATABASE",
+    "AbandonedJob",
     "ConfigurationError",
     "CopyWriter",
     "DataQualityError",
@@ -95,7 +98,9 @@ __all__ = [
     "JobTerminated",
     "JsonFormatter",
     "KeysetRead",
+    "LeaseBusy",
     "LeaseLock",
+    "LeaseLost",
     "Migration",
     "MigrationRunner",
     "NodeResult",
@@ -111,6 +116,7 @@ __all__ = [
     "SourceFatalError",
     "SourceTransientError",
     "TransformError",
+    "ZoneBusy",
     "ZoneHooks",
     "ZoneProject",
     "absolute_path",
@@ -139,6 +145,7 @@ __all__ = [
     "load_migrations",
     "load_settings",
     "log_context",
+    "mark_abandoned_jobs",
     "model_retention_rules",
     "new_run_id",
     "platform_dir",
@@ -159,6 +166,7 @@ __all__ = [
     "url_namespace",
     "url_password_problem",
     "write_atomically",
+    "zone_lease_names",
     "zone_manifest",
     "zone_project",
     "zone_variables",

@@ -64,12 +64,22 @@ class JobAudit:
         self.job_name = job_name
         self.job_id = uuid.uuid4()
 
-    def start(self) -> None:
+    def start(self, *, lease_s: int | None = None) -> None:
+        """Open the row, ``running``; with ``lease_s``, alive for that long unless renewed (_liveness)."""
         self.db.transaction(
             lambda conn: conn.execute(
-                "insert into ops.job_runs (job_id, run_id, zone, job_name, status, started_at, host, pid)"
-                " values (%s, %s, %s, %s, 'running', now(), %s, %s) on conflict (job_id) do nothing",
-                (self.job_id, self.run_id, self.zone, self.job_name, socket.gethostname(), os.getpid()),
+                "insert into ops.job_runs (job_id, run_id, zone, job_name, status, started_at, host, pid,"
+                " lease_expires_at) values (%s, %s, %s, %s, 'running', now(), %s, %s,"
+                " now() + %s * interval '1 second') on conflict (job_id) do nothing",
+                (
+                    self.job_id,
+                    self.run_id,
+                    self.zone,
+                    self.job_name,
+                    socket.gethostname(),
+                    os.getpid(),
+                    lease_s,
+                ),
             ),
             name="audit start",
         )

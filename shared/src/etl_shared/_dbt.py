@@ -37,6 +37,7 @@ from ._errors import (
 from ._files import write_atomically
 from ._logging import redact
 from ._settings import absolute_path
+from ._signals import raise_if_stopped
 
 _log = logging.getLogger(__name__)
 _PASSWORD_ENV = "ETL_DBT_PASSWORD"  # noqa: S105 - the name of a variable, not a password
@@ -250,9 +251,13 @@ class DbtProject:
         try:
             with _environment(environment):
                 callbacks = [event_log] if on_event is None else [event_log, on_event]
-                return dbt_runner(callbacks=callbacks).invoke(argv)
+                result = dbt_runner(callbacks=callbacks).invoke(argv)
         finally:
             event_log.close()
+        # SIGTERM/SIGINT while dbt ran: dbt cancelled its queries and returned the interrupt as a
+        # failed result; the job ends as stopped (143), not as a failed build
+        raise_if_stopped(f"dbt {command}")
+        return result
 
     @property
     def _artefacts_stamp(self) -> Path:

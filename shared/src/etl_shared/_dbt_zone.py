@@ -25,6 +25,7 @@ from ._domains import (
 from ._errors import EXIT_CONFIGURATION, ConfigurationError
 from ._files import remove_stale_temporary_files
 from ._job import JobContext, resolve_database_url, run_job
+from ._liveness import zone_lease_names
 from ._retention import RetentionRule, apply_retention_rules, declared_retention_rules
 from ._settings import Settings, load_settings
 
@@ -112,6 +113,14 @@ def zone_manifest(project: ZoneProject, url: str, variables: dict[str, Any]) -> 
     )
 
 
+#: How selection_blocked_by names the previous job's end.
+_PREVIOUS_STATUS = {
+    "running": "died without closing its row (its lease expired; not yet marked abandoned)",
+    "abandoned": "was abandoned (its process died: killed, or its host lost)",
+    "cancelled": "was cancelled (SIGTERM or SIGINT)",
+}
+
+
 def selection_blocked_by(
     context: JobContext, zone: str, checksums: dict[str, str], domains: str
 ) -> str | list[str] | None:
@@ -132,6 +141,8 @@ def selection_blocked_by(
             "select status, counts -> 'dbt_project' from ops.job_runs"
             " where zone = %s and job_id <> %s"
             " and (counts -> 'dbt_project' ->> 'domains' = %s or counts -> 'dbt_project' is null)"
+            # a live job (its lease renewed) is another domain's: this job holds its own domains' leases
+            " and not coalesce(status = 'running' and lease_expires_at > now(), false)"
             " order by started_at desc limit 1",
             (zone, context.audit.job_id, domains),
         ).fetchone()
@@ -139,7 +150,7 @@ def selection_blocked_by(
         return f"first run of the zone with the domains {domains or '(none)'}"
     status, previous = row
     if status != "succeeded":
-        return f"the previous {zone} job {'is still marked running (killed?)' if status == 'running' else status}"
+        return f"the previous {zone} job {_PREVIOUS_STATUS.get(status, status)}"
     if not isinstance(previous, dict) or not previous.get("complete"):
         return f"the previous {zone} job did not build everything it needed (a manual --select, or older release)"
     if previous.get("checksum") == combined_checksum(checksums):
@@ -284,7 +295,7 @@ def dbt_zone_main(
         if hooks.retention is not None:
             run_retention(context, hooks.retention(context, outcome))
 
-    return run_job(zone, zone, settings, work)
+    return run_job(zone, zone, settings, work, leases=zone_lease_names(zone, project.domain_packages))
 
 
 def _plan(

@@ -12,13 +12,11 @@ import functools
 import gc
 import logging
 import os
-import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any
 
 from psycopg import sql
@@ -28,19 +26,15 @@ from ._db import Database, redact_url
 from ._embedded import start_embedded
 from ._errors import EXIT_OK, EtlError, exit_code_for
 from ._lineage import OpenLineageEmitter
+from ._liveness import Heartbeat, ZoneBusy, ZoneLeases, job_holder, mark_abandoned_jobs
 from ._lockwatch import LockWatch
 from ._logging import bind_context, configure_logging, redact
 from ._metrics import JobMetrics
 from ._migrations import apply_migrations
 from ._settings import Settings
+from ._signals import JobTerminated, stop_cause, stop_on_signals
 
 _log = logging.getLogger(__name__)
-
-
-class JobTerminated(EtlError):
-    """The job received SIGTERM (Control-M kill, container stop)."""
-
-    exit_code = 143
 
 
 @dataclass
@@ -179,10 +173,6 @@ def refresh_statistics(db: Database, tables: list[str]) -> list[str]:
     return [f"{schema}.{name}" for schema, name in stale]
 
 
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise JobTerminated(f"received signal {signum}")
-
-
 @functools.cache
 def _no_final_collection() -> None:
     """Have the process freeze every object left (``gc.freeze``) when it exits, once a job ran.
@@ -213,19 +203,39 @@ def job_database(url: str, zone: str, settings: Settings) -> Database:
     )
 
 
-def run_job(zone: str, job_name: str, settings: Settings, work: Callable[[JobContext], None]) -> int:
-    """Run ``work`` as the job ``job_name`` of ``zone`` and return the exit code."""
+def run_job(
+    zone: str,
+    job_name: str,
+    settings: Settings,
+    work: Callable[[JobContext], None],
+    *,
+    leases: Sequence[str] = (),
+) -> int:
+    """Run ``work`` as the job ``job_name`` of ``zone`` and return the exit code.
+
+    ``leases`` (ops.locks names, see _liveness.zone_lease_names) are taken before the job writes
+    anything, its row included: a job that cannot get them within ETL_LEASE_WAIT_S exits 5 having
+    written nothing. SIGTERM and SIGINT stop the job with exit 143, its row marked cancelled."""
+    with stop_on_signals():
+        return _run_job(zone, job_name, settings, work, leases)
+
+
+def _run_job(
+    zone: str, job_name: str, settings: Settings, work: Callable[[JobContext], None], leases: Sequence[str]
+) -> int:
     _no_final_collection()
     configure_logging(settings.log_level)
     bind_context(run_id=settings.run_id, zone=zone)
-    previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
     metrics = JobMetrics(zone, job_name, duration_sla_s=settings.duration_sla_s)
     metrics.start(settings.pushgateway_url)
     audit: JobAudit | None = None
     db: Database | None = None
     watch: LockWatch | None = None
+    held: ZoneLeases | None = None
+    heartbeat: Heartbeat | None = None
     lineage = OpenLineageEmitter.from_settings(settings, zone=zone, job_name=job_name)
     exit_code = 1
+    not_started = False
     try:
         url = resolve_database_url(settings)
         db = job_database(url, zone, settings)
@@ -233,8 +243,21 @@ def run_job(zone: str, job_name: str, settings: Settings, work: Callable[[JobCon
         watch.start()
         _log.info("job %s starting on %s", job_name, redact_url(url))
         apply_migrations(db)
-        audit = JobAudit(db, run_id=settings.run_id, zone=zone, job_name=job_name)
-        audit.start()
+        pending = JobAudit(db, run_id=settings.run_id, zone=zone, job_name=job_name)
+        if leases:
+            held = ZoneLeases(
+                db,
+                leases,
+                holder=job_holder(pending.job_id, settings.run_id),
+                lease_s=settings.lease_s,
+                wait_s=settings.lease_wait_s,
+            )
+            held.acquire()
+        mark_abandoned_jobs(db, zone=zone, exclude=pending.job_id)
+        pending.start(lease_s=settings.lease_s)
+        audit = pending
+        heartbeat = Heartbeat(db, audit.job_id, held, lease_s=settings.lease_s)
+        heartbeat.start()
         lineage.start(audit.job_id)
         context = JobContext(settings=settings, db=db, audit=audit, metrics=metrics)
         work(context)
@@ -242,23 +265,40 @@ def run_job(zone: str, job_name: str, settings: Settings, work: Callable[[JobCon
         exit_code = EXIT_OK
         _log.info("job %s succeeded", job_name, extra={"counts": context.counts})
         lineage.finish(db, failed=False)
-    except BaseException as exc:
+    except BaseException as raised:
+        exc = stop_cause(raised)
         exit_code = exit_code_for(exc)
         message = redact(f"{type(exc).__name__}: {exc}")
-        if isinstance(exc, EtlError | KeyboardInterrupt):
+        not_started = isinstance(exc, ZoneBusy) and audit is None
+        if not_started:
+            _log.error("job %s did not start (exit %d): %s", job_name, exit_code, message)
+        elif isinstance(exc, JobTerminated):
+            _log.error("job %s cancelled (exit %d): %s", job_name, exit_code, message)
+        elif isinstance(exc, EtlError | KeyboardInterrupt):
             _log.error("job %s failed (exit %d): %s", job_name, exit_code, message)
         else:
             _log.exception("job %s failed unexpectedly (exit %d)", job_name, exit_code)
+        if heartbeat is not None:
+            heartbeat.stop()
         if audit is not None:
+            status = "cancelled" if isinstance(exc, JobTerminated) else "failed"
             try:
-                audit.finish(status="failed", exit_code=exit_code, error=message[:4000])
+                audit.finish(status=status, exit_code=exit_code, error=message[:4000])
             except Exception as audit_exc:
                 _log.error("could not record the failure in ops.job_runs: %s", redact(str(audit_exc)))
             lineage.finish(db, failed=True, error=message, exit_code=exit_code)
     finally:
         if watch is not None:
             watch.stop()
-        signal.signal(signal.SIGTERM, previous_handler)
-        metrics.finish(exit_code)
-        metrics.push(settings.pushgateway_url)
+        if heartbeat is not None:
+            heartbeat.stop()
+        if held is not None:
+            held.release()
+        if not_started:
+            # the zone's other job, which holds the lease, owns the zone's metrics: a push of this
+            # exit 5 would show the zone failed while it runs
+            _log.info("metrics not pushed: this job did not start")
+        else:
+            metrics.finish(exit_code)
+            metrics.push(settings.pushgateway_url)
     return exit_code

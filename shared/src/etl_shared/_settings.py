@@ -92,6 +92,20 @@ class Settings(BaseSettings):
         description="Longest acceptable run of the job in seconds (metric etl_job_duration_sla_seconds);"
         " unset: the zone's default (staging 3600, conformed and semantic 7200), 0: none",
     )
+    # One run of a zone at a time, and dead jobs seen (docs/configuration.md, "Leases")
+    lease_wait_s: float = Field(
+        default=600,
+        ge=0,
+        description="How long a conformed or semantic job waits for another job of its zone and domain to"
+        " end before it exits 5 having written nothing",
+    )
+    lease_s: int = Field(
+        default=60,
+        ge=4,
+        le=3600,
+        description="A job renews its leases (its zone's, and its job row's) every quarter of this; one not"
+        " renewed for this long is a dead job's: taken over, and its row marked abandoned",
+    )
     openlineage_url: str | None = Field(
         default=None,
         description="OpenLineage endpoint the jobs POST their run events to, e.g. http://marquez:5000/api/v1/lineage",

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from etl_shared import Database
+from etl_shared import DEFAULT_DURATION_SLA_S, Database, mark_abandoned_jobs
 
 ZONES = ("staging", "conformed", "semantic")
 
@@ -135,8 +135,24 @@ class SourceEntityStatus:
 
 
 @dataclass
+class OverdueJob:
+    """A job still running for longer than its zone's duration SLA (``ETL_DURATION_SLA_S``)."""
+
+    zone: str
+    job_id: Any
+    run_id: str
+    seconds: float
+    sla_s: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "job_id": str(self.job_id)}
+
+
+@dataclass
 class Status:
     zones: dict[str, ZoneRun | None] = field(default_factory=dict)
+    #: running jobs past their zone's duration SLA
+    overdue: list[OverdueJob] = field(default_factory=list)
     sources: list[SourceEntityStatus] = field(default_factory=list)
     sources_file: str | None = None
     sources_error: str | None = None
@@ -160,13 +176,27 @@ class Status:
         return [zone for zone, run in self.zones.items() if run is not None and run.status == "failed"]
 
     @property
+    def abandoned_zones(self) -> list[str]:
+        """Zones whose last job died without closing its row (SIGKILL, out of memory, a lost host)."""
+        return [zone for zone, run in self.zones.items() if run is not None and run.status == "abandoned"]
+
+    @property
     def healthy(self) -> bool:
-        return not self.stale and not self.failed_zones and not self.unconsumed and not self.contract_broken
+        return (
+            not self.stale
+            and not self.failed_zones
+            and not self.abandoned_zones
+            and not self.overdue
+            and not self.unconsumed
+            and not self.contract_broken
+        )
 
     def as_json(self) -> dict[str, Any]:
         return {
             "healthy": self.healthy,
             "failed_zones": self.failed_zones,
+            "abandoned_zones": self.abandoned_zones,
+            "overdue_jobs": [job.as_json() for job in self.overdue],
             "stale": [f"{s.source}.{s.entity}" for s in self.stale],
             "unconsumed": [f"{s.source}.{s.entity}" for s in self.unconsumed],
             "contract_broken": [f"{s.source}.{s.entity}" for s in self.contract_broken],
@@ -301,8 +331,33 @@ _SCHEMA_CHANGE_FIELDS = (
 )
 
 
-def current_status(db: Database, *, sources_file: Path | None = None) -> Status:
+def duration_sla(zone: str, configured: float | None) -> float | None:
+    """The longest acceptable run of a job of ``zone``: ETL_DURATION_SLA_S, else the zone's default
+    (0: none)."""
+    sla = DEFAULT_DURATION_SLA_S.get(zone) if configured is None else configured
+    return sla or None
+
+
+def overdue_jobs(conn: Any, duration_sla_s: float | None) -> list[OverdueJob]:
+    """The running jobs older than their zone's duration SLA."""
+    found = []
+    for zone, job_id, run_id, seconds in conn.execute(
+        "select zone, job_id, run_id, extract(epoch from now() - started_at) from ops.job_runs"
+        " where status = 'running' order by started_at, job_id"
+    ).fetchall():
+        sla = duration_sla(zone, duration_sla_s)
+        if sla is not None and float(seconds) > sla:
+            found.append(OverdueJob(zone, job_id, run_id, round(float(seconds), 1), sla))
+    return found
+
+
+def current_status(
+    db: Database, *, sources_file: Path | None = None, duration_sla_s: float | None = None
+) -> Status:
+    """What the audit tables say now. First marks abandoned the running jobs that are dead (their
+    process gone from this host, or their lease expired: see etl_shared's mark_abandoned_jobs)."""
     status = Status()
+    mark_abandoned_jobs(db)
     try:
         status.sources_file, configured = configured_entities(sources_file)
     except Exception as exc:  # the status must show even with a broken sources file
@@ -318,6 +373,7 @@ def current_status(db: Database, *, sources_file: Path | None = None) -> Status:
             if run is not None:
                 run.dq = _dq_summary(conn, run.job_id)
             status.zones[zone] = run
+        status.overdue = overdue_jobs(conn, duration_sla_s)
         pulls = {(r[0], r[1]): r[2:] for r in conn.execute(_PULLS_QUERY).fetchall()}
         watermarks = {
             (source, entity): value

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -129,12 +130,30 @@ def _run_zones(run_id: str, env: dict[str, str]) -> int:
     for zone in ZONES:
         started = time.monotonic()
         sys.stderr.write(f"--> {zone} ...\n")
-        code = subprocess.call(_zone_command(zone), env=env)
+        code = _run_zone(_zone_command(zone), env)
         sys.stderr.write(f"<-- {zone} exited {code} after {time.monotonic() - started:.1f}s\n")
         if code != 0:
             sys.stderr.write(f"etl run {run_id}: stopped at {zone} (exit {code}); see docs/exit-codes.md\n")
             return code
     return 0
+
+
+def _run_zone(command: list[str], env: dict[str, str]) -> int:
+    """Run one zone's process to its end; SIGTERM or SIGINT sent to ``etl run`` is passed on to it, so
+    that the zone stops cleanly (exit 143, its job row cancelled) rather than being killed or left
+    running alone, and ``etl run`` stops there with its code."""
+    process = subprocess.Popen(command, env=env)
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return process.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _format_summary(settings: Settings, run_id: str, runs: list[ZoneRun]) -> str:
@@ -163,6 +182,10 @@ def _format_summary(settings: Settings, run_id: str, runs: list[ZoneRun]) -> str
     return "\n".join(lines) + "\n"
 
 
+#: The job statuses `etl status` writes in capitals (and `--check` fails on).
+_ALARMS = {"failed", "abandoned"}
+
+
 def _format_status(status: Status) -> str:
     lines = ["Zones:"]
     for zone in ZONES:
@@ -172,7 +195,7 @@ def _format_status(status: Status) -> str:
             continue
         code = f" (exit {run.exit_code})" if run.exit_code not in (None, 0) else ""
         lines.append(
-            f"  {zone:<10} {run.status.upper() if run.status == 'failed' else run.status:<10}{code}"
+            f"  {zone:<10} {run.status.upper() if run.status in _ALARMS else run.status:<10}{code}"
             f" {run.job_name}  run {run.run_id}  started {run.started_at:%Y-%m-%d %H:%M:%S}"
             f"  {run.seconds or 0:.1f}s  {run.rows} rows"
         )
@@ -228,11 +251,18 @@ def _format_status(status: Status) -> str:
                     f" {'FAILED' if change['action'] == 'failed' else 'warned'} {change['kind']}"
                     f" {change['column']}{typed}{count}: {change['detail'] or ''}  (pull {change['pull_id'][:8]})"
                 )
-    if status.failed_zones or status.stale or status.unconsumed or status.contract_broken:
+    for job in status.overdue:
+        lines.append(
+            f"  OVERDUE: the {job.zone} job {job.job_id} (run {job.run_id}) has run {job.seconds:.0f}s,"
+            f" past its {job.sla_s:.0f}s SLA"
+        )
+    if not status.healthy:
         lines.append(
             "Attention: "
             + "; ".join(
                 [f"{zone} failed" for zone in status.failed_zones]
+                + [f"{zone} job abandoned (its process died)" for zone in status.abandoned_zones]
+                + [f"{job.zone} job running past its SLA" for job in status.overdue]
                 + [f"{s.source}.{s.entity} stale" for s in status.stale]
                 + [f"{s.source}.{s.entity} pulls unconsumed past the SLA" for s in status.unconsumed]
                 + [f"{s.source}.{s.entity} schema contract broken" for s in status.contract_broken]
@@ -304,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(format_lineage(data))
         return 0
     try:
-        status = current_status(db, sources_file=args.sources_file)
+        status = current_status(db, sources_file=args.sources_file, duration_sla_s=settings.duration_sla_s)
     except Exception as exc:
         sys.stderr.write(f"etl status: cannot read the audit tables (has a job run yet?): {exc}\n")
         return EXIT_DATABASE
