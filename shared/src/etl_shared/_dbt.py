@@ -618,7 +618,9 @@ def build_zone(
 
     url = context.db.url
     project.session_options = context.db.options
-    project.application_name = context.db.application_name.replace(":", "-dbt:", 1)
+    # no pid in dbt's name: it is part of the profile, and a profile that differs from the last run's
+    # makes dbt parse the whole project again (its partial parsing hashes the connection values)
+    project.application_name = context.db.application_name.split(":", 1)[0] + "-dbt"
     all_vars = {"is_cockroachdb": detect_cockroachdb(url, options=context.db.options), **(variables or {})}
     run_values = {
         "run_id": context.settings.run_id,

@@ -187,8 +187,11 @@ def _no_final_collection() -> None:
 
 def job_applications(zone: str) -> list[str]:
     """The application names of one job's connections: its own (``etl-<zone>:<pid>``) and dbt's
-    (``etl-<zone>-dbt:<pid>``); the lock watch finds the job's sessions by them."""
-    return [f"etl-{zone}:{os.getpid()}", f"etl-{zone}-dbt:{os.getpid()}"]
+    (``etl-<zone>-dbt``); the lock watch finds the job's sessions by them. dbt's name has no pid: it is
+    in dbt's profile, and a profile that changes from run to run costs a full parse of the project
+    every run. One job of a zone and domain runs at a time (the zone lease); a job of the same zone
+    for other domains running at the same moment would have its dbt's lock waits logged by both."""
+    return [f"etl-{zone}:{os.getpid()}", f"etl-{zone}-dbt"]
 
 
 def job_database(url: str, zone: str, settings: Settings) -> Database:
