@@ -80,6 +80,22 @@ def job(name: str, *args: str, env: dict[str, str], timeout: float = 600) -> sub
     )
 
 
+def run_entrypoint(
+    program: str, *args: str, env: dict[str, str], timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """``program args`` (etl-staging, etl-conformed...) with only ``env`` and PATH/HOME, as a
+    container or Control-M starts it."""
+    base = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "TMPDIR") if key in os.environ}
+    return subprocess.run(
+        [str(BIN / program), *args],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def start(name: str, *args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """Start a zone entrypoint in the background, its output (both streams) into ``log``."""
     with log.open("wb") as out:

@@ -8,7 +8,6 @@ No timing is asserted: the subprocess timeout only tells "finished" from "hung".
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 from conformed_warehouse import CUSTOMER_COLUMNS, Warehouse
+from fault_support import events as log_events
 
 pytestmark = pytest.mark.integration
 
@@ -79,17 +79,6 @@ def table_locked(url: str, table: str) -> Iterator[int]:
         conn.execute(f"lock table {table} in access exclusive mode")
         yield conn.info.backend_pid
         conn.rollback()
-
-
-def log_events(stdout: str) -> list[dict[str, Any]]:
-    events = []
-    for line in stdout.splitlines():
-        if line.startswith("{"):
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return events
 
 
 def data(warehouse: Warehouse) -> dict[str, list[tuple[Any, ...]]]:

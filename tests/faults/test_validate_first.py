@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from faults_support import run_entrypoint
+from fault_support import run_entrypoint
 
 SOURCES = """
 sources:
