@@ -388,4 +388,6 @@ def test_batch_columns_are_the_union_of_keys_in_first_seen_order(httpserver: HTT
     )
     items = list(make_extractor(httpserver, {"keep_payload": False}).extract(None))
 
-    assert items == [Batch(["id", "tags", "nested"], [[1, ["a"], None], [2, None, {"k": 1}]])]
+    assert items == [
+        Batch(["id", "tags", "nested"], [[1, ["a"], None], [2, None, {"k": 1}]], json_numbers=True)
+    ]

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import orjson
 import psycopg
 from defusedxml import ElementTree as SafeElementTree
 from psycopg import sql
@@ -36,6 +35,8 @@ from etl_shared import (
 )
 
 from ._config import DatabaseEntity, FileEntity, FileGroup
+from ._json import JsonError
+from ._json import loads as json_loads
 from ._roots import FileRoots
 
 _log = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ class Batch:
     header: bool = False
     #: where row i came from, for messages ("file x.csv, line 7"); None: only its batch and row
     where: Callable[[int], str] | None = field(default=None, compare=False, repr=False)
+    #: a Decimal in the rows is a number as the source sent it (JSON, Parquet), stored as a JSON
+    #: number with all its digits; else (a database's numeric) as its exact string
+    json_numbers: bool = False
 
 
 @dataclass(frozen=True)
@@ -335,8 +339,8 @@ class FileExtractor:
         """(record number from 1, record) of the document's record list."""
         with self._open_text(source_file, group) as handle:
             try:
-                document = orjson.loads(handle.read())
-            except orjson.JSONDecodeError as exc:
+                document = json_loads(handle.read())
+            except JsonError as exc:
                 raise SourceFatalError(f"{where}: malformed JSON: {exc}") from None
         records = document
         for key in (group.records_path or "").split(".") if group.records_path else []:
@@ -381,8 +385,8 @@ class FileExtractor:
 
 def _json_line(line: str | bytes, line_no: int, where: str) -> dict[str, Any]:
     try:
-        record = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
+        record = json_loads(line)
+    except JsonError as exc:
         if isinstance(line, bytes):
             try:
                 line.decode("utf-8")
@@ -391,7 +395,7 @@ def _json_line(line: str | bytes, line_no: int, where: str) -> dict[str, Any]:
                     f"{where}, line {line_no}: not valid utf-8 at byte {bad.start} of the line: {bad.reason};"
                     " set 'encoding' for this file"
                 ) from None
-        raise SourceFatalError(f"{where}, line {line_no}: malformed JSON: {exc}") from None
+        raise SourceFatalError(f"{where}, line {line_no}: malformed JSON: {exc.reason}") from None
     if not isinstance(record, dict):
         raise SourceFatalError(
             f"{where}, line {line_no}: expected a JSON object, got {type(record).__name__}"
@@ -442,13 +446,13 @@ def _located(batch: Batch, origin: str, unit: str, positions: list[int]) -> Batc
 def _to_batch(records: list[dict[str, Any]]) -> Batch:
     first = tuple(records[0])
     if all(tuple(record) == first for record in records):  # the usual case: same keys, same order
-        return Batch(list(first), [list(record.values()) for record in records])
+        return Batch(list(first), [list(record.values()) for record in records], json_numbers=True)
     columns: dict[str, None] = {}
     for record in records:
         for key in record:
             columns.setdefault(key, None)
     names = list(columns)
-    return Batch(names, [[record.get(name) for name in names] for record in records])
+    return Batch(names, [[record.get(name) for name in names] for record in records], json_numbers=True)
 
 
 # ----------------------------------------------------------------------- databases

@@ -35,6 +35,7 @@ from psycopg.types.range import Range
 
 from etl_shared import Database, LeaseLock, Session, SourceFatalError
 
+from ._json import exact_numbers
 from ._sizes import ValueSizes, resolve_value_sizes
 
 _log = logging.getLogger(__name__)
@@ -84,9 +85,26 @@ def _as_is(data: bytes) -> bytes:
     return data  # the batch is already JSON: hand psycopg the bytes, in text format (%t)
 
 
-def encode_batch(columns: list[str], rows: list[list[Any]]) -> bytes:
-    """The list-of-arrays JSON of one batch."""
-    return orjson.dumps({"columns": columns, "rows": rows}, default=_json_default)
+def encode_batch(columns: list[str], rows: list[list[Any]], *, json_numbers: bool = False) -> bytes:
+    """The list-of-arrays JSON of one batch. ``json_numbers``: a Decimal is a number the source sent
+    as JSON (or a Parquet decimal), written back as a JSON number with all its digits; otherwise (a
+    database's numeric column) it is stored as its exact string, as the data model says."""
+    default = _json_number_default if json_numbers else _json_default
+    try:
+        return orjson.dumps({"columns": columns, "rows": rows}, default=default)
+    except orjson.JSONEncodeError as exc:
+        if "64-bit" not in str(exc):
+            raise
+        # an integer past 64 bits (JSON allows any): written as its digits, exactly
+        return orjson.dumps({"columns": columns, "rows": exact_numbers(rows)}, default=default)
+
+
+def _json_number_default(value: Any) -> Any:
+    from decimal import Decimal
+
+    if isinstance(value, Decimal) and value.is_finite():
+        return orjson.Fragment(str(value).encode("ascii"))
+    return _json_default(value)
 
 
 _IP_TYPES = (
@@ -286,22 +304,28 @@ class RawPullWriter:
         return self.pull_id
 
     def add_batch(
-        self, columns: list[str], rows: list[list[Any]], *, where: Callable[[int], str] | None = None
+        self,
+        columns: list[str],
+        rows: list[list[Any]],
+        *,
+        where: Callable[[int], str] | None = None,
+        json_numbers: bool = False,
     ) -> None:
         """Store ``rows`` as one or more batches in order, each at most ``sizes.batch_bytes`` of JSON
         (a record over the budget alone in a batch; over ``sizes.record_max_bytes`` it is refused).
-        ``where(i)`` says where row i came from, for those messages."""
+        ``where(i)`` says where row i came from, for those messages; ``json_numbers`` as in
+        :func:`encode_batch`."""
         budget = self.sizes.batch_bytes
         start = 0
         while start < len(rows):
             count = min(len(rows) - start, self._rows_that_fit)
             piece = rows if count == len(rows) else rows[start : start + count]
-            data = encode_batch(columns, piece)
+            data = encode_batch(columns, piece, json_numbers=json_numbers)
             while len(data) > budget and count > 1:
                 # cut at the rows that fit, by this piece's bytes per row (the rows differ in size)
                 count = max(1, min(count - 1, int(count * budget * BATCH_FILL / len(data))))
                 piece = rows[start : start + count]
-                data = encode_batch(columns, piece)
+                data = encode_batch(columns, piece, json_numbers=json_numbers)
             if len(data) > budget:
                 self._oversized_record(len(data), start, where)
             self._rows_that_fit = max(1, int(count * budget * BATCH_FILL / len(data)))

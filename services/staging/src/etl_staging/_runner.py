@@ -556,7 +556,9 @@ class StagingJob:
                             header=item.header,
                             where=item.where,
                         )
-                    writer.add_batch(item.columns, item.rows, where=item.where)
+                    writer.add_batch(
+                        item.columns, item.rows, where=item.where, json_numbers=item.json_numbers
+                    )
                 else:
                     writer.add_payload(item.name, item.content_type, item.body)
         finally:

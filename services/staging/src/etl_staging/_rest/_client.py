@@ -26,12 +26,13 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
-import orjson
 import requests
 from requests.adapters import HTTPAdapter
 
 from etl_shared import SourceError, SourceFatalError, SourceTransientError, redact
 
+from .._json import JsonError
+from .._json import loads as json_loads
 from ._auth import Authenticator
 from ._models import RateLimit, RestConnection
 from ._paginators import BasePaginator
@@ -536,12 +537,12 @@ def _parse_json(body: bytes) -> Any:
     if not body.strip():
         return None
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        # orjson counts characters; report the byte offset.
-        offset = len(body.decode("utf-8", errors="replace")[: exc.pos].encode("utf-8"))
-        reason = str(exc).split(":", 1)[0]
-        raise BrokenBody(f"malformed JSON at byte {offset} of {len(body)}: {reason}", offset) from None
+        return json_loads(body)  # numbers exact (_json.py)
+    except JsonError as exc:
+        # the parsers count characters; report the byte offset.
+        pos = exc.pos or 0
+        offset = len(body.decode("utf-8", errors="replace")[:pos].encode("utf-8"))
+        raise BrokenBody(f"malformed JSON at byte {offset} of {len(body)}: {exc.reason}", offset) from None
 
 
 def records_at(document: Any, path: str, *, where: str) -> list[Any]:

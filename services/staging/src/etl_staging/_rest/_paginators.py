@@ -18,6 +18,8 @@ import requests
 
 from etl_shared import SourceFatalError
 
+from .._json import JsonError
+from .._json import loads as json_loads
 from ._models import (
     CursorBodyPagination,
     CursorHeaderPagination,
@@ -80,7 +82,11 @@ class BasePaginator(ABC):
         """Point the request at the next page."""
 
     def _remember(self, what: str, key: Any) -> None:
-        text = key if isinstance(key, str) else orjson.dumps(key, option=orjson.OPT_SORT_KEYS).decode()
+        text = (
+            key
+            if isinstance(key, str)
+            else orjson.dumps(key, option=orjson.OPT_SORT_KEYS, default=str).decode()
+        )
         if text in self._seen:
             raise SourceFatalError(f"pagination loop detected at {what} {text!r} (page {self.pages})")
         self._seen.add(text)
@@ -91,8 +97,8 @@ class BasePaginator(ABC):
 
 def _json_or_none(response: requests.Response) -> Any:
     try:
-        return orjson.loads(response.content) if response.content else None
-    except orjson.JSONDecodeError:
+        return json_loads(response.content) if response.content else None
+    except JsonError:
         return None
 
 
