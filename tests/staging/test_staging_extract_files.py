@@ -193,7 +193,7 @@ def test_jsonl_line_that_is_not_an_object_is_refused(tmp_path: Path) -> None:
     message = fatal(extractor(tmp_path, {"path": "{data_dir}/r.jsonl", "format": "jsonl"}))
 
     assert "line 2" in message
-    assert "expected a JSON object, got list" in message
+    assert "expected a JSON object, got an array" in message
 
 
 def test_json_array_document(tmp_path: Path) -> None:
@@ -230,7 +230,7 @@ def test_json_object_without_records_path_is_an_error(tmp_path: Path) -> None:
 
     message = fatal(extractor(tmp_path, {"path": "{data_dir}/r.json", "format": "json"}))
 
-    assert "expected a list of records, got dict" in message
+    assert "expected a list of records at the top, got an object" in message
 
 
 def test_json_record_that_is_not_an_object_is_refused(tmp_path: Path) -> None:
@@ -238,7 +238,7 @@ def test_json_record_that_is_not_an_object_is_refused(tmp_path: Path) -> None:
 
     message = fatal(extractor(tmp_path, {"path": "{data_dir}/r.json", "format": "json"}))
 
-    assert "record 1: expected a JSON object" in message
+    assert "record 2: expected a JSON object, got a number" in message
 
 
 def test_malformed_json_document_is_an_error(tmp_path: Path) -> None:

@@ -124,6 +124,26 @@ class FileEntity(_Strict):
         default=False,
         description="Drop folders: skip a file whose checksum a committed pull of this entity already loaded",
     )
+    on_empty: Literal["warn", "fail"] = Field(
+        default="warn",
+        description="A file that holds no record (empty, a header only, an empty record list, an XML"
+        " path that matches nothing): warn: a WARNING names it and the pull goes on; fail: the pull fails"
+        " (exit 3)",
+    )
+    on_bad_record: Literal["fail", "quarantine"] = Field(
+        default="fail",
+        description="A record that cannot be read (a malformed line, a wrong number of fields, a NUL"
+        " character, invalid UTF-8 in a JSON line, a value that is not an object): fail: the pull"
+        " fails naming file and line (exit 3); quarantine: the line is kept in staging.rejected_records"
+        " with file, line and reason, and the pull goes on",
+    )
+    max_bad_share: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="on_bad_record quarantine: the pull fails (exit 3) when more than this share of its"
+        " records is rejected",
+    )
     freshness_sla_hours: float | None = freshness_sla_field()
     contract: ContractMode | None = contract_field()
     columns: DeclaredColumns = columns_field()

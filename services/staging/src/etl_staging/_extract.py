@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import ijson
+import orjson
 import psycopg
 from defusedxml import ElementTree as SafeElementTree
 from psycopg import sql
@@ -35,7 +37,7 @@ from etl_shared import (
 )
 
 from ._config import DatabaseEntity, FileEntity, FileGroup
-from ._json import JsonError
+from ._json import JsonError, holds_nul
 from ._json import loads as json_loads
 from ._roots import FileRoots
 
@@ -56,6 +58,8 @@ class Batch:
     #: a Decimal in the rows is a number as the source sent it (JSON, Parquet), stored as a JSON
     #: number with all its digits; else (a database's numeric) as its exact string
     json_numbers: bool = False
+    #: the file the rows were read from (a path, or ``archive.zip!member``); None: not a file
+    origin: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,17 @@ class Located:
 
     def __call__(self, index: int) -> str:
         return f"{self.origin}, {self.unit} {self.positions[index]}"
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A line or record that could not be read, set aside by ``on_bad_record: quarantine``."""
+
+    origin: str
+    unit: str
+    position: int
+    reason: str
+    content: str | bytes
 
 
 @dataclass
@@ -191,8 +206,14 @@ class FileExtractor:
         self.already_loaded = already_loaded
         self.state = ExtractState()
         self.loaded: list[LoadedFile] = []
+        #: records read, records rejected (on_bad_record: quarantine) and the first reasons
+        self.records = 0
+        self.rejected = 0
+        self.first_rejects: list[str] = []
+        #: files without a record (on_empty: warn)
+        self.empty_files: list[str] = []
 
-    def extract(self) -> Iterator[Batch | Payload]:
+    def extract(self) -> Iterator[Batch | Payload | Rejected]:
         skipped: list[str] = []
         matched = [(group, expand_paths(group, self.roots)) for group in self.entity.files]
         # every file the globs found, resolved, before a byte of any is read (a link in a drop folder)
@@ -217,10 +238,13 @@ class FileExtractor:
                     yield from self._payloads(path, group)
                 for source_file in source_files(path):
                     yield from self._batches(source_file, group)
+        self._check_rejected_share()
         self.state.metadata = {
             "files": [{"path": f.path, "sha256": f.checksum, "bytes": f.bytes} for f in self.loaded],
             "skipped_files": skipped,
         }
+        if self.empty_files:
+            self.state.metadata["empty_files"] = self.empty_files
 
     def _payloads(self, path: Path, group: FileGroup) -> Iterator[Payload]:
         suffix = {".gz": "+gzip", ".zip": "+zip"}.get(path.suffix, "")
@@ -231,7 +255,7 @@ class FileExtractor:
                 part += 1
                 yield Payload(name=f"{path.name}#{part}", content_type=content_type, body=chunk)
 
-    def _batches_with_payload(self, path: Path, group: FileGroup) -> Iterator[Batch | Payload]:
+    def _batches_with_payload(self, path: Path, group: FileGroup) -> Iterator[Batch | Payload | Rejected]:
         """The batches of a plain or gzipped file, each followed by the payload chunks of the bytes
         the parser has read so far: the database stores the file as fetched while the next batch is
         parsed, instead of before the first (bench/README.md, staging)."""
@@ -255,30 +279,104 @@ class FileExtractor:
     def _open_text(self, source_file: SourceFile, group: FileGroup) -> IO[str]:
         return io.TextIOWrapper(source_file.open(), encoding=group.encoding, newline="")
 
-    def _batches(self, source_file: SourceFile, group: FileGroup) -> Iterator[Batch]:
+    def _batches(self, source_file: SourceFile, group: FileGroup) -> Iterator[Batch | Rejected]:
         where = f"source {self.source}, file {source_file.name}"
+        records = 0
         try:
             if group.format == "csv":
-                yield from self._csv(source_file, group, where)
+                items: Iterator[Batch | Rejected] = self._csv(source_file, group, where)
             else:
-                records = {"jsonl": self._jsonl, "json": self._json, "xml": self._xml}[group.format]
-                yield from _records_to_batches(
-                    records(source_file, group, where),
+                reader = {"jsonl": self._jsonl, "json": self._json, "xml": self._xml}[group.format]
+                items = _records_to_batches(
+                    reader(source_file, group, where),
                     group,
                     self.batch_size,
                     origin=f"file {source_file.name}",
                     unit="line" if group.format == "jsonl" else "record",
                 )
+            for item in items:
+                if isinstance(item, Batch):
+                    item.origin = source_file.name
+                    records += len(item.rows)
+                yield item
         except UnicodeDecodeError as exc:
-            raise SourceFatalError(
-                f"{where}: not valid {group.encoding} at byte {exc.start}: {exc.reason}; set 'encoding' for this file"
-            ) from None
+            raise SourceFatalError(_decode_error(source_file, group.encoding, where, exc)) from None
         except (OSError, EOFError, zipfile.BadZipFile) as exc:
             raise SourceFatalError(f"{where}: cannot read: {exc}") from None
+        self.records += records
+        if records == 0:
+            self._empty(source_file, where)
 
-    def _csv(self, source_file: SourceFile, group: FileGroup, where: str) -> Iterator[Batch]:
+    def _empty(self, source_file: SourceFile, where: str) -> None:
+        """A file without a record (empty, a header only, an empty list): the entity's on_empty."""
+        if self.entity.on_empty == "fail":
+            raise SourceFatalError(
+                f"{where}: holds no record, and entity {self.entity.name} has on_empty: fail; check the"
+                " file (an empty export, a wrong records_path), or set on_empty: warn to accept it"
+            )
+        self.empty_files.append(source_file.name)
+        _log.warning(
+            "%s: holds no record (entity %s, on_empty: warn): the pull goes on without it",
+            where,
+            self.entity.name,
+            extra={"file": source_file.name},
+        )
+
+    def _reject(
+        self, source_file: SourceFile, where: str, unit: str, position: int, reason: str, content: str | bytes
+    ) -> Rejected:
+        """A record that cannot be read: the pull fails (on_bad_record: fail), or it is set aside."""
+        if self.entity.on_bad_record == "fail":
+            raise SourceFatalError(f"{where}, {unit} {position}: {reason}")
+        self.rejected += 1
+        if len(self.first_rejects) < 3:
+            self.first_rejects.append(f"{source_file.name}, {unit} {position}: {reason}")
+        if self.rejected <= REJECTS_LOGGED:
+            _log.warning(
+                "%s, %s %d: %s: set aside in staging.rejected_records (on_bad_record: quarantine)",
+                where,
+                unit,
+                position,
+                reason,
+                extra={"file": source_file.name, unit: position},
+            )
+        elif self.rejected == REJECTS_LOGGED + 1:
+            _log.warning(
+                "source %s, entity %s: more records rejected; counted, not logged one by one",
+                self.source,
+                self.entity.name,
+            )
+        return Rejected(source_file.name, unit, position, reason, content)
+
+    def _check_rejected_share(self) -> None:
+        """on_bad_record: quarantine: the pull fails when more than max_bad_share of its records were
+        rejected (a file that is mostly broken is not a few bad lines)."""
+        if not self.rejected:
+            return
+        total = self.records + self.rejected
+        share = self.rejected / total
+        if share > self.entity.max_bad_share:
+            raise SourceFatalError(
+                f"source {self.source}, entity {self.entity.name}: {self.rejected:,} of {total:,} records could"
+                f" not be read ({share:.2%}), more than max_bad_share {self.entity.max_bad_share:.2%}: the pull"
+                f" fails. First: {'; '.join(self.first_rejects)}"
+            )
+        _log.warning(
+            "source %s, entity %s: %d of %d records could not be read and are in staging.rejected_records",
+            self.source,
+            self.entity.name,
+            self.rejected,
+            total,
+            extra={"rejected_records": self.rejected},
+        )
+
+    def _csv(self, source_file: SourceFile, group: FileGroup, where: str) -> Iterator[Batch | Rejected]:
         with self._open_text(source_file, group) as handle:
-            reader = csv.reader(handle, delimiter=group.delimiter, quotechar=group.quotechar, strict=True)
+            # the text lines of the record being read: what a rejected record is kept as
+            read: list[str] = []
+            reader = csv.reader(
+                _remembered(handle, read), delimiter=group.delimiter, quotechar=group.quotechar, strict=True
+            )
             try:
                 header = next(reader)
             except StopIteration:
@@ -291,18 +389,32 @@ class FileExtractor:
             origin = f"file {source_file.name}"
             while True:
                 start = reader.line_num + 1
+                read.clear()
                 try:
                     row = next(reader)
                 except StopIteration:
                     break
                 except csv.Error as exc:
-                    raise SourceFatalError(f"{where}, line {reader.line_num}: malformed CSV: {exc}") from None
+                    yield self._reject(
+                        source_file, where, "line", reader.line_num, f"malformed CSV: {exc}", "".join(read)
+                    )
+                    continue
                 if not row:
                     continue
+                text = read[0] if len(read) == 1 else "".join(read)
+                if "\x00" in text:
+                    yield self._reject(source_file, where, "line", start, _NUL_REASON, text)
+                    continue
                 if len(row) != len(columns):
-                    raise SourceFatalError(
-                        f"{where}, line {reader.line_num}: {len(row)} fields, the header has {len(columns)}"
+                    yield self._reject(
+                        source_file,
+                        where,
+                        "line",
+                        start,
+                        f"{len(row)} fields, the header has {len(columns)}",
+                        text,
                     )
+                    continue
                 rows.append(row)
                 lines.append(start)
                 if len(rows) >= self.batch_size:
@@ -313,7 +425,7 @@ class FileExtractor:
 
     def _jsonl(
         self, source_file: SourceFile, group: FileGroup, where: str
-    ) -> Iterator[tuple[int, dict[str, Any]]]:
+    ) -> Iterator[tuple[int, dict[str, Any]] | Rejected]:
         """(line number, record) of each non-blank line."""
         if codecs.lookup(group.encoding).name in ("utf-8", "utf-8-sig"):
             yield from self._jsonl_utf8(source_file, where)
@@ -321,38 +433,60 @@ class FileExtractor:
         with self._open_text(source_file, group) as handle:
             for line_no, line in enumerate(handle, start=1):
                 if line.strip():
-                    yield line_no, _json_line(line, line_no, where)
+                    try:
+                        yield line_no, _json_line(line)
+                    except _BadLine as bad:
+                        yield self._reject(source_file, where, "line", line_no, bad.reason, line)
 
-    def _jsonl_utf8(self, source_file: SourceFile, where: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _jsonl_utf8(
+        self, source_file: SourceFile, where: str
+    ) -> Iterator[tuple[int, dict[str, Any]] | Rejected]:
         """UTF-8 JSON Lines parsed straight from the bytes (orjson validates the UTF-8): no decoding
         pass through a text wrapper, which measured a fifth of the parsing time."""
+        offset = 0  # of the line in the file: where invalid UTF-8 is reported
         with source_file.open() as handle:
             for line_no, line in enumerate(handle, start=1):
                 if line_no == 1 and line.startswith(codecs.BOM_UTF8):
-                    line = line[len(codecs.BOM_UTF8) :]
+                    offset = len(codecs.BOM_UTF8)
+                    line = line[offset:]
                 if line.strip():
-                    yield line_no, _json_line(line, line_no, where)
+                    try:
+                        yield line_no, _json_line(line, offset)
+                    except _BadLine as bad:
+                        yield self._reject(source_file, where, "line", line_no, bad.reason, line)
+                offset += len(line)
 
     def _json(
         self, source_file: SourceFile, group: FileGroup, where: str
-    ) -> Iterator[tuple[int, dict[str, Any]]]:
-        """(record number from 1, record) of the document's record list."""
-        with self._open_text(source_file, group) as handle:
+    ) -> Iterator[tuple[int, dict[str, Any]] | Rejected]:
+        """(record number from 1, record) of the document's record list, streamed: the records path is
+        walked incrementally (ijson), one record in memory at a time; numbers exact (ints as int, others
+        as Decimal)."""
+        path = group.records_path or ""
+        count = 0
+        with _utf8_stream(source_file, group.encoding) as handle:
             try:
-                document = json_loads(handle.read())
-            except JsonError as exc:
-                raise SourceFatalError(f"{where}: malformed JSON: {exc}") from None
-        records = document
-        for key in (group.records_path or "").split(".") if group.records_path else []:
-            if not isinstance(records, dict) or key not in records:
-                raise SourceFatalError(f"{where}: records path {group.records_path!r} not found")
-            records = records[key]
-        if not isinstance(records, list):
-            raise SourceFatalError(f"{where}: expected a list of records, got {type(records).__name__}")
-        for index, record in enumerate(records):
-            if not isinstance(record, dict):
-                raise SourceFatalError(f"{where}, record {index}: expected a JSON object")
-            yield index + 1, record
+                for record in ijson.items(handle, f"{path}.item" if path else "item", use_float=False):
+                    count += 1
+                    if isinstance(record, dict):
+                        yield count, record
+                        continue
+                    reason = f"expected a JSON object, got {_json_kind(record)}"
+                    yield self._reject(source_file, where, "record", count, reason, _json_text(record))
+            except ijson.JSONError as exc:
+                raise SourceFatalError(self._json_error(source_file, group, where, count, exc)) from None
+        if count == 0:
+            _check_records_path(source_file, group, where)
+
+    def _json_error(
+        self, source_file: SourceFile, group: FileGroup, where: str, count: int, exc: Exception
+    ) -> str:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "utf8" in message.lower() or "utf-8" in message.lower():
+            found = locate_decode_error(source_file.open, group.encoding)
+            if found is not None:
+                return _decode_message(where, group.encoding, *found, source_file)
+        return f"{where}: malformed JSON after record {count:,}: {message}"
 
     def _xml(
         self, source_file: SourceFile, group: FileGroup, where: str
@@ -383,7 +517,26 @@ class FileExtractor:
                 raise
 
 
-def _json_line(line: str | bytes, line_no: int, where: str) -> dict[str, Any]:
+REJECTS_LOGGED = 20
+_NUL_REASON = "a NUL character, which the warehouse cannot store"
+
+
+class _BadLine(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _remembered(lines: Iterator[str] | IO[str], read: list[str]) -> Iterator[str]:
+    """The lines, each also appended to ``read`` (the caller clears it per record)."""
+    for line in lines:
+        read.append(line)
+        yield line
+
+
+def _json_line(line: str | bytes, offset: int | None = None) -> dict[str, Any]:
+    """One JSON Lines record; ``_BadLine`` says why it is not one. ``offset``: the line's byte offset
+    in the file (bytes lines), for invalid UTF-8."""
     try:
         record = json_loads(line)
     except JsonError as exc:
@@ -391,16 +544,132 @@ def _json_line(line: str | bytes, line_no: int, where: str) -> dict[str, Any]:
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as bad:
-                raise SourceFatalError(
-                    f"{where}, line {line_no}: not valid utf-8 at byte {bad.start} of the line: {bad.reason};"
+                at = f"byte {offset + bad.start:,} of the file, " if offset is not None else ""
+                raise _BadLine(
+                    f"not valid utf-8 at {at}byte {bad.start} of the line: {bad.reason};"
                     " set 'encoding' for this file"
                 ) from None
-        raise SourceFatalError(f"{where}, line {line_no}: malformed JSON: {exc.reason}") from None
+        raise _BadLine(f"malformed JSON: {exc.reason}") from None
     if not isinstance(record, dict):
-        raise SourceFatalError(
-            f"{where}, line {line_no}: expected a JSON object, got {type(record).__name__}"
-        )
+        raise _BadLine(f"expected a JSON object, got {_json_kind(record)}")
+    if ("\\u0000" in line if isinstance(line, str) else b"\\u0000" in line) and holds_nul(record):
+        raise _BadLine(_NUL_REASON)
     return record
+
+
+def _json_kind(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+class _Transcoded(io.RawIOBase):
+    """The UTF-8 bytes of a text stream (ijson parses bytes; a file in another encoding is decoded
+    as declared and re-encoded)."""
+
+    def __init__(self, text: IO[str]) -> None:
+        self._text = text
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            chunk = self._text.read(64 * 1024)
+            if not chunk:
+                return 0
+            self._pending = chunk.encode("utf-8", "surrogatepass")
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        self._text.close()
+        super().close()
+
+
+def _utf8_stream(source_file: SourceFile, encoding: str) -> IO[bytes]:
+    """The file's content as UTF-8 bytes, without a byte order mark."""
+    if codecs.lookup(encoding).name in ("utf-8", "utf-8-sig"):
+        handle = io.BufferedReader(source_file.open(), buffer_size=1024 * 1024)  # type: ignore[arg-type]
+        if handle.peek(3)[:3] == codecs.BOM_UTF8:
+            handle.read(3)
+        return handle
+    text = io.TextIOWrapper(source_file.open(), encoding=encoding, newline="")
+    return io.BufferedReader(_Transcoded(text), buffer_size=1024 * 1024)
+
+
+def _check_records_path(source_file: SourceFile, group: FileGroup, where: str) -> None:
+    """A document without records: an empty list at the records path is fine (the empty-file policy
+    applies); a path that is missing or not a list is an error."""
+    path = group.records_path or ""
+    with _utf8_stream(source_file, group.encoding) as handle:
+        try:
+            for prefix, event, _value in ijson.parse(handle):
+                if prefix == path and event in (
+                    "start_array",
+                    "start_map",
+                    "string",
+                    "number",
+                    "boolean",
+                    "null",
+                ):
+                    if event == "start_array":
+                        return
+                    kind = {"start_map": "an object"}.get(event, f"a {event}")
+                    raise SourceFatalError(
+                        f"{where}: expected a list of records at {path or 'the top'}, got {kind}"
+                    )
+        except ijson.JSONError:
+            return  # the empty file: its policy says
+    if path:
+        raise SourceFatalError(f"{where}: records path {path!r} not found")
+
+
+def locate_decode_error(open_bytes: Callable[[], IO[bytes]], encoding: str) -> tuple[int, int, str] | None:
+    """(byte offset in the file, line, reason) of the first byte sequence that is not ``encoding``, or
+    None: the file is read again from its start (only after a decoding error, whose own offset is
+    relative to a read buffer)."""
+    name = codecs.lookup(encoding).name
+    decoder = codecs.getincrementaldecoder("utf-8" if name == "utf-8-sig" else name)("strict")
+    offset = newlines = 0
+    with open_bytes() as handle:
+        while True:
+            chunk = handle.read(1024 * 1024)
+            pending = decoder.getstate()[0]
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                at = offset - len(pending) + exc.start
+                line = newlines + chunk[: max(0, at - offset)].count(b"\n") + 1
+                return at, line, exc.reason
+            if not chunk:
+                return None
+            offset += len(chunk)
+            newlines += chunk.count(b"\n")
+
+
+def _decode_message(
+    where: str, encoding: str, offset: int, line: int, reason: str, source_file: SourceFile
+) -> str:
+    packed = source_file.name.endswith(".gz") or "!" in source_file.name
+    of = "of the uncompressed content" if packed else "of the file"
+    return (
+        f"{where}, line {line:,}: not valid {encoding} at byte {offset:,} {of}: {reason};"
+        " set 'encoding' for this file"
+    )
+
+
+def _decode_error(source_file: SourceFile, encoding: str, where: str, exc: UnicodeDecodeError) -> str:
+    found = locate_decode_error(source_file.open, encoding)
+    if found is None:  # not found reading again (a file that changed?): what the decoder said
+        return f"{where}: not valid {encoding}: {exc.reason}; set 'encoding' for this file"
+    return _decode_message(where, encoding, *found, source_file)
 
 
 def _local(tag: str) -> str:
@@ -415,18 +684,23 @@ def _element_dict(element: Any) -> dict[str, Any]:
 
 
 def _records_to_batches(
-    records: Iterator[tuple[int, dict[str, Any]]],
+    records: Iterator[tuple[int, dict[str, Any]] | Rejected],
     group: FileGroup,
     batch_size: int,
     *,
     origin: str,
     unit: str,
-) -> Iterator[Batch]:
+) -> Iterator[Batch | Rejected]:
     """Turn (position, dict record) pairs into list-of-arrays batches; a batch's columns are its
-    records' keys in first-seen order (missing values are null), its ``where`` each row's position."""
+    records' keys in first-seen order (missing values are null), its ``where`` each row's position.
+    A rejected record is passed on as it comes."""
     chunk: list[dict[str, Any]] = []
     positions: list[int] = []
-    for position, record in records:
+    for item in records:
+        if isinstance(item, Rejected):
+            yield item
+            continue
+        position, record = item
         if group.rename:
             record = {group.rename.get(k, k): v for k, v in record.items()}
         chunk.append(record)

@@ -92,3 +92,14 @@ def exact_numbers(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
         return _fragment(value)
     return value
+
+
+def holds_nul(value: Any) -> bool:
+    """Whether a parsed value holds a NUL character in a string or key (the warehouse's JSON cannot)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(holds_nul(item) for item in value)
+    if isinstance(value, dict):
+        return any(holds_nul(key) or holds_nul(item) for key, item in value.items())
+    return False

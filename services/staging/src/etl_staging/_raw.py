@@ -35,7 +35,7 @@ from psycopg.types.range import Range
 
 from etl_shared import Database, LeaseLock, Session, SourceFatalError
 
-from ._json import exact_numbers
+from ._json import exact_numbers, holds_nul
 from ._sizes import ValueSizes, resolve_value_sizes
 
 _log = logging.getLogger(__name__)
@@ -54,9 +54,15 @@ OVERSIZED_WARNINGS = 10
 # which measured 2.4x slower for payloads and 1.3x slower for batches (bench/README.md). The key makes a
 # batch transaction retried after an unknown outcome harmless.
 _INSERT_BATCH = (
-    "insert into staging.pull_batches (pull_id, batch_no, record_count, data) values (%s, %s, %s, %t)"
-    " on conflict (pull_id, batch_no) do nothing"
+    "insert into staging.pull_batches (pull_id, batch_no, record_count, data, origin)"
+    " values (%s, %s, %s, %t, %s) on conflict (pull_id, batch_no) do nothing"
 )
+_INSERT_REJECTED = (
+    "insert into staging.rejected_records (pull_id, seq, origin, unit, position, reason, content, truncated)"
+    " values (%s, %s, %s, %s, %s, %s, %s, %s) on conflict (pull_id, seq) do nothing"
+)
+#: rejected records written per transaction
+REJECTED_PER_WRITE = 500
 _INSERT_PAYLOAD = (
     "insert into staging.pull_payloads (pull_id, seq, name, content_type, byte_count, checksum, body)"
     " values (%s, %s, %s, %s, %s, %s, %b) on conflict (pull_id, seq) do nothing"
@@ -220,6 +226,12 @@ class RawPullWriter:
         self.json_bytes = 0
         #: records stored alone in a batch over the byte budget
         self.oversized = 0
+        #: records set aside by on_bad_record: quarantine (staging.rejected_records), and those not
+        #: written yet
+        self.rejected = 0
+        self._pending_rejects: list[tuple[Any, ...]] = []
+        #: per origin (file), in the order first seen: [first batch, last batch, records]
+        self.origins: dict[str, list[int]] = {}
         # rows expected to fit the byte budget, learnt from the last batch's bytes per row
         self._rows_that_fit = 1 << 62
         self._digest = hashlib.sha256()
@@ -272,6 +284,9 @@ class RawPullWriter:
         self._finish_writes()
         delete_pull_data(self.db, self.pull_id)
         self.records = self.bytes = self.batches = self.payloads = self.json_bytes = 0
+        self.rejected = 0
+        self._pending_rejects = []
+        self.origins = {}
         self._digest = hashlib.sha256()
         _log.warning(
             "pull %s: the extraction starts again; what it wrote so far was discarded",
@@ -310,11 +325,12 @@ class RawPullWriter:
         *,
         where: Callable[[int], str] | None = None,
         json_numbers: bool = False,
+        origin: str | None = None,
     ) -> None:
         """Store ``rows`` as one or more batches in order, each at most ``sizes.batch_bytes`` of JSON
         (a record over the budget alone in a batch; over ``sizes.record_max_bytes`` it is refused).
         ``where(i)`` says where row i came from, for those messages; ``json_numbers`` as in
-        :func:`encode_batch`."""
+        :func:`encode_batch`; ``origin`` is the file the rows were read from (staging.pull_batches.origin)."""
         budget = self.sizes.batch_bytes
         start = 0
         while start < len(rows):
@@ -328,9 +344,29 @@ class RawPullWriter:
                 data = encode_batch(columns, piece, json_numbers=json_numbers)
             if len(data) > budget:
                 self._oversized_record(len(data), start, where)
+            if _NUL_ESCAPE in data:
+                self._refuse_nul(columns, piece, start, where)
             self._rows_that_fit = max(1, int(count * budget * BATCH_FILL / len(data)))
-            self._store_batch(len(piece), data)
+            self._store_batch(len(piece), data, origin)
             start += count
+
+    def _refuse_nul(
+        self, columns: list[str], rows: list[list[Any]], start: int, where: Callable[[int], str] | None
+    ) -> None:
+        """A NUL character in a value: the warehouse's JSON cannot hold it (PostgreSQL refuses it with a
+        raw UntranslatableCharacter error). Refused here, naming the record and the field; the file
+        formats that can set such a line aside (on_bad_record: quarantine) have done so before."""
+        for index, row in enumerate(rows):
+            for name, value in zip(columns, row, strict=False):
+                if holds_nul(value):
+                    position = f"record {self.records + 1 + index:,} of the pull" + (
+                        f" ({where(start + index)})" if where else ""
+                    )
+                    raise SourceFatalError(
+                        f"source {self.source}, entity {self.entity}: {position}: field {name!r} holds a NUL"
+                        " character (\\u0000), which the warehouse cannot store: remove it at the source, or"
+                        " set on_bad_record: quarantine on a file entity to set such records aside"
+                    )
 
     def _oversized_record(self, size: int, index: int, where: Callable[[int], str] | None) -> None:
         """A single record over the batch budget: refused above the hard limit, else stored alone."""
@@ -365,16 +401,20 @@ class RawPullWriter:
                 extra={"pull_id": str(self.pull_id)},
             )
 
-    def _store_batch(self, record_count: int, data: bytes) -> None:
+    def _store_batch(self, record_count: int, data: bytes, origin: str | None = None) -> None:
         batch_no = self.batches + 1
         # Insert-only: a batch transaction reads nothing, so parallel pulls never conflict on it under
         # SERIALIZABLE. The pull row gets its counts once, in the committing transaction.
         self._submit(
             lambda conn: conn.execute(
-                _INSERT_BATCH, (self.pull_id, batch_no, record_count, Jsonb(data, dumps=_as_is))
+                _INSERT_BATCH, (self.pull_id, batch_no, record_count, Jsonb(data, dumps=_as_is), origin)
             ),
             f"pull {self.pull_id} batch {batch_no}",
         )
+        if origin is not None:
+            span = self.origins.setdefault(origin, [batch_no, batch_no, 0])
+            span[1] = batch_no
+            span[2] += record_count
         self.batches = batch_no
         self.records += record_count
         self._digest.update(data)
@@ -405,6 +445,28 @@ class RawPullWriter:
         self.payloads = seq
         self.bytes += len(body)
 
+    def add_rejected(self, origin: str, unit: str, position: int, reason: str, content: str | bytes) -> None:
+        """Keep a record that could not be read (on_bad_record: quarantine) in staging.rejected_records,
+        written with the pull's batches, REJECTED_PER_WRITE rows per transaction."""
+        text, truncated = rejected_text(content)
+        self.rejected += 1
+        self._pending_rejects.append(
+            (self.pull_id, self.rejected, origin, unit, position, reason[:2000], text, truncated)
+        )
+        if len(self._pending_rejects) >= REJECTED_PER_WRITE:
+            self._flush_rejects()
+
+    def _flush_rejects(self) -> None:
+        rows, self._pending_rejects = self._pending_rejects, []
+        if not rows:
+            return
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            with conn.cursor() as cur:
+                cur.executemany(_INSERT_REJECTED, rows)
+
+        self._submit(work, f"pull {self.pull_id} rejected records {rows[0][1]}-{rows[-1][1]}")
+
     def count_bytes(self, n: int) -> None:
         """Bytes read from the source when no payload is stored."""
         self.bytes += n
@@ -420,8 +482,8 @@ class RawPullWriter:
         """Make the pull visible, advance the watermark and record the files it loaded, atomically;
         ``also`` writes more in the same transaction (the pull's schema changes)."""
         checksum = self._digest.hexdigest()
-        if self.oversized:
-            metadata = {**(metadata or {}), "oversized_records": self.oversized}
+        metadata = {**self.counters(), **(metadata or {})}
+        self._flush_rejects()
 
         def work(conn: psycopg.Connection[Any]) -> None:
             cur = conn.execute(
@@ -522,6 +584,21 @@ class RawPullWriter:
             requests=int((metadata or {}).get("requests", 0)),
         )
 
+    def counters(self) -> dict[str, Any]:
+        """What this writer counted, for the pull's metadata: records over the batch budget, rejected
+        records, and the file (or zip member) of each run of batches."""
+        out: dict[str, Any] = {}
+        if self.oversized:
+            out["oversized_records"] = self.oversized
+        if self.rejected:
+            out["rejected_records"] = self.rejected
+        if self.origins:
+            out["record_origins"] = [
+                {"origin": origin, "first_batch": first, "last_batch": last, "records": records}
+                for origin, (first, last, records) in self.origins.items()
+            ]
+        return out
+
     def _committed_already(self, conn: psycopg.Connection[Any], checksum: str) -> bool:
         """Whether this pull is committed with what this writer wrote: the commit transaction ran
         before, and its outcome was unknown (everything in it committed together)."""
@@ -548,6 +625,23 @@ class RawPullWriter:
             delete_pull_data(self.db, self.pull_id)
         except Exception as exc:
             _log.warning("could not clean up failed pull %s now (the next run will): %s", self.pull_id, exc)
+
+
+_NUL_ESCAPE = b"\\u0000"
+#: the longest text of a rejected record kept (characters)
+REJECTED_TEXT_CHARS = 16 * 1024
+
+
+def rejected_text(content: str | bytes) -> tuple[str, bool]:
+    """A rejected record's text as the warehouse can store it: bytes decoded as UTF-8 with the bytes
+    that are not as ``\\xNN``, NUL as the six characters ``\\u0000``, cut at REJECTED_TEXT_CHARS
+    (True when cut)."""
+    text = content.decode("utf-8", "backslashreplace") if isinstance(content, bytes) else content
+    text = text.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace").decode("utf-8")
+    text = text.rstrip("\r\n")
+    if len(text) > REJECTED_TEXT_CHARS:
+        return text[:REJECTED_TEXT_CHARS], True
+    return text, False
 
 
 def operator_name() -> str:
@@ -627,7 +721,7 @@ def previous_columns(db: Database, source: str, entity: str, mode: str) -> list[
 
 def delete_pull_data(db: Database, pull_id: uuid.UUID | str) -> None:
     """Delete a pull's batches and payloads in small transactions (CockroachDB dislikes big ones)."""
-    for table, key in (("pull_batches", "batch_no"), ("pull_payloads", "seq")):
+    for table, key in (("pull_batches", "batch_no"), ("pull_payloads", "seq"), ("rejected_records", "seq")):
         statement = (
             f"delete from staging.{table} where pull_id = %(p)s and {key} in"
             f" (select {key} from staging.{table} where pull_id = %(p)s order by {key} limit %(n)s)"
@@ -651,7 +745,8 @@ def clean_abandoned_pulls(db: Database, source: str, entity: str) -> list[str]:
             "select pull_id, status from staging.pulls where source = %s and entity = %s"
             " and status <> 'committed' and (status = 'running'"
             " or exists (select 1 from staging.pull_batches as b where b.pull_id = staging.pulls.pull_id)"
-            " or exists (select 1 from staging.pull_payloads as p where p.pull_id = staging.pulls.pull_id))",
+            " or exists (select 1 from staging.pull_payloads as p where p.pull_id = staging.pulls.pull_id)"
+            " or exists (select 1 from staging.rejected_records as r where r.pull_id = staging.pulls.pull_id))",
             (source, entity),
         ).fetchall()
     cleaned = []

@@ -41,7 +41,7 @@ from ._config import (
 )
 from ._config import resolve_database_url as resolve_source_url
 from ._contract import ContractChecker, ContractViolation, SchemaChange, record_schema_changes
-from ._extract import Batch, DatabaseExtractor, FileExtractor, Restart
+from ._extract import Batch, DatabaseExtractor, FileExtractor, Rejected, Restart
 from ._raw import (
     PullSummary,
     RawPullWriter,
@@ -557,8 +557,14 @@ class StagingJob:
                             where=item.where,
                         )
                     writer.add_batch(
-                        item.columns, item.rows, where=item.where, json_numbers=item.json_numbers
+                        item.columns,
+                        item.rows,
+                        where=item.where,
+                        json_numbers=item.json_numbers,
+                        origin=item.origin,
                     )
+                elif isinstance(item, Rejected):
+                    writer.add_rejected(item.origin, item.unit, item.position, item.reason, item.content)
                 else:
                     writer.add_payload(item.name, item.content_type, item.body)
         finally:
