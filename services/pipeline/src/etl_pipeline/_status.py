@@ -99,6 +99,11 @@ class SourceEntityStatus:
     schema_changes_total: int = 0
     #: the newest pull was stopped by its strict schema contract (until a later pull commits)
     contract_broken: bool = False
+    #: the last committed pull's records set aside (on_bad_record: quarantine), the first of them
+    #: (file, line or record, reason), and its files without a record (on_empty: warn)
+    rejected_records: int = 0
+    rejected_first: list[dict[str, Any]] = field(default_factory=list)
+    empty_files: list[str] = field(default_factory=list)
 
     @property
     def unconsumed_overdue(self) -> bool:
@@ -299,7 +304,9 @@ select
     max(p.committed_at) filter (where p.status = 'committed' and p.backfill_from is not null),
     count(*) filter (where p.status = 'committed' and c.pull_id is null),
     extract(epoch from now() - min(p.committed_at) filter (where p.status = 'committed' and c.pull_id is null)),
-    (array_agg(p.pull_id::text order by p.started_at desc))[1]
+    (array_agg(p.pull_id::text order by p.started_at desc))[1],
+    (array_agg(p.metadata order by p.committed_at desc)
+        filter (where p.status = 'committed' and p.backfill_from is null and p.mode <> 'keys'))[1]
 from staging.pulls as p
 left join (select distinct consumed.pull_id from conformed.consumed_pulls as consumed) as c
     on c.pull_id = p.pull_id
@@ -349,6 +356,10 @@ def overdue_jobs(conn: Any, duration_sla_s: float | None) -> list[OverdueJob]:
         if sla is not None and float(seconds) > sla:
             found.append(OverdueJob(zone, job_id, run_id, round(float(seconds), 1), sla))
     return found
+
+
+#: rejected records `etl status` shows per entity (the rest: staging.rejected_records)
+REJECTED_SHOWN = 5
 
 
 def current_status(
@@ -410,6 +421,7 @@ def current_status(
             unconsumed,
             unconsumed_age_s,
             newest_pull_id,
+            metadata,
         ) = found
         item.committed_pulls = int(committed or 0)
         item.last_committed_at = last_at
@@ -424,5 +436,20 @@ def current_status(
         item.contract_broken = last_status == "failed" and any(
             c["pull_id"] == newest_pull_id and c["action"] == "failed" for c in recent
         )
+        metadata = metadata if isinstance(metadata, dict) else {}
+        item.rejected_records = int(metadata.get("rejected_records") or 0)
+        item.empty_files = [str(name) for name in metadata.get("empty_files") or []]
+    rejected = [item for item in entities.values() if item.rejected_records and item.last_pull_id]
+    if rejected:
+        with db.connect(autocommit=True) as conn:
+            for item in rejected:
+                item.rejected_first = [
+                    {"file": origin, "unit": unit, "position": position, "reason": reason}
+                    for origin, unit, position, reason in conn.execute(
+                        "select origin, unit, position, reason from staging.rejected_records where pull_id = %s"
+                        " order by seq limit %s",
+                        (item.last_pull_id, REJECTED_SHOWN),
+                    )
+                ]
     status.sources = list(entities.values())
     return status

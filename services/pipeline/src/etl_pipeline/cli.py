@@ -234,6 +234,18 @@ def _format_status(status: Status) -> str:
                 f"      {src.unconsumed_pulls} committed pull(s) not read by any conformed model, oldest {age}"
                 + ("  UNCONSUMED past the SLA" if src.unconsumed_overdue else "")
             )
+        if src.rejected_records:
+            lines.append(
+                f"      {src.rejected_records} record(s) of the last pull could not be read and were set aside"
+                " (staging.rejected_records):"
+            )
+            for reject in src.rejected_first:
+                lines.append(
+                    f"        {reject['file']}, {reject['unit']} {reject['position']}: {reject['reason']}"
+                )
+        if src.empty_files:
+            names = ", ".join(src.empty_files)
+            lines.append(f"      {len(src.empty_files)} file(s) of the last pull held no record: {names}")
         if src.last_pull_status == "failed":
             lines.append(f"      last pull FAILED: {src.last_pull_error or '(no error recorded)'}")
         if src.schema_changes:
