@@ -85,6 +85,14 @@ def test_etl_run_twice_is_idempotent(demo: dict[str, str]) -> None:
     assert first.returncode == 0, first.stderr[-3000:]
     assert "Run " in first.stdout and "semantic" in first.stdout and "data quality pass" in first.stdout
     after_first = status(demo)
+    with psycopg.connect(demo["ETL_DATABASE_URL"]) as conn:
+        # every validated web event names the drop file it came from (staging.pull_batches.origin)
+        files = conn.execute(
+            "select distinct substring(record_file from '[.]([a-z]+)$'), record_file like %s"
+            " from conformed.validated_web_event",
+            (demo["ETL_DATA_DIR"] + "/sources/web_events/%",),
+        ).fetchall()
+    assert sorted(files) == [("csv", True), ("jsonl", True), ("xml", True)]
 
     second = etl(demo, "run")
     assert second.returncode == 0, second.stderr[-3000:]

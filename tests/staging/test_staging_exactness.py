@@ -74,7 +74,8 @@ def pulls(url: str) -> list[tuple[Any, ...]]:
 
 def test_the_fast_path_is_taken_only_where_a_float_keeps_the_number() -> None:
     assert not needs_exact(b'{"id": 12, "price": 19.99, "at": "2026-01-01T10:00:00.123456Z"}')
-    assert not needs_exact(b'{"phone": "+441234567890123456", "uuid": "3e4f1e2d"}')  # digits in strings
+    assert not needs_exact(b'{"phone": "+4412345678901", "sku": "SKU-032631", "city": "Krak\xc3\xb3w"}')
+    assert needs_exact(b'{"uuid": "3e4f1e2d"}')  # a digit and an "e" in a string: the exact path, same values
     for number in ("1e5", "0.0000000000000001", "1234567890123.4567", "12345678901234567"):
         assert needs_exact(('{"x": ' + number + "}").encode())
         assert needs_exact("[" + number + "]")
@@ -426,3 +427,47 @@ def test_writer_refuses_nul_from_any_source(database_url: str) -> None:
     with pytest.raises(SourceFatalError, match=r"record 2 of the pull \(page 1, record 2\): field 'b'"):
         writer.add_batch(["a", "b"], [[1, "ok"], [2, ["x\x00"]]], where=lambda i: f"page 1, record {i + 1}")
     writer.fail("test")
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1024 * 1024])
+def test_json_lines_read_in_chunks_keep_lines_numbers_and_offsets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    import etl_staging._extract as extract
+
+    monkeypatch.setattr(extract, "JSONL_CHUNK_BYTES", chunk)
+    long_value = "x" * 300  # a line longer than the small chunks
+    text = (
+        '{"id": 1, "v": 1e400}\r\n\n  \n{"id": 2, "v": "'
+        + long_value
+        + '"}\n{"id": 3, "v": 12345678901234567890}\n'
+        '{"id": 4, "v": 0.5}'  # no newline at the end
+    )
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    ex = FileExtractor(
+        "src",
+        entity(
+            files=[{"path": "{data_dir}/r.jsonl", "format": "jsonl"}],
+            on_bad_record="quarantine",
+            max_bad_share=1,
+        ),
+        data_dir=tmp_path,
+        batch_size=100,
+    )
+    (batch,) = [item for item in ex.extract() if hasattr(item, "rows")]
+    assert batch.rows == [[1, Decimal("1e400")], [2, long_value], [3, 12345678901234567890], [4, 0.5]]
+    assert [batch.where(i) for i in range(4)] == [f"file {path}, line {n}" for n in (1, 4, 5, 6)]
+
+    path.write_bytes(b'{"id": 1}\n' * 5 + b'{"id": "\xff"}\n')
+    with pytest.raises(
+        SourceFatalError, match=r"line 6: not valid utf-8 at byte 58 of the file, byte 8 of the line"
+    ):
+        list(
+            FileExtractor(
+                "src",
+                entity(files=[{"path": "{data_dir}/r.jsonl", "format": "jsonl"}]),
+                data_dir=tmp_path,
+                batch_size=9,
+            ).extract()
+        )

@@ -20,6 +20,7 @@ typed as materialized (
         {{ etl_platform.field('user_agent') }} as user_agent,
         {{ etl_platform.deleted_flag() }} as is_deleted,
         {{ etl_platform.record_origin() }},
+        pull_records.record_file,
         pull_records.column_names,
         pull_records.record
     from pull_records
@@ -47,5 +48,7 @@ select
     page_url,
     user_agent,
     is_deleted,
+    -- the drop file each event came from (staging.pull_batches.origin)
+    record_file,
     {{ etl_platform.dq_columns('checked') }}
 from checked

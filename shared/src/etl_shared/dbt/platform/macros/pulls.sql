@@ -77,7 +77,8 @@ where unconsumed.pull_id = (
 {%- endmacro %}
 
 {#- CTEs `run_pulls` and `pull_records`: one row per record of the pulls this run processes, with
-    the pull's id, commit time, the record's position (batch_no, row_no) and is_unchanged.
+    the pull's id, commit time, the record's position (batch_no, row_no), the file it was read from
+    (record_file: staging.pull_batches.origin, null for sources that are not files) and is_unchanged.
 
     is_unchanged (snapshot entities that name their `record_key` field, in a run that builds only
     what has new input): the record is the same, column for column, as the one with the same key in
@@ -100,7 +101,8 @@ pull_batches as materialized (
         run_pulls.committed_at as pull_committed_at,
         batches.batch_no,
         {{ etl_platform.batch_column_names('batches') }} as column_names,
-        batches.data -> 'rows' as batch_rows
+        batches.data -> 'rows' as batch_rows,
+        batches.origin as record_file
     from {{ source('staging', 'pull_batches') }} as batches
     -- a key listing (mode 'keys') is the history's to read (scd2_history), not a pull of records
     inner join run_pulls on batches.pull_id = run_pulls.pull_id and run_pulls.mode <> 'keys'
@@ -149,6 +151,7 @@ previous_records as materialized (
         pull_batches.pull_committed_at,
         pull_batches.batch_no,
         record_rows.row_no,
+        pull_batches.record_file,
         pull_batches.column_names,
         record_rows.record
         {%- if compare %},
@@ -183,6 +186,7 @@ pull_records as (
         current_records.pull_committed_at,
         current_records.batch_no,
         current_records.row_no,
+        current_records.record_file,
         current_records.column_names,
         current_records.record,
         previous_records.record_key is not null as is_unchanged
