@@ -236,3 +236,43 @@ def test_row_counter_counts_tables_as_they_are_built(
 def test_count_rows_of_a_missing_table_raises(database_url: str) -> None:
     with pytest.raises(psycopg.errors.UndefinedTable):
         count_rows(Database(database_url), ["conformed.missing"])
+
+
+def test_a_sigterm_after_the_job_recorded_success_does_not_change_its_exit_code(
+    database_url: str, tmp_path: Path, httpserver: HTTPServer
+) -> None:
+    """The signal arrives while the finished job pushes its metrics (a slow gateway): the job row
+    says succeeded, and the exit code agrees (it used to be 143)."""
+    import os
+    import signal
+    import threading
+    import time
+
+    pushed = threading.Event()
+
+    def slow_push(request: Any) -> Any:
+        from werkzeug import Response
+
+        if b'etl_job_status{status="succeeded",zone="staging"} 1.0' in request.get_data():
+            pushed.set()
+            time.sleep(1.0)  # the signal arrives meanwhile (below)
+        return Response("")
+
+    httpserver.expect_request("/metrics/job/etl_extract/zone/staging", method="POST").respond_with_handler(
+        slow_push
+    )
+    settings = _settings(
+        database_url, tmp_path, pushgateway_url=f"http://{httpserver.host}:{httpserver.port}"
+    )
+
+    def signal_when_pushed() -> None:
+        if pushed.wait(timeout=60):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    sender = threading.Thread(target=signal_when_pushed, daemon=True)
+    sender.start()
+    assert _run(settings, lambda context: None) == 0
+    sender.join(timeout=5)
+    assert pushed.is_set()
+    ((_, _, _, status, exit_code, _, _, _),) = _job_rows(database_url)
+    assert (status, exit_code) == ("succeeded", 0)

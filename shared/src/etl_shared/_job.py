@@ -32,7 +32,7 @@ from ._logging import bind_context, configure_logging, redact
 from ._metrics import JobMetrics
 from ._migrations import apply_migrations
 from ._settings import Settings
-from ._signals import JobTerminated, stop_cause, stop_on_signals
+from ._signals import JobTerminated, finishing, stop_cause, stop_on_signals
 
 _log = logging.getLogger(__name__)
 
@@ -264,11 +264,13 @@ def _run_job(
         lineage.start(audit.job_id)
         context = JobContext(settings=settings, db=db, audit=audit, metrics=metrics)
         work(context)
+        finishing()  # a SIGTERM from here on would make exit 143 of a job its row says succeeded
         audit.finish(status="succeeded", exit_code=EXIT_OK, counts=context.counts)
         exit_code = EXIT_OK
         _log.info("job %s succeeded", job_name, extra={"counts": context.counts})
         lineage.finish(db, failed=False)
     except BaseException as raised:
+        finishing()
         exc = stop_cause(raised)
         exit_code = exit_code_for(exc)
         message = redact(f"{type(exc).__name__}: {exc}")

@@ -46,6 +46,9 @@ class _StopState:
     #: what the job ends with when its own thread stopped it (request_stop); None: the signal's
     reason: EtlError | None = None
     installed: bool = False
+    #: the job's work is over (it succeeded, or its failure is being recorded): a signal now is logged
+    #: and ignored, so that the exit code agrees with the job row it writes
+    finishing: bool = False
 
 
 _state = _StopState()
@@ -59,6 +62,11 @@ def _signal_name(signum: int) -> str:
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
+    if _state.finishing:
+        _log.warning(
+            "%s received while the job records its outcome: it finishes as recorded", _signal_name(signum)
+        )
+        return
     if _state.signum is not None:
         _log.warning("%s received while the job is already stopping: still stopping", _signal_name(signum))
         return
@@ -77,7 +85,7 @@ def stop_on_signals() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _state.signum, _state.reason = None, None
+    _state.signum, _state.reason, _state.finishing = None, None, False
     previous: dict[int, Any] = {sig: signal.signal(sig, _on_signal) for sig in STOP_SIGNALS}
     _state.installed = True
     try:
@@ -86,6 +94,12 @@ def stop_on_signals() -> Iterator[None]:
         _state.installed = False
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def finishing() -> None:
+    """The job's work is over: from now on a stop signal no longer interrupts it (the job row and the
+    exit code then say what happened, and they agree)."""
+    _state.finishing = True
 
 
 def stop_requested() -> bool:
