@@ -35,7 +35,7 @@ from psycopg.types.range import Range
 
 from etl_shared import Database, LeaseLock, Session, SourceFatalError
 
-from ._json import exact_numbers, holds_nul
+from ._json import RawJson, exact_numbers, holds_nul
 from ._sizes import ValueSizes, resolve_value_sizes
 
 _log = logging.getLogger(__name__)
@@ -129,6 +129,8 @@ def _json_default(value: Any) -> Any:
     import datetime as dt
     from decimal import Decimal
 
+    if type(value) is RawJson:
+        return orjson.Fragment(value.text)  # a database's json value, embedded as the JSON it is
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, dt.datetime | dt.date | dt.time):
