@@ -282,10 +282,9 @@ def _suggestion(name: QName, names: _Names, n: int) -> str:
     elements = "1 element" if n == 1 else f"{n} elements"
     if name.namespace is None:
         return f"{name.local} ({elements}, in no namespace): set records_path: '{name.local}'"
-    prefix = names.document_prefix(name.namespace)
-    declare = (
-        f"declare namespaces: {{{prefix}: '{name.namespace}'}} and set records_path: '{prefix}:{name.local}'"
-        if prefix
-        else "declare namespaces"
+    # the document's own prefix for the namespace, else a made-up one (a default namespace has none)
+    prefix = names.document_prefix(name.namespace) or "ns"
+    return (
+        f"{name.clark} ({elements}): set records_path: '{name.clark}' or declare namespaces:"
+        f" {{{prefix}: '{name.namespace}'}} and set records_path: '{prefix}:{name.local}'"
     )
-    return f"{name.clark} ({elements}): set records_path: '{name.clark}' or {declare}"
