@@ -76,7 +76,8 @@ def parquet_batches(
             raise SourceFatalError(f"{where}: the column name(s) {', '.join(twice)} occur more than once")
         converters = [converter(field.type) for field in schema]
         read = 0
-        batches = parquet.iter_batches(batch_size=batch_size)
+        # one thread: a job pulls several entities at once already, and a batch is a few thousand rows
+        batches = parquet.iter_batches(batch_size=batch_size, use_threads=False)
         while True:
             try:
                 batch = next(batches, None)
