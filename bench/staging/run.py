@@ -5,6 +5,8 @@ One run measures, on a fresh embedded PostgreSQL and each in its own subprocess 
 * the floor: ``psql \\copy`` of the JSON Lines file into a one-column jsonb table;
 * the file source: ``etl-staging run`` (kind file, format jsonl, batch_size 5000), once with
   ``keep_payload: false`` and once with the default ``keep_payload: true``;
+* the file source reading the same records from a Parquet file (format parquet, typed columns:
+  timestamps, decimals, a struct; row groups of 100,000 rows; ``keep_payload: true``);
 * the database source: ``etl-staging run`` (kind database) reading the same records from a table;
 * the peer: dlt with its postgres destination (default settings) loading the same records.
 
@@ -188,6 +190,78 @@ def generate(path: Path, count: int) -> int:
     return path.stat().st_size
 
 
+#: rows per Parquet row group (a writer's usual size; the reader streams within a group anyway)
+PARQUET_ROW_GROUP = 100_000
+
+
+def generate_parquet(path: Path, count: int) -> int:
+    """Write the same ``count`` records as :func:`generate` as Parquet, typed as a Parquet writer would
+    (timestamps, decimals, a struct), a row group at a time; return the file size in bytes."""
+    from decimal import Decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shipping = pa.struct(
+        [
+            ("country", pa.string()),
+            ("city", pa.string()),
+            ("postcode", pa.string()),
+            ("method", pa.string()),
+            ("express", pa.bool_()),
+        ]
+    )
+    schema = pa.schema(
+        [
+            ("order_id", pa.int64()),
+            ("line_number", pa.int32()),
+            ("customer_id", pa.int64()),
+            ("sku", pa.string()),
+            ("ordered_at", pa.timestamp("us", tz="UTC")),
+            ("shipped_at", pa.timestamp("us", tz="UTC")),
+            ("status", pa.string()),
+            ("quantity", pa.int32()),
+            ("unit_price", pa.decimal128(12, 2)),
+            ("discount", pa.decimal128(5, 2)),
+            ("line_total", pa.decimal128(14, 2)),
+            ("currency", pa.string()),
+            ("shipping", shipping),
+            ("note", pa.string()),
+        ]
+    )
+    decimals = {"unit_price", "discount", "line_total"}
+    stamps = {"ordered_at", "shipped_at"}
+
+    def value(name: str, raw: object) -> object:
+        if raw is None:
+            return None
+        if name in decimals:
+            return Decimal(str(raw))
+        if name in stamps:
+            return dt.datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+        return raw
+
+    tmp = path.with_suffix(".tmp")
+    with pq.ParquetWriter(tmp, schema) as writer:
+        chunk: list[dict[str, object]] = []
+        for record in _records(count):
+            chunk.append(record)
+            if len(chunk) >= PARQUET_ROW_GROUP:
+                writer.write_table(_parquet_table(chunk, schema, value))
+                chunk = []
+        if chunk:
+            writer.write_table(_parquet_table(chunk, schema, value))
+    tmp.replace(path)
+    return path.stat().st_size
+
+
+def _parquet_table(chunk, schema, value):  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+
+    columns = {name: [value(name, record[name]) for record in chunk] for name in schema.names}
+    return pa.table(columns, schema=schema)
+
+
 # ----------------------------------------------------------------------------- measurement
 
 
@@ -298,7 +372,7 @@ def load_source_table(url: str, path: Path) -> None:
     subprocess.run(psql_cmd(url), input=script, text=True, check=True)
 
 
-def sources_yaml(path: Path, jsonl: Path, *, keep_payload: bool) -> None:
+def sources_yaml(path: Path, jsonl: Path, *, keep_payload: bool, parquet: Path | None = None) -> None:
     path.write_text(
         textwrap.dedent(
             f"""\
@@ -310,6 +384,13 @@ def sources_yaml(path: Path, jsonl: Path, *, keep_payload: bool) -> None:
                   - name: orders
                     keep_payload: {str(keep_payload).lower()}
                     files: [{{path: "{jsonl}", format: jsonl}}]
+              - name: bench_parquet
+                kind: file
+                batch_size: {BATCH_SIZE}
+                entities:
+                  - name: orders
+                    keep_payload: {str(keep_payload).lower()}
+                    files: [{{path: "{parquet or jsonl.with_suffix(".parquet")}", format: parquet}}]
               - name: bench_db
                 kind: database
                 batch_size: {BATCH_SIZE}
@@ -416,11 +497,12 @@ def staging_run(
     source: str,
     keep_payload: bool,
     source_url: str | None,
+    parquet: Path | None = None,
 ) -> Result:
     database = f"st_{name}".replace("-", "_")
     url = server.url(database)
     sources = work / f"sources_{database}.yml"
-    sources_yaml(sources, jsonl, keep_payload=keep_payload)
+    sources_yaml(sources, jsonl, keep_payload=keep_payload, parquet=parquet)
     env = {
         "ETL_DATABASE_URL": url,
         "ETL_DATA_DIR": str(work),
@@ -604,6 +686,12 @@ def verdicts(results: dict[str, Result], floor: Result | None, scale: Result | N
                 f"- {key}: peak RSS {r.peak_rss_mb:.0f} MB (target < 250 MB):"
                 f" {'met' if r.peak_rss_mb < 250 else 'MISSED'}"
             )
+    parquet = results.get("parquet")
+    if parquet and not parquet.error and parquet.peak_rss_mb is not None:
+        out.append(
+            f"- file source, parquet: peak RSS {parquet.peak_rss_mb:.0f} MB (target < 250 MB):"
+            f" {'met' if parquet.peak_rss_mb < 250 else 'MISSED'}"
+        )
     base = results.get("file source, keep_payload: true (default)")
     if scale and not scale.error and base and not base.error and base.peak_rss_mb and scale.peak_rss_mb:
         growth = scale.peak_rss_mb / base.peak_rss_mb
@@ -700,6 +788,21 @@ def main() -> int:
             "database", source="bench_db", keep_payload=True, source_url=source_url, **common
         )
         results["database source"].run = "staging: database source (same records in a table)"
+        parquet = work / f"orders_{args.records}.parquet"
+        if not parquet.exists():
+            log(f"generating the same records as Parquet into {parquet}")
+            generate_parquet(parquet, args.records)
+        log("file source, parquet")
+        results["parquet"] = staging_run(
+            "file_parquet",
+            source="bench_parquet",
+            keep_payload=True,
+            source_url=None,
+            parquet=parquet,
+            **common,
+        )
+        results["parquet"].run = "staging: file source, parquet"
+        parquet_mb = parquet.stat().st_size / 1e6
         if not args.skip_dlt:
             log("peer: dlt")
             results["peer"] = dlt_run(**common)
@@ -751,9 +854,11 @@ def main() -> int:
             "",
             *[f"- {r.run}: {r.extra['values']}" for r in results.values() if "values" in r.extra],
             "",
-            "MB/s is the JSON Lines input size over the wall time (for the database source: the same records'"
-            " JSON Lines size). Peak RSS is the measured process only (the PostgreSQL server is not counted);"
-            " CPU s is that process's user + system time. Stored MB is the size of the target tables after the run.",
+            "MB/s is the JSON Lines input size over the wall time (for the database source and the Parquet"
+            f" file: the same records' JSON Lines size; the Parquet file is {parquet_mb:.1f} MB, row groups of"
+            f" {PARQUET_ROW_GROUP:,} rows, keep_payload: true). Peak RSS is the measured process only (the"
+            " PostgreSQL server is not counted); CPU s is that process's user + system time. Stored MB is the"
+            " size of the target tables after the run.",
             "",
             f"Reproduce: `.venv/bin/python bench/staging/run.py --records {args.records}"
             f"{' --git-rev ' + args.git_rev if args.git_rev else ''}"

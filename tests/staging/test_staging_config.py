@@ -120,7 +120,7 @@ def test_valid_file_is_parsed_into_typed_sources(tmp_path: Path) -> None:
             """
             - name: web
               kind: file
-              entities: [{name: e, files: [{path: x.parquet, format: parquet}]}]
+              entities: [{name: e, files: [{path: x.avro, format: avro}]}]
             """,
             ["source 'web'", "entities.0.files.0.format"],
             id="unknown-format",

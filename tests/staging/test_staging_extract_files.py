@@ -272,19 +272,24 @@ def test_xml_with_default_namespace_attributes_and_rename(tmp_path: Path) -> Non
 
     ex = extractor(
         tmp_path,
-        {"path": "{data_dir}/*.xml", "format": "xml", "records_path": "event", "rename": {"id": "event_id"}},
+        {
+            "path": "{data_dir}/*.xml",
+            "format": "xml",
+            "records_path": "{http://example.com/events}event",
+            "rename": {"id": "event_id"},
+        },
     )
     found = batches(ex)
 
-    assert found[0].columns == ["event_id", "channel", "type", "amount", "device"]
+    assert found[0].columns == ["event_id", "x:channel", "type", "amount", "device"]
     assert records(ex) == [
-        {"event_id": "e1", "channel": "web", "type": "click", "amount": "1.50", "device": None},
+        {"event_id": "e1", "x:channel": "web", "type": "click", "amount": "1.50", "device": None},
         {
             "event_id": "e2",
-            "channel": None,
+            "x:channel": None,
             "type": "view",
             "amount": None,
-            "device": {"os": "linux", "browser": "firefox"},
+            "device": {"os": "linux", "browser": {"@kind": "desktop", "#text": "firefox"}},
         },
     ]
 
@@ -374,7 +379,10 @@ def test_gzip_csv_and_jsonl(tmp_path: Path) -> None:
 def test_gzip_xml(tmp_path: Path) -> None:
     (tmp_path / "e.xml.gz").write_bytes(gzip.compress(XML_EVENTS.encode()))
 
-    ex = extractor(tmp_path, {"path": "{data_dir}/e.xml.gz", "format": "xml", "records_path": "event"})
+    ex = extractor(
+        tmp_path,
+        {"path": "{data_dir}/e.xml.gz", "format": "xml", "records_path": "{http://example.com/events}event"},
+    )
 
     assert [r["id"] for r in records(ex)] == ["e1", "e2"]
 

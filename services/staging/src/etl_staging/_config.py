@@ -22,6 +22,7 @@ from ._contract import DEFAULT_CONTRACT, ContractMode, DeclaredColumns, columns_
 from ._identifiers import Identifier
 from ._rest import AsyncRestEntity, NoAuth, RestAuth, RestConnection, RestEntity
 from ._roots import FileRoots, check_file_paths
+from ._xml import check_namespaces, records_element
 
 _NAME = r"^[a-z][a-z0-9_]{0,62}$"
 
@@ -104,16 +105,38 @@ class DatabaseEntity(_Strict):
 
 class FileGroup(_Strict):
     path: str = Field(description="Path or glob; {data_dir} is replaced by the data folder")
-    format: Literal["csv", "jsonl", "json", "xml"]
+    format: Literal["csv", "jsonl", "json", "xml", "parquet"]
     encoding: str = "utf-8-sig"
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     quotechar: str = Field(default='"', min_length=1, max_length=1)
     records_path: str | None = Field(
-        default=None, description="JSON: dotted key of the record list; XML: tag"
+        default=None,
+        description="JSON: dotted key of the record list; XML: the record element, 'name' (no namespace),"
+        " '{uri}name' or 'prefix:name' (a prefix of namespaces)",
+    )
+    namespaces: dict[str, str] = Field(
+        default_factory=dict,
+        description="XML: namespace prefixes (prefix: uri) for records_path and for the keys of elements and"
+        " attributes of a namespace",
+    )
+    arrays: list[str] = Field(
+        default_factory=list,
+        description="XML: element keys always stored as a JSON array, even when the element occurs once",
     )
     rename: dict[str, Identifier] = Field(
         default_factory=dict, description="Field renames applied to every record (new names are identifiers)"
     )
+
+    @model_validator(mode="after")
+    def _check_xml_options(self) -> FileGroup:
+        if self.format != "xml":
+            if self.namespaces or self.arrays:
+                raise ValueError("namespaces and arrays are options of format xml")
+            return self
+        check_namespaces(self.namespaces)
+        if self.records_path is not None:
+            records_element(self.records_path, self.namespaces)  # ValueError: what to write instead
+        return self
 
 
 class FileEntity(_Strict):

@@ -24,7 +24,6 @@ from typing import IO, Any
 import ijson
 import orjson
 import psycopg
-from defusedxml import ElementTree as SafeElementTree
 from psycopg import sql
 from psycopg.adapt import Loader
 
@@ -41,7 +40,9 @@ from etl_shared import (
 from ._config import DatabaseEntity, FileEntity, FileGroup
 from ._json import JsonError, RawJson, holds_nul, needs_exact
 from ._json import loads as json_loads
+from ._parquet import parquet_batches
 from ._roots import FileRoots
+from ._xml import xml_records
 
 _log = logging.getLogger(__name__)
 #: the default chunk of a file's bytes as fetched; the job passes the warehouse's (ValueSizes)
@@ -110,6 +111,7 @@ _CONTENT_TYPES = {
     "jsonl": "application/x-ndjson",
     "json": "application/json",
     "xml": "application/xml",
+    "parquet": "application/vnd.apache.parquet",
 }
 
 
@@ -144,6 +146,12 @@ class _CountingReader(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
+
+    def seekable(self) -> bool:
+        return self._raw.seekable()  # Parquet is read from its footer
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._raw.seek(offset, whence)
 
     def readinto(self, buffer: Any) -> int:
         n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
@@ -287,8 +295,12 @@ class FileExtractor:
         try:
             if group.format == "csv":
                 items: Iterator[Batch | Rejected] = self._csv(source_file, group, where)
+            elif group.format == "parquet":
+                items = parquet_batches(
+                    source_file, group, self.batch_size, where, f"file {source_file.name}"
+                )
             else:
-                reader = {"jsonl": self._jsonl, "json": self._json, "xml": self._xml}[group.format]
+                reader = {"jsonl": self._jsonl, "json": self._json, "xml": xml_records}[group.format]
                 items = _records_to_batches(
                     reader(source_file, group, where),
                     group,
@@ -512,34 +524,6 @@ class FileExtractor:
                 return _decode_message(where, group.encoding, *found, source_file)
         return f"{where}: malformed JSON after record {count:,}: {message}"
 
-    def _xml(
-        self, source_file: SourceFile, group: FileGroup, where: str
-    ) -> Iterator[tuple[int, dict[str, Any]]]:
-        """(record number from 1, record) of each element named ``records_path``."""
-        tag = group.records_path
-        if not tag:
-            raise SourceFatalError(f"{where}: XML needs 'records_path' (the tag of one record)")
-        count = 0
-        with source_file.open() as handle:
-            try:
-                for _event, element in SafeElementTree.iterparse(handle, events=("end",)):
-                    if _local(element.tag) != tag:
-                        continue
-                    count += 1
-                    record: dict[str, Any] = {_local(k): v for k, v in element.attrib.items()}
-                    for child in element:
-                        record[_local(child.tag)] = child.text if len(child) == 0 else _element_dict(child)
-                    element.clear()
-                    yield count, record
-            except SafeElementTree.ParseError as exc:
-                raise SourceFatalError(f"{where}: malformed XML after record {count}: {exc}") from None
-            except Exception as exc:
-                if type(exc).__module__.startswith("defusedxml"):
-                    raise SourceFatalError(
-                        f"{where}: refused unsafe XML ({type(exc).__name__}: {exc})"
-                    ) from None
-                raise
-
 
 REJECTS_LOGGED = 20
 #: bytes of JSON Lines read (and scanned) at a time
@@ -700,17 +684,6 @@ def _decode_error(source_file: SourceFile, encoding: str, where: str, exc: Unico
     if found is None:  # not found reading again (a file that changed?): what the decoder said
         return f"{where}: not valid {encoding}: {exc.reason}; set 'encoding' for this file"
     return _decode_message(where, encoding, *found, source_file)
-
-
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
-def _element_dict(element: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {_local(k): v for k, v in element.attrib.items()}
-    for child in element:
-        out[_local(child.tag)] = child.text if len(child) == 0 else _element_dict(child)
-    return out
 
 
 def _records_to_batches(
