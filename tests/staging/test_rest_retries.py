@@ -145,6 +145,7 @@ def test_5xx_that_never_ends_is_transient(httpserver: HTTPServer) -> None:
         "requests": 4,
         "retries": 3,
         "url": httpserver.url_for("/things"),
+        "duplicate_records": 0,
     }
 
 
