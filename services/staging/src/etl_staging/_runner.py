@@ -144,10 +144,14 @@ class StagingJob:
                     _log.error("source entity %s.%s failed: %s", src_name, ent, exc)
             self.context.counts["failed"] = [f"{src_name}.{ent}" for src_name, ent, _ in errors]
             first_source, first_entity, first = errors[0]
-            if len(errors) > 1 and isinstance(first, EtlError):
-                raise type(first)(
-                    f"{len(errors)} source entities failed; first {first_source}.{first_entity}: {first}"
-                ) from first
+            if isinstance(first, EtlError):
+                first.source, first.entity = first_source, first_entity  # for the job's ERROR line
+                if len(errors) > 1:
+                    summary = type(first)(
+                        f"{len(errors)} source entities failed; first {first_source}.{first_entity}: {first}"
+                    )
+                    summary.source, summary.entity = first_source, first_entity
+                    raise summary from first
             raise first
         return summaries
 
