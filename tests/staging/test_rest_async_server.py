@@ -92,7 +92,13 @@ def records(ex: AsyncRestExtractor) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------------------ a 429 storm
 
-STYLES = ("retry-after-seconds", "retry-after-date", "ratelimit-reset", "x-ratelimit-reset-epoch", "remaining-0")
+STYLES = (
+    "retry-after-seconds",
+    "retry-after-date",
+    "ratelimit-reset",
+    "x-ratelimit-reset-epoch",
+    "remaining-0",
+)
 
 
 class StormApi:

@@ -75,7 +75,7 @@ class DuplicateCounter:
             return
         by = f"the same {', '.join(self.key)}" if self.key else "identical records"
         _log.warning(
-            "source %s, entity %s: %d records of this pull were sent more than once (%s); stored as sent",
+            "source %s, entity %s: records sent more than once in this pull: %d (%s); stored as sent",
             source,
             entity,
             self.duplicates,
