@@ -106,6 +106,7 @@ def make_extractor(
         concurrency=concurrency,
         budget=budget,
         sleep=fake.sleep,
+        clock=fake.clock,
         random=lambda: 0.5,
         today=lambda: today,
     )
@@ -313,7 +314,9 @@ def test_429_with_retry_after_and_503_are_retried(api: HTTPServer) -> None:
 
     assert [r["v"] for r in records(ex)] == ["a", "b", "c"]
     assert calls == {"a": 2, "b": 3, "c": 1}
-    assert sorted(fake.sleeps) == [0.5, 1.0, 7.0]  # Retry-After; backoff 0.5 * 1 and 0.5 * 2 (jitter 0.5)
+    # b's own backoff 0.5 * 1 and 0.5 * 2 (jitter 0.5); a's Retry-After, which b waits out too
+    assert {0.5, 1.0, 7.0} <= set(fake.sleeps)
+    assert fake.now >= 1000.0 + 7.0
     assert ex.state.metadata["retries"] == 3 and ex.state.metadata["requests"] == 6
 
 

@@ -98,6 +98,7 @@ def test_no_records_keep_the_watermark(httpserver: HTTPServer) -> None:
         "requests": 1,
         "retries": 0,
         "url": httpserver.url_for("/api/events"),
+        "duplicate_records": 0,
     }
 
 

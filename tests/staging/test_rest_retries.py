@@ -26,12 +26,14 @@ from werkzeug import Request, Response
 from etl_shared import SourceFatalError, SourceTransientError
 from etl_staging import Batch
 from etl_staging._rest import (
+    PauseGate,
     RateBudget,
     RestAuth,
     RestConnection,
     RestEntity,
     RestExtractor,
     RetryPolicy,
+    announced_pause,
     decide,
 )
 from etl_staging._rest import retry_after_seconds as parse_retry_after
@@ -53,7 +55,12 @@ class FakeTime:
 
 
 def make_extractor(
-    base_url: str, fake: FakeTime, entity: dict[str, Any] | None = None, **connection: Any
+    base_url: str,
+    fake: FakeTime,
+    entity: dict[str, Any] | None = None,
+    *,
+    gate: PauseGate | None = None,
+    **connection: Any,
 ) -> RestExtractor:
     return RestExtractor(
         "api",
@@ -63,6 +70,7 @@ def make_extractor(
         batch_size=1000,
         sleep=fake.sleep,
         clock=fake.clock,
+        gate=gate,
     )
 
 
@@ -145,6 +153,7 @@ def test_5xx_that_never_ends_is_transient(httpserver: HTTPServer) -> None:
         "requests": 4,
         "retries": 3,
         "url": httpserver.url_for("/things"),
+        "duplicate_records": 0,
     }
 
 
@@ -204,6 +213,133 @@ def test_retry_after_parsing() -> None:
     assert parse_retry_after("soon", lambda: now) is None
     assert parse_retry_after("nan", lambda: now) is None
     assert parse_retry_after(None, lambda: now) is None
+
+
+# ------------------------------------------------------------------ rate-limit resets, pauses
+
+
+def answer(status: int, headers: dict[str, str]) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response.headers.update(headers)
+    return response
+
+
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "expected"),
+    [
+        (429, {"Retry-After": "7"}, (7.0, "Retry-After")),
+        (503, {"Retry-After": "Wed, 01 May 2024 12:00:30 GMT"}, (30.0, "Retry-After")),
+        (429, {"Retry-After": "soon", "RateLimit-Reset": "12"}, (12.0, "RateLimit-Reset")),
+        (429, {"RateLimit-Reset": "12"}, (12.0, "RateLimit-Reset")),  # a 429 needs no Remaining
+        (429, {"X-RateLimit-Reset": str(int(NOW.timestamp()) + 45)}, (45.0, "X-RateLimit-Reset")),
+        (200, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "20"}, (20.0, "X-RateLimit-Reset")),
+        (200, {"X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": "3"}, (3.0, "X-Rate-Limit-Reset")),
+        (
+            200,
+            {"RateLimit-Remaining": "0", "RateLimit-Reset": "Wed, 01 May 2024 12:01:00 GMT"},
+            (60.0, "RateLimit-Reset"),
+        ),
+        (200, {"RateLimit-Remaining": "1", "RateLimit-Reset": "20"}, None),  # something remains
+        (200, {"RateLimit-Reset": "20"}, None),
+        (200, {"Retry-After": "7"}, None),  # a Retry-After only means something on a 429 or 5xx
+        (429, {}, None),
+        (429, {"RateLimit-Reset": "later"}, None),
+        (
+            200,
+            {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(NOW.timestamp()) - 5)},
+            (0.0, "X-RateLimit-Reset"),
+        ),
+    ],
+)
+def test_the_pause_a_response_announces(
+    status: int, headers: dict[str, str], expected: tuple[float, str] | None
+) -> None:
+    assert announced_pause(answer(status, headers), lambda: NOW) == expected
+
+
+def test_a_429_with_only_a_rate_limit_reset_waits_it(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/things").respond_with_handler(
+        failing_then_ok([429], {"RateLimit-Limit": "100", "RateLimit-Reset": "12"})
+    )
+    fake = FakeTime()
+    ex = make_extractor(httpserver.url_for("/"), fake)
+
+    assert records(ex) == DATA
+    assert fake.sleeps == [12.0] and ex.state.metadata["retries"] == 1
+
+
+def test_nothing_remaining_on_a_page_pauses_before_the_next_one(httpserver: HTTPServer) -> None:
+    sent: list[float] = []
+    fake = FakeTime()
+
+    def handler(request: Request) -> Response:
+        sent.append(fake.now)
+        page = int(request.args["page"])
+        headers = {"RateLimit-Remaining": "0", "RateLimit-Reset": "30"} if page == 1 else {}
+        rows = DATA[(page - 1) * 3 : page * 3]
+        return Response(json.dumps(rows), content_type="application/json", headers=headers)
+
+    httpserver.expect_request("/things").respond_with_handler(handler)
+    ex = make_extractor(httpserver.url_for("/"), fake, {"pagination": {"type": "page_number"}})
+
+    assert records(ex) == DATA
+    assert sent == [1000.0, 1030.0, 1030.0]  # page 2 waited for the reset, page 3 did not
+    assert fake.sleeps == [30.0] and ex.state.metadata["retries"] == 0
+
+
+def test_a_reset_on_a_page_beyond_the_limit_pauses_the_limit(
+    httpserver: HTTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    def handler(request: Request) -> Response:
+        rows = DATA if request.args["page"] == "1" else []
+        headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "3600"}
+        return Response(json.dumps(rows), content_type="application/json", headers=headers)
+
+    httpserver.expect_request("/things").respond_with_handler(handler)
+    fake = FakeTime()
+    ex = make_extractor(
+        httpserver.url_for("/"), fake, {"pagination": {"type": "page_number"}}, max_retry_wait_s=60
+    )
+
+    assert records(ex) == DATA
+    assert fake.sleeps == [60.0]  # the page was accepted: the pull waits what it may, then asks again
+    assert "X-RateLimit-Reset asks for a pause of 3600s; pausing max_retry_wait_s=60s" in caplog.text
+
+
+def test_a_pause_gate_holds_the_other_entities_of_the_source(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/things").respond_with_handler(failing_then_ok([429], {"Retry-After": "9"}))
+    fake = FakeTime()
+    gate = PauseGate(clock=fake.clock)
+    first = make_extractor(httpserver.url_for("/"), fake, gate=gate)
+    second = make_extractor(httpserver.url_for("/"), fake, gate=gate)
+    gate.hold(5)  # a pause another entity of the source was told of
+
+    assert records(first) == DATA
+    assert fake.sleeps == [5.0, 9.0]  # the shared pause first, then its own 429's
+    gate.hold(4)
+    assert records(second) == DATA
+    assert fake.sleeps == [5.0, 9.0, 4.0] and second.state.metadata["retries"] == 0
+
+
+def test_a_pause_gate_extended_while_waiting_is_waited_again() -> None:
+    fake = FakeTime()
+    gate = PauseGate(clock=fake.clock)
+    extended: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        fake.sleep(seconds)
+        if not extended:
+            extended.append(seconds)
+            gate.hold(2)  # another request is told to wait more while this one sleeps
+
+    assert gate.hold(3) == "new" and gate.hold(1) is None and gate.remaining() == 3.0
+    assert gate.wait(sleep) == 5.0 and fake.sleeps == [3.0, 2.0]
+    assert gate.remaining() == 0.0 and gate.wait(sleep) == 0.0
+    assert gate.hold(1) == "new" and gate.hold(2) == "extended"
 
 
 def test_backoff_is_exponential_and_capped() -> None:

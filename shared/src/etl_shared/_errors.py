@@ -23,6 +23,9 @@ class EtlError(Exception):
 
     exit_code: int = EXIT_UNEXPECTED
     retryable: bool = False
+    #: the source and entity the error concerns, when one does: the job's ERROR line carries them
+    source: str | None = None
+    entity: str | None = None
 
 
 class ConfigurationError(EtlError):

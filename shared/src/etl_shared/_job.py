@@ -279,7 +279,10 @@ def _run_job(
             _log.error("job %s did not start (exit %d): %s", job_name, exit_code, message)
         elif isinstance(exc, JobTerminated):
             _log.error("job %s cancelled (exit %d): %s", job_name, exit_code, message)
-        elif isinstance(exc, EtlError | KeyboardInterrupt):
+        elif isinstance(exc, EtlError):
+            where = {name: value for name in ("source", "entity") if (value := getattr(exc, name))}
+            _log.error("job %s failed (exit %d): %s", job_name, exit_code, message, extra=where)
+        elif isinstance(exc, KeyboardInterrupt):
             _log.error("job %s failed (exit %d): %s", job_name, exit_code, message)
         else:
             _log.exception("job %s failed unexpectedly (exit %d)", job_name, exit_code)

@@ -225,6 +225,9 @@ class FileExtractor:
 
     def extract(self) -> Iterator[Batch | Payload | Rejected]:
         skipped: list[str] = []
+        files: list[dict[str, Any]] = []
+        # kept up to date file by file: a pull that fails keeps what it read so far
+        self.state.metadata = {"files": files, "skipped_files": skipped}
         matched = [(group, expand_paths(group, self.roots)) for group in self.entity.files]
         # every file the globs found, resolved, before a byte of any is read (a link in a drop folder)
         where = f"source {self.source}, entity {self.entity.name}"
@@ -240,6 +243,7 @@ class FileExtractor:
                     continue
                 size = path.stat().st_size
                 self.loaded.append(LoadedFile(str(path), checksum, size))
+                files.append({"path": str(path), "sha256": checksum, "bytes": size})
                 self.state.bytes_read += size
                 if self.entity.keep_payload and path.suffix != ".zip":
                     yield from self._batches_with_payload(path, group)
@@ -249,10 +253,6 @@ class FileExtractor:
                 for source_file in source_files(path):
                     yield from self._batches(source_file, group)
         self._check_rejected_share()
-        self.state.metadata = {
-            "files": [{"path": f.path, "sha256": f.checksum, "bytes": f.bytes} for f in self.loaded],
-            "skipped_files": skipped,
-        }
         if self.empty_files:
             self.state.metadata["empty_files"] = self.empty_files
 

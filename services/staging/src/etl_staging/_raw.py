@@ -609,18 +609,30 @@ class RawPullWriter:
         ).fetchone()
         return row is not None and tuple(row) == ("committed", checksum, self.records)
 
-    def fail(self, error: str) -> None:
-        """Best effort: mark the pull failed and remove its data (the next run cleans up otherwise)."""
+    def fail(self, error: str, *, metadata: dict[str, Any] | None = None) -> None:
+        """Best effort: mark the pull failed and remove its data (the next run cleans up otherwise).
+        The pull row keeps its counts and ``metadata``, what the extractor counted until it failed
+        (pages, requests, retries, files read...), for the operator to see how far it got."""
         try:
             self._finish_writes()
         except BaseException as exc:  # the failure being reported may be this one
             _log.debug("pending batch writes of failed pull %s: %s", self.pull_id, exc)
+        kept = {**self.counters(), **(metadata or {})}
         try:
             self.db.transaction(
                 lambda conn: conn.execute(
                     "update staging.pulls set status = 'failed', error = %s, batch_count = %s, record_count = %s,"
-                    " payload_count = %s where pull_id = %s and status = 'running'",
-                    (error[:4000], self.batches, self.records, self.payloads, self.pull_id),
+                    " payload_count = %s, byte_count = %s, metadata = %s::jsonb"
+                    " where pull_id = %s and status = 'running'",
+                    (
+                        error[:4000],
+                        self.batches,
+                        self.records,
+                        self.payloads,
+                        self.bytes,
+                        json.dumps(kept, default=str),
+                        self.pull_id,
+                    ),
                 ),
                 name="fail pull",
             )

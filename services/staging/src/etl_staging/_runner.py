@@ -51,7 +51,14 @@ from ._raw import (
     previous_columns,
     read_watermark,
 )
-from ._rest import AsyncRestEntity, AsyncRestExtractor, RateBudget, RestEntity, RestExtractor
+from ._rest import (
+    AsyncRestEntity,
+    AsyncRestExtractor,
+    PauseGate,
+    RateBudget,
+    RestEntity,
+    RestExtractor,
+)
 from ._roots import FileRoots
 from ._sizes import ValueSizes, resolve_value_sizes
 
@@ -88,6 +95,7 @@ class StagingJob:
         self.parallelism = max(1, parallelism)
         self.cancel = threading.Event()
         self._budgets: dict[str, RateBudget | None] = {}
+        self._gates: dict[str, PauseGate] = {}
         self._budget_lock = threading.Lock()
 
     def run(self, source: str | None = None, entity: str | None = None) -> list[PullSummary]:
@@ -102,25 +110,25 @@ class StagingJob:
             }
         _log.info("staging %d source entities with parallelism %d", len(pairs), self.parallelism)
         summaries: list[PullSummary] = []
-        errors: list[tuple[str, BaseException]] = []
+        errors: list[tuple[str, str, BaseException]] = []  # source, entity, error
         if self.parallelism == 1 or len(pairs) == 1:
             for src, ent in pairs:
                 try:
                     summaries.append(self.pull(src, ent))
                 except Exception as exc:
-                    errors.append((f"{src.name}.{ent}", exc))
+                    errors.append((src.name, ent, exc))
         else:
             with ThreadPoolExecutor(self.parallelism, thread_name_prefix="pull") as pool:
-                futures: list[tuple[str, Future[PullSummary]]] = [
-                    (f"{src.name}.{ent}", pool.submit(contextvars.copy_context().run, self.pull, src, ent))
+                futures: list[tuple[str, str, Future[PullSummary]]] = [
+                    (src.name, ent, pool.submit(contextvars.copy_context().run, self.pull, src, ent))
                     for src, ent in pairs
                 ]
                 try:
-                    for name, future in futures:
+                    for src_name, ent, future in futures:
                         try:
                             summaries.append(future.result())
                         except Exception as exc:
-                            errors.append((name, exc))
+                            errors.append((src_name, ent, exc))
                 except BaseException:
                     self.cancel.set()
                     raise
@@ -131,14 +139,19 @@ class StagingJob:
         self.context.counts["rows"] = sum(s.records for s in summaries)
         self.observe_freshness()
         if errors:
-            for name, exc in errors:
-                _log.error("source entity %s failed: %s", name, exc)
-            self.context.counts["failed"] = [name for name, _ in errors]
-            first = errors[0][1]
-            if len(errors) > 1 and isinstance(first, EtlError):
-                raise type(first)(
-                    f"{len(errors)} source entities failed; first {errors[0][0]}: {first}"
-                ) from first
+            for src_name, ent, exc in errors:
+                with log_context(source=src_name, entity=ent):
+                    _log.error("source entity %s.%s failed: %s", src_name, ent, exc)
+            self.context.counts["failed"] = [f"{src_name}.{ent}" for src_name, ent, _ in errors]
+            first_source, first_entity, first = errors[0]
+            if isinstance(first, EtlError):
+                first.source, first.entity = first_source, first_entity  # for the job's ERROR line
+                if len(errors) > 1:
+                    summary = type(first)(
+                        f"{len(errors)} source entities failed; first {first_source}.{first_entity}: {first}"
+                    )
+                    summary.source, summary.entity = first_source, first_entity
+                    raise summary from first
             raise first
         return summaries
 
@@ -258,6 +271,7 @@ class StagingJob:
             sizes=self.sizes,
         )
         writer.open()
+        metadata: dict[str, Any] = {"key_listing": True, "key": key}
         try:
             for columns, rows in self._listed_keys(source, config, key):
                 if self.cancel.is_set():
@@ -265,9 +279,9 @@ class StagingJob:
                 writer.add_batch(columns, rows)
             writer.count_bytes(writer.json_bytes)
             self._check_key_drop(source.name, config, writer.records)
-            summary = writer.commit(watermark_after=None, metadata={"key_listing": True, "key": key})
+            summary = writer.commit(watermark_after=None, metadata=metadata)
         except BaseException as exc:
-            writer.fail(f"{type(exc).__name__}: {exc}")
+            writer.fail(f"{type(exc).__name__}: {exc}", metadata=metadata)
             raise
         self.context.counts.setdefault("key_listings", {})[f"{source.name}.{config.name}"] = {
             "pull_id": str(summary.pull_id),
@@ -317,6 +331,7 @@ class StagingJob:
             endpoint,
             batch_size=source.batch_size,
             budget=self._rate_budget(source),
+            gate=self._pause_gate(source),
         )
         for item in rest.extract(None, None):
             if not isinstance(item, Batch):
@@ -414,6 +429,11 @@ class StagingJob:
                 self._budgets[source.name] = RateBudget.from_config(source.connection.rate_limit)
             return self._budgets[source.name]
 
+    def _pause_gate(self, source: RestSource | AsyncRestSource) -> PauseGate:
+        """One pause gate per source: a Retry-After or rate-limit reset holds all its entities."""
+        with self._budget_lock:
+            return self._gates.setdefault(source.name, PauseGate())
+
     def _writer(
         self, source: SourceConfig, entity: str, lock: LeaseLock, *, incremental: bool, watermark: str | None
     ) -> RawPullWriter:
@@ -440,7 +460,11 @@ class StagingJob:
         watermark: str | None,
         extra: dict[str, Any] | None = None,
     ) -> PullSummary:
-        """Stream one extraction into ``writer`` and commit it (a failure leaves the pull for the caller)."""
+        """Stream one extraction into ``writer`` and commit it (a failure leaves the pull for the caller).
+
+        A failed pull keeps in its metadata what the extractor counted so far (pages, requests,
+        retries, files read...)."""
+        extractor: Any = None
         try:
             checker = ContractChecker(
                 source=source.name,
@@ -449,13 +473,14 @@ class StagingJob:
                 declared=dict(config.columns) if config.columns else None,
                 previous=previous_columns(self.context.db, source.name, config.name, writer.mode),
             )
-            return self._stream(writer, source, config, watermark, extra or {}, checker)
+            extractor, items = self._extractor(writer, source, config, watermark)
+            return self._stream(writer, extractor, items, watermark, extra or {}, checker)
         except ContractViolation as exc:
             self._record_schema_changes(writer, checker.contract, checker.changes)
-            writer.fail(f"{type(exc).__name__}: {exc}")
+            writer.fail(f"{type(exc).__name__}: {exc}", metadata=_so_far(extractor, extra))
             raise
         except BaseException as exc:
-            writer.fail(f"{type(exc).__name__}: {exc}")
+            writer.fail(f"{type(exc).__name__}: {exc}", metadata=_so_far(extractor, extra))
             raise
 
     def _record_schema_changes(
@@ -485,15 +510,14 @@ class StagingJob:
                 writer.source, writer.entity, change.kind, change.action
             )
 
-    def _stream(
+    def _extractor(
         self,
         writer: RawPullWriter,
         source: SourceConfig,
         config: DatabaseEntity | FileEntity | RestEntity | AsyncRestEntity,
         watermark: str | None,
-        extra: dict[str, Any],
-        checker: ContractChecker,
-    ) -> PullSummary:
+    ) -> tuple[Any, Iterator[Any]]:
+        """The extractor of the entity and its items (batches, payloads, restarts)."""
         extractor: Any
         if isinstance(config, DatabaseEntity):
             assert isinstance(source, DatabaseSource)
@@ -511,6 +535,7 @@ class StagingJob:
                 config,
                 batch_size=source.batch_size,
                 budget=self._rate_budget(source),
+                gate=self._pause_gate(source),
             )
             items = extractor.extract(watermark, self.backfill)
         elif isinstance(config, AsyncRestEntity):
@@ -523,6 +548,7 @@ class StagingJob:
                 batch_size=source.batch_size,
                 concurrency=source.concurrency,
                 budget=self._rate_budget(source),
+                gate=self._pause_gate(source),
             )
             items = extractor.extract(watermark)
         else:
@@ -539,6 +565,17 @@ class StagingJob:
                 payload_chunk_bytes=writer.sizes.payload_chunk_bytes,
             )
             items = extractor.extract()
+        return extractor, items
+
+    def _stream(
+        self,
+        writer: RawPullWriter,
+        extractor: Any,
+        items: Iterator[Any],
+        watermark: str | None,
+        extra: dict[str, Any],
+        checker: ContractChecker,
+    ) -> PullSummary:
         try:
             for item in items:
                 if self.cancel.is_set():
@@ -597,6 +634,12 @@ class StagingJob:
         )
         self._count_schema_changes(writer, changes)
         return summary
+
+
+def _so_far(extractor: Any, extra: dict[str, Any] | None) -> dict[str, Any]:
+    """The metadata of a pull that failed: what its extractor counted until then."""
+    state = getattr(extractor, "state", None)
+    return {**(state.metadata if state is not None else {}), **(extra or {})}
 
 
 def _pull_identity(writer: RawPullWriter) -> dict[str, Any]:

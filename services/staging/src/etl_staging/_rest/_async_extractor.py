@@ -2,9 +2,12 @@
 
 The fan-out requests (dates, values, pages) run on an event loop in a helper thread, at most
 ``concurrency`` in flight, under the same rules as the synchronous client: the source's
-:class:`RateBudget`, :func:`decide` on every answer or error (aiohttp answers and exceptions are
-translated to their ``requests`` equivalents first, so the classification stays in one place), the same
-authenticators, and a :class:`Redactor` on every URL and message.
+:class:`RateBudget` and :class:`PauseGate` (a ``Retry-After`` or rate-limit reset pauses every request
+of the source, not only the one that received it), :func:`decide` on every answer or error (aiohttp
+answers and exceptions are translated to their ``requests`` equivalents first, so the classification
+stays in one place), the same authenticators (an OAuth2 token is refreshed once for all the requests
+that meet its 401), and a :class:`Redactor` on every URL and message. The helper thread and the token
+fetches run in the caller's logging context (run id, zone, source, entity).
 
 The synchronous caller takes the responses **in fan-out order**: request i's records always come before
 request i + 1's, whatever order the server answers in. Memory stays bounded: at most ``2 * concurrency``
@@ -16,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import random as _random
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -37,16 +42,20 @@ from ._async_models import MAX_REQUESTS, AsyncRestEntity, DatesFanOut, PagesFanO
 from ._auth import Authenticator, OAuth2ClientCredentialsAuthenticator, build_authenticator
 from ._client import (
     BrokenBody,
+    PauseGate,
     RateBudget,
     Redactor,
     RestClient,
     RestCounters,
     RetryPolicy,
     _parse_json,
+    after_401,
     decide,
     log_retry,
+    observe_pause,
     records_at,
 )
+from ._duplicates import DuplicateCounter
 from ._models import RestAuth, RestConnection
 from ._paths import MISSING, lookup
 
@@ -80,7 +89,8 @@ class AsyncRestExtractor:
     """Extract one entity of a ``kind: rest_async`` source (see the module docstring).
 
     ``budget`` is the source's shared rate budget (by default one is built from
-    ``connection.rate_limit``); ``sleep`` (a coroutine function), ``random`` and ``today`` are injectable
+    ``connection.rate_limit``) and ``gate`` its shared pause gate (by default this extractor's own);
+    ``sleep`` (a coroutine function), ``clock`` (of the gate), ``random`` and ``today`` are injectable
     for tests.
     """
 
@@ -94,7 +104,9 @@ class AsyncRestExtractor:
         batch_size: int,
         concurrency: int,
         budget: RateBudget | None = None,
+        gate: PauseGate | None = None,
         sleep: AsyncSleep = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
         random: Callable[[], float] = _random.random,
         today: Callable[[], date] = lambda: datetime.now(UTC).date(),
     ) -> None:
@@ -109,15 +121,18 @@ class AsyncRestExtractor:
         self.base_url = connection.resolve_base_url()
         self.url = _join(self.base_url, entity.path)
         self.budget = budget if budget is not None else RateBudget.from_config(connection.rate_limit)
+        self.gate = gate if gate is not None else PauseGate(clock=clock)
         self.policy = RetryPolicy.from_connection(connection)
         self.auth: Authenticator = build_authenticator(auth)
         self.redactor = Redactor(self.auth)
         self.counters = RestCounters()
+        # no declared key on a fan-out entity: a record sent twice is the same record twice
+        self.duplicates = DuplicateCounter()
         self._sleep = sleep
         self._random = random
         self._today = today
         # OAuth2 tokens come from the synchronous client (its retries, its budget), fetched in a worker
-        # thread and shared by every request of this extractor.
+        # thread and shared by every request of this extractor, one fetch at a time.
         self._token_client: RestClient | None = None
         if isinstance(self.auth, OAuth2ClientCredentialsAuthenticator):
             self._token_client = RestClient(connection, self.auth, budget=self.budget)
@@ -147,6 +162,7 @@ class AsyncRestExtractor:
                 if entity.keep_payload:
                     yield Payload(f"request-{fetched.index + 1:06d}", fetched.content_type, fetched.body)
                 for record in fetched.records:
+                    self.duplicates.add(record)
                     chunk.append(record)
                     if len(chunk) >= self.batch_size:
                         yield _to_batch(chunk)
@@ -168,7 +184,9 @@ class AsyncRestExtractor:
                 "requests": self.counters.requests + token_requests,
                 "retries": self.counters.retries,
                 "url": self.redactor.url(self.url),
+                **self.duplicates.metadata(),
             }
+            self.duplicates.warn(self.source, entity.name)
 
     def _fan_out_values(self) -> list[str] | None:
         """The fan-out values in order; None when the first page tells the page count."""
@@ -249,7 +267,7 @@ class AsyncRestExtractor:
     async def _fetch(self, session: aiohttp.ClientSession, call: _Call) -> _Fetched:
         """One fan-out request under the retry policy (the same decisions as the synchronous client)."""
         attempt = 0
-        refreshed = False
+        refreshed = False  # this request had the token refreshed since its last retryable failure
         while True:
             outcome: requests.Response | BaseException
             response: requests.Response | None = None
@@ -259,17 +277,21 @@ class AsyncRestExtractor:
             async with self._slot():
                 prepared = await self._prepare(call)
                 url = self.redactor.url(str(prepared.url))
+                where = f"GET {url}"
                 try:
                     response = await self._send(session, prepared)
+                    # before the slot is given up: the next request must find the gate closed
+                    observe_pause(self.gate, response, self.policy, where)
                     if response.ok:
+                        self.auth.accepted(prepared)
                         document = _parse_json(response.content)
                     outcome = response
                 except (aiohttp.ClientError, TimeoutError, BrokenBody) as exc:
                     outcome = _as_requests_error(exc)
-            if response is not None and response.status_code == 401 and not refreshed:
-                if self.auth.refresh_after_401():
-                    refreshed = True
-                    _log.info("GET %s: 401, refreshing the token once", url)
+            if response is not None and response.status_code == 401:
+                verdict = self.auth.after_401(prepared, may_refresh=not refreshed)
+                if verdict != "fatal":
+                    refreshed = after_401(verdict, where, self.redactor) or refreshed
                     continue
             decision = decide(outcome, attempt, self.policy, random=self._random)
             if decision.action == "accept":
@@ -280,21 +302,24 @@ class AsyncRestExtractor:
                 )
                 content_type = response.headers.get("Content-Type") or "application/json"
                 return _Fetched(call.index, url, content_type, response.content, document, records)
-            where = f"GET {url}"
             if decision.action == "fail":
                 raise decision.error(self.redactor.text(f"{where}: {decision.reason}"))
             attempt += 1
+            refreshed = False
             self.counters.retries += 1
             log_retry(
                 where, self.redactor.text(decision.reason), attempt, self.policy.max_retries, decision.wait
             )
-            await self._sleep(decision.wait)
+            if decision.announced is None:
+                await self._sleep(decision.wait)  # the server's pause is waited at the gate, by all
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
-        """One of ``concurrency`` request slots, then the request's turn in the rate budget."""
+        """One of ``concurrency`` request slots, the end of any pause the server announced, then the
+        request's turn in the rate budget."""
         assert self._slots is not None
         async with self._slots:
+            await self.gate.wait_async(self._sleep)
             if self.budget is not None:
                 await self.budget.acquire_async(self._sleep)
             yield
@@ -314,6 +339,8 @@ class AsyncRestExtractor:
     async def _send(
         self, session: aiohttp.ClientSession, prepared: requests.PreparedRequest
     ) -> requests.Response:
+        # the last look at the gate: a pause announced while this request waited for its budget or token
+        await self.gate.wait_async(self._sleep)
         self.counters.requests += 1
         # A redirect would carry an API key header to wherever it points: follow none then.
         async with session.request(
@@ -395,7 +422,10 @@ class _Pipeline:
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
         self._task: asyncio.Task[None] | None = None
         self._started = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rest-async", daemon=True)
+        # the loop's log lines carry the caller's context (run id, zone, source, entity)
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._run,), name="rest-async", daemon=True
+        )
         self._thread.start()
         self._started.wait()
 

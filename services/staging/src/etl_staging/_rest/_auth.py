@@ -1,7 +1,8 @@
 """Authenticators: ``requests`` auth hooks built from a :data:`RestAuth` configuration.
 
-Each one knows its secret values (so the client can scrub them from every message) and whether a 401
-is worth one token refresh (only OAuth2 client credentials).
+Each one knows its secret values (so the client can scrub them from every message) and what a 401
+means (:meth:`Authenticator.after_401`): only an OAuth2 token can be refreshed, and it is refreshed
+once for all the requests that hold it, however many of them meet the 401.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
@@ -34,6 +35,9 @@ _log = logging.getLogger(__name__)
 # Sends a request through the client's retry policy (token requests are classified like any other).
 TokenTransport = Callable[[requests.Request], Any]
 
+#: What a 401 means (:meth:`Authenticator.after_401`).
+Verdict = Literal["refresh", "resend", "refused", "fatal"]
+
 
 class Authenticator(AuthBase):
     """Applies credentials to a prepared request. The base class sends none."""
@@ -53,9 +57,20 @@ class Authenticator(AuthBase):
     def bind(self, transport: TokenTransport) -> None:
         """Receive the client's request function (authenticators that fetch tokens need it)."""
 
-    def refresh_after_401(self) -> bool:
-        """Forget cached credentials after a 401; True when retrying the request once may help."""
-        return False
+    def after_401(self, request: requests.PreparedRequest, *, may_refresh: bool = True) -> Verdict:
+        """What a 401 to ``request`` means, for the request to act on:
+
+        * ``"refresh"``: its token is dropped; the next attempt of any request fetches a new one;
+        * ``"resend"``: another request replaced the token since this one was sent (or is fetching a new
+          one): send it again with the current token, which is no credential failure;
+        * ``"refused"``: the token was refused right after a refresh (or ``may_refresh`` is False, the
+          request having had one already): the credentials are really refused;
+        * ``"fatal"``: there is nothing to refresh (a fixed key, token or password).
+        """
+        return "fatal"
+
+    def accepted(self, request: requests.PreparedRequest) -> None:
+        """The API accepted the credentials ``request`` carried (a 2xx)."""
 
 
 class ApiKeyAuthenticator(Authenticator):
@@ -111,7 +126,14 @@ class BasicAuthenticator(Authenticator):
 
 
 class OAuth2ClientCredentialsAuthenticator(Authenticator):
-    """Client credentials grant: one token cached until ``refresh_margin_s`` before it expires."""
+    """Client credentials grant: one token cached until ``refresh_margin_s`` before it expires, shared
+    by every request (threads and coroutines alike).
+
+    Refreshes are single-flight: one token request at a time, the others wait for its token. A 401 drops
+    the token only when it is the one the request carried (:meth:`after_401`); a request that carried an
+    older one is simply sent again. A token fetched because of a 401 and refused before the API accepted
+    it once means the credentials are refused, not that the token expired.
+    """
 
     secret_params = frozenset({"access_token", "client_secret"})
 
@@ -137,7 +159,13 @@ class OAuth2ClientCredentialsAuthenticator(Authenticator):
         self._token: str | None = None
         self._refresh_at = 0.0
         self._tokens_seen: list[str] = []
-        self._lock = threading.Lock()
+        # _fetching: one token request at a time (held while it runs); _state: the token and what is
+        # known of it, held only briefly (an event loop thread takes it too)
+        self._fetching = threading.Lock()
+        self._state = threading.Lock()
+        self._refresh_for_401 = False  # the next token is fetched because a 401 dropped the last one
+        self._from_401 = False  # the current token was fetched because of a 401
+        self._accepted = False  # the API accepted the current token at least once
         self.token_requests = 0
 
     def bind(self, transport: TokenTransport) -> None:
@@ -150,19 +178,32 @@ class OAuth2ClientCredentialsAuthenticator(Authenticator):
     def secret_values(self) -> list[str]:
         return [self._client_secret, *self._tokens_seen]
 
-    def refresh_after_401(self) -> bool:
-        with self._lock:
+    def after_401(self, request: requests.PreparedRequest, *, may_refresh: bool = True) -> Verdict:
+        sent = _bearer_token(request)
+        with self._state:
+            if self._token is None or sent != self._token:
+                return "resend"  # replaced meanwhile, or being replaced: the next attempt gets the new one
+            if (self._from_401 and not self._accepted) or not may_refresh:
+                return "refused"
             self._token = None
-        return True
+            self._refresh_for_401 = True
+            return "refresh"
+
+    def accepted(self, request: requests.PreparedRequest) -> None:
+        sent = _bearer_token(request)
+        with self._state:
+            if sent is not None and sent == self._token:
+                self._accepted = True
 
     def _current_token(self) -> str:
-        with self._lock:
-            if self._token is None or self._clock() >= self._refresh_at:
-                self._fetch_token()
-            assert self._token is not None
-            return self._token
+        with self._fetching:  # a request arriving during a fetch waits here, then takes its token
+            with self._state:
+                token = self._token if self._clock() < self._refresh_at else None
+            if token is None:
+                token = self._fetch_token()
+            return token
 
-    def _fetch_token(self) -> None:
+    def _fetch_token(self) -> str:
         if self._transport is None:
             raise RuntimeError("OAuth2 authenticator used before bind()")
         form = {"grant_type": "client_credentials"}
@@ -186,12 +227,21 @@ class OAuth2ClientCredentialsAuthenticator(Authenticator):
         expires_in = document.get("expires_in")
         if isinstance(expires_in, (int, float)) and expires_in > 0:
             # Refresh the margin before expiry, but never sooner than half-way through a short lifetime.
-            lifetime = max(expires_in - self.refresh_margin_s, expires_in / 2)
-            self._refresh_at = started + lifetime
+            refresh_at = started + max(expires_in - self.refresh_margin_s, expires_in / 2)
         else:
-            self._refresh_at = float("inf")  # no expiry given: refresh only after a 401
-        self._token = token
-        _log.debug("OAuth2 token obtained, refresh in %.0fs", self._refresh_at - started)
+            refresh_at = float("inf")  # no expiry given: refresh only after a 401
+        with self._state:
+            self._token, self._refresh_at = token, refresh_at
+            self._from_401, self._refresh_for_401 = self._refresh_for_401, False
+            self._accepted = False
+        _log.debug("OAuth2 token obtained, refresh in %.0fs", refresh_at - started)
+        return token
+
+
+def _bearer_token(request: requests.PreparedRequest) -> str | None:
+    """The bearer token a prepared request carried."""
+    value = request.headers.get("Authorization") or ""
+    return value[7:] if value[:7].lower() == "bearer " else None
 
 
 def build_authenticator(config: RestAuth, *, clock: Callable[[], float] = time.monotonic) -> Authenticator:

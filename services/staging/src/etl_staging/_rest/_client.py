@@ -6,6 +6,11 @@
   exponential backoff and full jitter, honouring ``Retry-After`` up to ``max_retry_wait_s``; any other
   4xx fails at once as :class:`SourceFatalError`; retries exhausted is :class:`SourceTransientError`.
 * A :class:`RateBudget` spaces requests client-side (shared by threads, reusable by asyncio code).
+* A :class:`PauseGate` holds every request of a source while a pause the server announced lasts
+  (``Retry-After``, or a rate-limit reset header with nothing remaining): see :func:`announced_pause`.
+* A 401 is the authenticator's to judge (:meth:`Authenticator.after_401`): a token replaced meanwhile is
+  sent again, a token that served before is refreshed once for every request holding it, a token
+  refused right after a refresh fails the pull.
 * URLs and messages pass through a :class:`Redactor` before reaching a log line or an exception.
 """
 
@@ -33,7 +38,7 @@ from etl_shared import SourceError, SourceFatalError, SourceTransientError, reda
 
 from .._json import JsonError
 from .._json import loads as json_loads
-from ._auth import Authenticator
+from ._auth import Authenticator, Verdict
 from ._models import RateLimit, RestConnection
 from ._paginators import BasePaginator
 from ._paths import MISSING, lookup
@@ -104,6 +109,74 @@ class RateBudget:
         if delay > 0:
             await sleep(delay)
         return delay
+
+
+# ------------------------------------------------------------------------------ pause gate
+
+
+class PauseGate:
+    """A pause the server asked for, shared by every request of a source: none is sent before it ends.
+
+    A ``Retry-After`` or a rate-limit reset (:func:`announced_pause`) closes the gate until then
+    (:meth:`hold`); every request waits at it right before it is sent (:meth:`wait` in threads,
+    :meth:`wait_async` in coroutines). One answer so pauses all the workers of a source and its entities
+    pulled in parallel, not only the request that received it; that request retries within its own
+    retry budget, the ones that only waited spend none.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._until: float | None = None
+        self._lock = threading.Lock()
+
+    def hold(self, seconds: float) -> Literal["new", "extended"] | None:
+        """Close the gate for ``seconds`` from now, never ending a longer pause early: ``"new"`` when it
+        was open, ``"extended"`` when the pause now ends later, None when it already lasted longer."""
+        with self._lock:
+            now = self._clock()
+            until = now + seconds
+            if self._until is not None and until <= self._until:
+                return None
+            was_open = self._until is None or self._until <= now
+            self._until = until
+            return "new" if was_open else "extended"
+
+    def remaining(self) -> float:
+        """Seconds until the gate opens (0 when open)."""
+        return self._pause()[0]
+
+    def _pause(self) -> tuple[float, float | None]:
+        with self._lock:
+            left = 0.0 if self._until is None else self._until - self._clock()
+            return (left if left > 1e-9 else 0.0), self._until  # float noise is no reason to sleep
+
+    def _ended(self, until: float | None) -> bool:
+        """After sleeping through the pause that ended at ``until``: True unless it was extended."""
+        with self._lock:
+            return self._until == until
+
+    def wait(self, sleep: Callable[[float], None] = time.sleep) -> float:
+        """Sleep until the gate is open, again when the pause was extended meanwhile; the seconds slept."""
+        waited = 0.0
+        while True:
+            left, until = self._pause()
+            if left <= 0:
+                return waited
+            sleep(left)
+            waited += left
+            if self._ended(until):
+                return waited
+
+    async def wait_async(self, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> float:
+        waited = 0.0
+        while True:
+            left, until = self._pause()
+            if left <= 0:
+                return waited
+            await sleep(left)
+            waited += left
+            if self._ended(until):
+                return waited
 
 
 # ------------------------------------------------------------------------------- redaction
@@ -227,6 +300,9 @@ class Decision:
     reason: str = ""
     wait: float = 0.0
     error: type[SourceError] = SourceTransientError
+    #: the header the wait comes from (the server's pause, waited at the source's PauseGate); None:
+    #: the request's own backoff
+    announced: str | None = None
 
 
 def decide(
@@ -243,13 +319,16 @@ def decide(
     """
     retryable: str | None = None
     retry_after: float | None = None
+    announced = "Retry-After"
     if isinstance(outcome, requests.Response):
         status = outcome.status_code
         if status < 300:
             return Decision("accept")
         if status in RETRY_STATUSES:
             retryable = f"HTTP {status}"
-            retry_after = retry_after_seconds(outcome.headers.get("Retry-After"), now)
+            pause = announced_pause(outcome, now)
+            if pause is not None:
+                retry_after, announced = pause
         elif status in (401, 403):
             return Decision("fail", f"credentials refused (HTTP {status})", error=SourceFatalError)
         elif status == 404:
@@ -289,13 +368,13 @@ def decide(
     if retry_after is not None and retry_after > policy.max_retry_wait_s:
         return Decision(
             "fail",
-            f"{retryable}: the server asks to wait {retry_after:.0f}s (Retry-After),"
+            f"{retryable}: the server asks to wait {retry_after:.0f}s ({announced}),"
             f" more than max_retry_wait_s={policy.max_retry_wait_s:g}",
         )
     if attempt >= policy.max_retries:
         return Decision("fail", f"{retryable}; gave up after {attempt + 1} attempts")
     if retry_after is not None:
-        return Decision("retry", retryable, wait=retry_after)
+        return Decision("retry", retryable, wait=retry_after, announced=announced)
     ceiling = min(policy.backoff_max_s, policy.backoff_base_s * 2**attempt)
     return Decision("retry", retryable, wait=random() * ceiling)
 
@@ -303,6 +382,25 @@ def decide(
 def log_retry(where: str, reason: str, attempt: int, max_retries: int, wait: float) -> None:
     """The one warning line of a retried request (shared by the sync and async clients)."""
     _log.warning("%s: %s; retry %d/%d in %.1fs", where, reason, attempt, max_retries, wait)
+
+
+REFUSED_AFTER_REFRESH = (
+    "credentials refused (HTTP 401) right after a token refresh: the API refuses the new token too"
+    " (check the client id and secret, its grants and scope)"
+)
+
+
+def after_401(verdict: Verdict, where: str, redactor: Redactor) -> bool:
+    """Act on the authenticator's verdict on a 401 (anything but ``"fatal"``, which :func:`decide`
+    turns into "credentials refused"): True when the request had the token refreshed, False when it is
+    sent again with a token another request fetched; a token refused right after a refresh fails."""
+    if verdict == "refused":
+        raise SourceFatalError(redactor.text(f"{where}: {REFUSED_AFTER_REFRESH}"))
+    if verdict == "refresh":
+        _log.info("%s: 401, refreshing the token (once for every request holding it)", where)
+        return True
+    _log.info("%s: 401 with a token replaced meanwhile; sending again with the current one", where)
+    return False
 
 
 def retry_after_seconds(value: str | None, now: Callable[[], datetime]) -> float | None:
@@ -323,6 +421,94 @@ def retry_after_seconds(value: str | None, now: Callable[[], datetime]) -> float
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now()).total_seconds())
+
+
+#: Rate-limit header families, each ``<prefix>-Remaining`` / ``<prefix>-Reset``: the IETF draft's
+#: (reset in delta seconds) and the common X- forms (reset in delta seconds or epoch seconds).
+RATE_LIMIT_PREFIXES = ("RateLimit", "X-RateLimit", "X-Rate-Limit")
+#: A reset above this is a Unix time (2001-09-09 on), not a number of seconds to wait.
+_EPOCH_RESET = 1e9
+
+
+def announced_pause(
+    response: requests.Response, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> tuple[float, str] | None:
+    """The pause a response asks of every request of the source, in seconds, and the header saying so:
+    the ``Retry-After`` of a 429 or 5xx (seconds or an HTTP date), else a rate-limit reset
+    (``RateLimit-Reset``, ``X-RateLimit-Reset``, ``X-Rate-Limit-Reset``: seconds, a Unix time or an HTTP
+    date) on a 429, or on any answer whose matching ``...-Remaining`` is 0. None: no pause."""
+    status = response.status_code
+    headers = response.headers
+    if status in RETRY_STATUSES:
+        seconds = retry_after_seconds(headers.get("Retry-After"), now)
+        if seconds is not None:
+            return seconds, "Retry-After"
+    for prefix in RATE_LIMIT_PREFIXES:
+        reset = headers.get(f"{prefix}-Reset")
+        if reset is None:
+            continue
+        if status != 429 and not _nothing_remaining(headers.get(f"{prefix}-Remaining")):
+            continue
+        seconds = _reset_seconds(reset, now)
+        if seconds is not None:
+            return seconds, f"{prefix}-Reset"
+    return None
+
+
+def _nothing_remaining(value: str | None) -> bool:
+    try:
+        return value is not None and float(value.strip()) <= 0
+    except ValueError:
+        return False
+
+
+def _reset_seconds(value: str, now: Callable[[], datetime]) -> float | None:
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return retry_after_seconds(value, now)  # an HTTP date, or nothing usable
+    if not math.isfinite(number):
+        return None
+    if number > _EPOCH_RESET:
+        return max(0.0, number - now().timestamp())
+    return max(0.0, number)
+
+
+def observe_pause(
+    gate: PauseGate,
+    response: requests.Response,
+    policy: RetryPolicy,
+    where: str,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> None:
+    """Close ``gate`` for the pause ``response`` announces (:func:`announced_pause`), before the request
+    that received it gives up its turn. A 2xx's pause is kept to ``max_retry_wait_s``; an error's longer
+    pause fails that request instead (:func:`decide`) and holds no one."""
+    found = announced_pause(response, now)
+    if found is None:
+        return
+    seconds, header = found
+    if seconds > policy.max_retry_wait_s:
+        if not response.ok:
+            return
+        _log.warning(
+            "%s: %s asks for a pause of %.0fs; pausing max_retry_wait_s=%gs",
+            where,
+            header,
+            seconds,
+            policy.max_retry_wait_s,
+        )
+        seconds = policy.max_retry_wait_s
+    if seconds <= 0:
+        return
+    if gate.hold(seconds) == "new":
+        _log.info(
+            "%s: HTTP %d, %s: every request of the source waits %.1fs",
+            where,
+            response.status_code,
+            header,
+            seconds,
+        )
 
 
 def _excerpt(response: requests.Response) -> str:
@@ -384,14 +570,18 @@ class RestClient:
         auth: Authenticator,
         *,
         budget: RateBudget | None = None,
+        gate: PauseGate | None = None,
         sleep: Callable[[float], None] = time.sleep,
         random: Callable[[], float] = _random.random,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.timeout = (connection.timeout_s, connection.timeout_s)
         self.policy = RetryPolicy.from_connection(connection)
         self.verify = connection.verify_tls
         self.auth = auth
         self.budget = budget
+        # the source's pauses (Retry-After, rate-limit resets); by default this client's own
+        self.gate = gate if gate is not None else PauseGate(clock=clock)
         self.counters = RestCounters()
         self.redactor = Redactor(auth)
         self._sleep = sleep
@@ -429,22 +619,24 @@ class RestClient:
     ) -> tuple[requests.Response, bytes, Any]:
         """Send a request under the retry policy; the accepted response, its body and its JSON."""
         attempt = 0
-        refreshed = False
+        refreshed = False  # this request had the token refreshed since its last retryable failure
         while True:
             prepared = self._prepare(request, authenticate)
+            where = f"{prepared.method} {self._url(prepared)}"
             outcome: requests.Response | BaseException
             response: requests.Response | None = None
             body, document = b"", None
             try:
                 response, body = self._send(prepared)
-                if response.status_code == 401 and authenticate and not refreshed:
-                    if self.auth.refresh_after_401():
-                        refreshed = True
-                        _log.info(
-                            "%s %s: 401, refreshing the token once", prepared.method, self._url(prepared)
-                        )
+                observe_pause(self.gate, response, self.policy, where)
+                if response.status_code == 401 and authenticate:
+                    verdict = self.auth.after_401(prepared, may_refresh=not refreshed)
+                    if verdict != "fatal":
+                        refreshed = after_401(verdict, where, self.redactor) or refreshed
                         continue
                 if response.ok:
+                    if authenticate:
+                        self.auth.accepted(prepared)
                     document = _parse_json(body)
                 outcome = response
             except (requests.RequestException, BrokenBody) as exc:
@@ -453,15 +645,16 @@ class RestClient:
             if decision.action == "accept":
                 assert response is not None
                 return response, body, document
-            where = f"{prepared.method} {self._url(prepared)}"
             if decision.action == "fail":
                 raise decision.error(self.redactor.text(f"{where}: {decision.reason}"))
             attempt += 1
+            refreshed = False
             self.counters.retries += 1
             log_retry(
                 where, self.redactor.text(decision.reason), attempt, self.policy.max_retries, decision.wait
             )
-            self._sleep(decision.wait)
+            if decision.announced is None:
+                self._sleep(decision.wait)  # the server's pause is waited at the gate, before sending
 
     def _prepare(self, request: requests.Request, authenticate: bool) -> requests.PreparedRequest:
         attempt = requests.Request(
@@ -476,8 +669,10 @@ class RestClient:
         return self.session.prepare_request(attempt)
 
     def _send(self, prepared: requests.PreparedRequest) -> tuple[requests.Response, bytes]:
+        self.gate.wait(self._sleep)
         if self.budget is not None:
             self.budget.acquire()
+            self.gate.wait(self._sleep)  # a pause announced while this request waited for its turn
         self.counters.requests += 1
         settings = self.session.merge_environment_settings(prepared.url, {}, True, self.verify, None)
         started = time.monotonic()

@@ -16,7 +16,8 @@ from etl_shared import EtlError, SourceFatalError
 
 from .._extract import Batch, ExtractState, Payload, _to_batch
 from ._auth import build_authenticator
-from ._client import RateBudget, RestClient
+from ._client import PauseGate, RateBudget, RestClient
+from ._duplicates import DuplicateCounter
 from ._models import Incremental, RestAuth, RestConnection, RestEntity
 from ._paginators import make_paginator
 from ._paths import MISSING, assign, lookup
@@ -27,8 +28,12 @@ _log = logging.getLogger(__name__)
 class RestExtractor:
     """Extract one entity of a ``kind: rest`` source.
 
-    ``budget`` lets the entities of one source share a rate budget; by default each extractor builds
-    its own from ``connection.rate_limit``. ``sleep`` and ``clock`` are injectable for tests.
+    ``budget`` and ``gate`` let the entities of one source share a rate budget and the pauses the
+    server asks for; by default each extractor builds its own (the budget from
+    ``connection.rate_limit``). ``sleep`` and ``clock`` are injectable for tests.
+
+    A record sent twice within the pull (overlapping pages) is stored twice and counted
+    (``duplicate_records`` in the metadata, by the ``reconcile_keys`` key when the entity has one).
     """
 
     def __init__(
@@ -42,6 +47,7 @@ class RestExtractor:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         budget: RateBudget | None = None,
+        gate: PauseGate | None = None,
     ) -> None:
         self.source = source
         self.entity = entity
@@ -51,8 +57,15 @@ class RestExtractor:
         if budget is None:
             budget = RateBudget.from_config(connection.rate_limit, clock=clock, sleep=sleep)
         self.client = RestClient(
-            connection, build_authenticator(auth, clock=clock), budget=budget, sleep=sleep
+            connection,
+            build_authenticator(auth, clock=clock),
+            budget=budget,
+            gate=gate,
+            sleep=sleep,
+            clock=clock,
         )
+        listing = entity.reconcile_keys
+        self.duplicates = DuplicateCounter(listing.key if listing is not None else None)
 
     def extract(
         self, watermark: str | None = None, window: tuple[datetime, datetime] | None = None
@@ -77,6 +90,7 @@ class RestExtractor:
                     if not inside(record):
                         continue
                     tracker.observe(record)
+                    self.duplicates.add(record)
                     chunk.append(record)
                     if len(chunk) >= self.batch_size:
                         yield _to_batch(chunk)
@@ -94,7 +108,9 @@ class RestExtractor:
                 "requests": counters.requests,
                 "retries": counters.retries,
                 "url": self.client.redactor.url(self.url),
+                **self.duplicates.metadata(),
             }
+            self.duplicates.warn(self.source, entity.name)
             self.client.close()
 
     def _first_request(
