@@ -471,3 +471,38 @@ def test_json_lines_read_in_chunks_keep_lines_numbers_and_offsets(
                 batch_size=9,
             ).extract()
         )
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "extra"),
+    [
+        ("e.json", b"", {}),
+        ("w.json", b"\xef\xbb\xbf \r\n", {}),
+        ("e.xml", b"  \n", {"records_path": "r"}),
+        ("e.jsonl", b"\n\n", {}),
+        ("e.csv", b"", {}),
+    ],
+)
+def test_a_blank_document_is_an_empty_file_not_a_malformed_one(
+    tmp_path: Path, name: str, content: bytes, extra: dict[str, Any]
+) -> None:
+    (tmp_path / name).write_bytes(content)
+    group = {"path": f"{{data_dir}}/{name}", "format": name.split(".")[1], **extra}
+    ex = FileExtractor("src", entity(files=[group]), data_dir=tmp_path, batch_size=10)
+    assert [item for item in ex.extract() if hasattr(item, "rows")] == []
+    assert ex.empty_files == [str(tmp_path / name)]
+    ex = FileExtractor("src", entity(files=[group], on_empty="fail"), data_dir=tmp_path, batch_size=10)
+    with pytest.raises(SourceFatalError, match="holds no record"):
+        list(ex.extract())
+
+
+def test_a_file_of_nul_bytes_is_not_blank(tmp_path: Path) -> None:
+    (tmp_path / "z.json").write_bytes(b"\x00" * 4096)  # a file allocated and never written
+    ex = FileExtractor(
+        "src",
+        entity(files=[{"path": "{data_dir}/z.json", "format": "json"}]),
+        data_dir=tmp_path,
+        batch_size=10,
+    )
+    with pytest.raises(SourceFatalError, match="malformed JSON"):
+        list(ex.extract())

@@ -292,6 +292,10 @@ class FileExtractor:
     def _batches(self, source_file: SourceFile, group: FileGroup) -> Iterator[Batch | Rejected]:
         where = f"source {self.source}, file {source_file.name}"
         records = 0
+        if group.format in ("json", "xml") and _is_blank(source_file):
+            # a document parser calls an empty file malformed; it is an empty file (on_empty)
+            self._empty(source_file, where)
+            return
         try:
             if group.format == "csv":
                 items: Iterator[Batch | Rejected] = self._csv(source_file, group, where)
@@ -643,6 +647,18 @@ def _check_records_path(source_file: SourceFile, group: FileGroup, where: str) -
             return  # the empty file: its policy says
     if path:
         raise SourceFatalError(f"{where}: records path {path!r} not found")
+
+
+def _is_blank(source_file: SourceFile) -> bool:
+    """Whether the file holds nothing but white space (and a byte order mark)."""
+    try:
+        with source_file.open() as handle:
+            while chunk := handle.read(64 * 1024):
+                if chunk.strip(b" \t\r\n\xef\xbb\xbf"):
+                    return False
+    except (OSError, EOFError, zipfile.BadZipFile):
+        return False  # the read proper reports it
+    return True
 
 
 def locate_decode_error(open_bytes: Callable[[], IO[bytes]], encoding: str) -> tuple[int, int, str] | None:
