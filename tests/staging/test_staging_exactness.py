@@ -506,3 +506,14 @@ def test_a_file_of_nul_bytes_is_not_blank(tmp_path: Path) -> None:
     )
     with pytest.raises(SourceFatalError, match="malformed JSON"):
         list(ex.extract())
+
+
+def test_records_with_the_same_keys_in_another_order_keep_their_columns() -> None:
+    from etl_staging._extract import _to_batch
+
+    batch = _to_batch([{"a": 1, "b": 2}, {"b": 3, "a": 4}])
+    assert (batch.columns, batch.rows) == (["a", "b"], [[1, 2], [4, 3]])
+    batch = _to_batch([{"a": 1, "b": 2}, {"a": 3, "c": 5}, {"b": 6}])
+    assert (batch.columns, batch.rows) == (["a", "b", "c"], [[1, 2, None], [3, None, 5], [None, 6, None]])
+    batch = _to_batch([{"a": 1}, {"a": 2, "b": 3}])
+    assert (batch.columns, batch.rows) == (["a", "b"], [[1, None], [2, 3]])

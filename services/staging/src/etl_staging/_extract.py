@@ -18,6 +18,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
 
@@ -737,9 +738,16 @@ def _located(batch: Batch, origin: str, unit: str, positions: list[int]) -> Batc
 
 
 def _to_batch(records: list[dict[str, Any]]) -> Batch:
-    first = tuple(records[0])
-    if all(tuple(record) == first for record in records):  # the usual case: same keys, same order
-        return Batch(list(first), [list(record.values()) for record in records], json_numbers=True)
+    first = list(records[0])
+    if len(first) > 1:  # the usual case: every record has the same keys (in any order)
+        values = itemgetter(*first)
+        width = len(first)
+        try:
+            rows = [list(values(record)) for record in records if len(record) == width]
+        except KeyError:
+            rows = []
+        if len(rows) == len(records):
+            return Batch(first, rows, json_numbers=True)
     columns: dict[str, None] = {}
     for record in records:
         for key in record:
