@@ -4,8 +4,6 @@ files, bad records set aside, zip members traced, JSON documents streamed."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 import zipfile
 from decimal import Decimal
@@ -13,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from extraction_memory import peak_extraction_kib
 from ops_support import rows
 
 from etl_shared import Database, SourceFatalError, apply_migrations
@@ -369,27 +368,6 @@ def test_each_batch_of_a_zip_names_its_member(env: str, tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------ streaming
 
-_PEAK_RSS = """
-import resource, sys
-from pathlib import Path
-from etl_staging import FileExtractor
-from etl_staging._config import FileEntity
-entity = FileEntity.model_validate(
-    {"name": "t", "files": [{"path": sys.argv[1], "format": "json", "records_path": "data"}], "keep_payload": False}
-)
-extractor = FileExtractor("s", entity, data_dir=Path(sys.argv[1]).parent, batch_size=1000)
-records = sum(len(item.rows) for item in extractor.extract())
-print(records, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-"""
-
-
-def _peak_rss_kib(path: Path) -> tuple[int, int]:
-    out = subprocess.run(
-        [sys.executable, "-c", _PEAK_RSS, str(path)], capture_output=True, text=True, check=True
-    )
-    records, peak = out.stdout.split()
-    return int(records), int(peak)
-
 
 def test_a_json_document_is_streamed_peak_memory_flat_when_the_file_doubles(tmp_path: Path) -> None:
     record = '{"id": %d, "name": "customer %d", "note": "' + "n" * 200 + '", "amount": 12.34}'
@@ -401,7 +379,10 @@ def test_a_json_document_is_streamed_peak_memory_flat_when_the_file_doubles(tmp_
             out.write(", ".join(record % (i, i) for i in range(count)))
             out.write("]}")
         paths.append(path)
-    (small_records, small), (big_records, big) = (_peak_rss_kib(p) for p in paths)
+    (small_records, small), (big_records, big) = (
+        peak_extraction_kib(tmp_path, {"path": str(p), "format": "json", "records_path": "data"})
+        for p in paths
+    )
     assert (small_records, big_records) == (60_000, 120_000)
     assert paths[1].stat().st_size > 2 * 15_000_000
     # reading the whole document would add its size (30 MB) and more for its objects

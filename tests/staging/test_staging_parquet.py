@@ -6,9 +6,6 @@ import datetime as dt
 import gzip
 import json
 import os
-import subprocess
-import sys
-import textwrap
 import zipfile
 from decimal import Decimal
 from pathlib import Path
@@ -18,6 +15,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from extraction_memory import peak_extraction_kib
 
 from etl_shared import SourceFatalError
 from etl_staging import Batch, FileExtractor, Payload
@@ -336,40 +334,14 @@ def _write_rows(path: Path, count: int) -> None:
     pq.write_table(table, path)
 
 
-def _peak_rss_kib(tmp_path: Path, path: Path) -> tuple[int, int]:
-    script = textwrap.dedent(
-        f"""
-        import re
-        from pathlib import Path
-        from etl_staging import Batch, FileExtractor
-        from etl_staging._config import FileEntity
-        entity = FileEntity.model_validate({{"name": "e", "keep_payload": False, "files": [
-            {{"path": {str(path)!r}, "format": "parquet"}}]}})
-        def peak_rss_kib():
-            # the peak RSS of this process image: ru_maxrss would include the parent's RSS at fork (Linux
-            # carries the high-water mark over exec), so that a large test process would hide any growth
-            status = Path("/proc/self/status").read_text()
-            return int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1))
-        count = 0
-        for item in FileExtractor("s", entity, data_dir=Path({str(tmp_path)!r}), batch_size=5000).extract():
-            if isinstance(item, Batch):
-                count += len(item.rows)
-        print(count, peak_rss_kib())
-        """
-    )
-    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout
-    count, rss = out.split()
-    return int(count), int(rss)
-
-
 def test_peak_memory_stays_flat_when_the_file_doubles(tmp_path: Path) -> None:
     small, large = tmp_path / "small.parquet", tmp_path / "large.parquet"
     _write_rows(small, 200_000)
     _write_rows(large, 400_000)  # ~60 MB in one row group: read whole, it would show
 
     (small_count, small_rss), (large_count, large_rss) = (
-        _peak_rss_kib(tmp_path, small),
-        _peak_rss_kib(tmp_path, large),
+        peak_extraction_kib(tmp_path, {"path": str(small), "format": "parquet"}, batch_size=5000),
+        peak_extraction_kib(tmp_path, {"path": str(large), "format": "parquet"}, batch_size=5000),
     )
 
     assert (small_count, large_count) == (200_000, 400_000)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+from extraction_memory import peak_extraction_kib
 
 from etl_shared import ConfigurationError, SourceFatalError
 from etl_staging import Batch, FileExtractor
@@ -211,33 +210,6 @@ def test_an_unsafe_document_is_still_refused_with_namespaces(tmp_path: Path) -> 
         records(extractor(tmp_path, document, records_path="{urn:x}order"))
 
 
-def _peak_rss_kib(tmp_path: Path, path: Path) -> tuple[int, int]:
-    """The peak RSS of a fresh interpreter that reads ``path``'s records (extractor only)."""
-    script = textwrap.dedent(
-        f"""
-        import re
-        from pathlib import Path
-        from etl_staging import Batch, FileExtractor
-        from etl_staging._config import FileEntity
-        entity = FileEntity.model_validate({{"name": "e", "keep_payload": False, "files": [
-            {{"path": {str(path)!r}, "format": "xml", "records_path": "{{urn:x}}order"}}]}})
-        def peak_rss_kib():
-            # the peak RSS of this process image: ru_maxrss would include the parent's RSS at fork (Linux
-            # carries the high-water mark over exec), so that a large test process would hide any growth
-            status = Path("/proc/self/status").read_text()
-            return int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1))
-        count = 0
-        for item in FileExtractor("s", entity, data_dir=Path({str(tmp_path)!r}), batch_size=1000).extract():
-            if isinstance(item, Batch):
-                count += len(item.rows)
-        print(count, peak_rss_kib())
-        """
-    )
-    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout
-    count, rss = out.split()
-    return int(count), int(rss)
-
-
 def _write_orders(path: Path, count: int) -> None:
     with path.open("w", encoding="utf-8") as handle:
         handle.write('<feed xmlns="urn:x" xmlns:m="urn:m">\n')
@@ -255,8 +227,8 @@ def test_memory_stays_flat_when_the_file_doubles(tmp_path: Path) -> None:
     _write_orders(large, 120_000)  # ~36 MB: a leak of the records read would show as many MB more
 
     (small_count, small_rss), (large_count, large_rss) = (
-        _peak_rss_kib(tmp_path, small),
-        _peak_rss_kib(tmp_path, large),
+        peak_extraction_kib(tmp_path, {"path": str(small), "format": "xml", "records_path": "{urn:x}order"}),
+        peak_extraction_kib(tmp_path, {"path": str(large), "format": "xml", "records_path": "{urn:x}order"}),
     )
 
     assert (small_count, large_count) == (60_000, 120_000)
