@@ -13,7 +13,6 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -30,24 +29,6 @@ from etl_staging._rest import AsyncRestEntity, AsyncRestExtractor, RateBudget, R
 from etl_staging.cli import main
 
 SECRET = "5up3r-s3cret-key"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[HTTPServer]:
-    """A threaded server: requests are answered concurrently (the default fixture answers one by one)."""
-    httpserver = HTTPServer(threaded=True)
-    httpserver.start()
-    yield httpserver
-    httpserver.clear()
-    if httpserver.is_running():
-        httpserver.stop()
-
-
-@pytest.fixture
-def api(server: HTTPServer) -> Iterator[HTTPServer]:
-    server.clear()
-    yield server
-    server.clear()
 
 
 class FakeTime:

@@ -13,7 +13,6 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -31,24 +30,6 @@ from etl_staging._rest import AsyncRestEntity, AsyncRestExtractor, RestAuth, Res
 from etl_staging.cli import main
 
 SECRET = "cl13nt-s3cret"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[HTTPServer]:
-    """A threaded server: requests are answered concurrently, each in a thread of its own."""
-    httpserver = HTTPServer(threaded=True)
-    httpserver.start()
-    yield httpserver
-    httpserver.clear()
-    if httpserver.is_running():
-        httpserver.stop()
-
-
-@pytest.fixture
-def api(server: HTTPServer) -> Iterator[HTTPServer]:
-    server.clear()
-    yield server
-    server.clear()
 
 
 @pytest.fixture
