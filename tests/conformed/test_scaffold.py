@@ -11,7 +11,7 @@ import pytest
 from insurance_source import change_source, load_source
 from ops_support import rows
 
-from etl_conformed._scaffold import cast_type
+from etl_conformed._scaffold import EntityPlan, cast_type, model_columns, validated_sql
 from etl_conformed.cli import main as conformed
 from etl_staging.cli import main as staging
 
@@ -28,6 +28,36 @@ def test_source_types_become_casts() -> None:
     assert cast_type("bpchar(4)") == "char(4)" and cast_type("varchar(40)") == "varchar(40)"
     assert cast_type("timestamptz") == "timestamptz" and cast_type("int4") == "integer"
     assert cast_type("text") is None and cast_type(None) is None and cast_type("jsonb") is None
+
+
+def test_pull_columns_that_are_not_identifiers_get_model_names_and_are_read_by_their_own() -> None:
+    columns = ["id", "x:tier", "@id", "#text", "Order Date", "1st", "id_2", "it's"]
+    names = model_columns(columns)
+    assert names == {
+        "id": "id",
+        "x:tier": "x_tier",
+        "@id": "id_3",  # id and id_2 are taken by columns of those names
+        "#text": "text",
+        "Order Date": "order_date",
+        "1st": "c_1st",
+        "id_2": "id_2",
+        "it's": "it_s",
+    }
+    plan = EntityPlan(
+        source="partner",
+        entity="orders",
+        model="partner_orders",
+        key=["id"],
+        cursor=None,
+        listed=False,
+        columns=list(names.values()),
+        types={"x_tier": "integer"},
+        fields={name: column for column, name in names.items() if name != column},
+    )
+    sql = validated_sql(plan)
+    assert "{{ etl_platform.try_cast(etl_platform.field('x:tier'), 'integer') }} as x_tier" in sql
+    assert "{{ etl_platform.field('@id') }} as id_3" in sql
+    assert "{{ etl_platform.field('it\\'s') }} as it_s" in sql
 
 
 def test_scaffolded_models_run_as_written_and_keep_the_source_exact(

@@ -21,7 +21,7 @@ import io
 import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,9 @@ class EntityPlan:
     types: dict[str, str | None]
     #: the entity's freshness SLA in hours (sources.yml), the freshness test's warning threshold
     sla_hours: float = 26
+    #: model column -> the pull's column, where the pull's is not an SQL identifier (XML's `x:tier`,
+    #: `@id`, `#text`; a header with spaces)
+    fields: dict[str, str] = field(default_factory=dict)
 
     @property
     def snapshot(self) -> bool:
@@ -92,9 +95,36 @@ class EntityPlan:
         return [c for c in self.columns if c not in skip]
 
     def typed(self, column: str) -> str:
-        field = f"etl_platform.field('{column}')"
+        source_name = self.fields.get(column, column).replace("\\", "\\\\").replace("'", "\\'")
+        field = f"etl_platform.field('{source_name}')"
         target = self.types.get(column)
         return f"etl_platform.try_cast({field}, '{target}')" if target else field
+
+
+_NOT_IDENTIFIER = re.compile(r"[^a-z0-9_]+")
+
+
+def model_columns(columns: Sequence[str]) -> dict[str, str]:
+    """The model's column name of each pull column: itself when it is a lower-case SQL identifier,
+    else lower-cased with every other run of characters as ``_`` (``x:tier`` -> ``x_tier``, ``@id``
+    -> ``id``), a leading digit prefixed with ``c_``, and a name taken twice numbered (``id_2``)."""
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    plain = [c for c in columns if _NOT_IDENTIFIER.sub("", c.lower()) == c and c and not c[0].isdigit()]
+    taken.update(plain)
+    for column in columns:
+        if column in plain:
+            names[column] = column
+            continue
+        base = _NOT_IDENTIFIER.sub("_", column.lower()).strip("_") or "column"
+        if base[0].isdigit():
+            base = f"c_{base}"
+        name, number = base, 2
+        while name in taken:
+            name, number = f"{base}_{number}", number + 1
+        taken.add(name)
+        names[column] = name
+    return names
 
 
 def declared_source(sources_file: Path, source: str) -> dict[str, Any]:
@@ -149,15 +179,17 @@ def plan_entity(
     if missing:
         raise ConfigurationError(f"key column(s) {', '.join(missing)} not in the pull's columns {columns}")
     source_types = (metadata or {}).get("column_types") or {}
+    names = model_columns(columns)
     return EntityPlan(
         source=source,
         entity=entity,
         model=model or f"{source}_{entity}",
-        key=keys,
-        cursor=config.get("cursor"),
+        key=[names[k] for k in keys],
+        cursor=names.get(config.get("cursor") or "", config.get("cursor")),
         listed=bool(config.get("reconcile_keys")),
-        columns=list(columns),
-        types={c: cast_type(source_types.get(c)) for c in columns},
+        columns=list(names.values()),
+        types={names[c]: cast_type(source_types.get(c)) for c in columns},
+        fields={name: c for c, name in names.items() if name != c},
         sla_hours=float(config.get("freshness_sla_hours") or declared.get("freshness_sla_hours") or 26),
     )
 

@@ -204,7 +204,7 @@ pull_records as (
 {#- The trimmed text of field `name` of a record given with its column names (null when empty or
     absent). -#}
 {% macro record_field(column_names, record, name) -%}
-nullif(trim({{ record }} ->> (array_position({{ column_names }}, '{{ name }}') - 1)), '')
+nullif(trim({{ record }} ->> (array_position({{ column_names }}, '{{ name | replace("'", "''") }}') - 1)), '')
 {%- endmacro %}
 
 {#- A batch's column names as a text array (decoded once per batch: see pull_batches). -#}
