@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+from pytest_httpserver import HTTPServer
 
 from etl_shared._embedded import EmbeddedPostgres
 
@@ -118,3 +119,23 @@ def warehouse(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.delenv("ETL_PUSHGATEWAY_URL", raising=False)
     return Warehouse(database_url, tmp_path / "data", monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[HTTPServer]:
+    """A threaded server: requests are answered concurrently, each in a thread of its own (the
+    default httpserver fixture answers one by one)."""
+    httpserver = HTTPServer(threaded=True)
+    httpserver.start()
+    yield httpserver
+    httpserver.clear()
+    if httpserver.is_running():
+        httpserver.stop()
+
+
+@pytest.fixture
+def api(server: HTTPServer) -> Iterator[HTTPServer]:
+    """The threaded server, cleared before and after the test."""
+    server.clear()
+    yield server
+    server.clear()
