@@ -224,25 +224,43 @@ def test_rerun_changes_nothing_and_exports_are_byte_identical(warehouse: Warehou
     build(warehouse)
     before = warehouse.snapshot(*(f"semantic.{t}" for t in SEMANTIC_TABLES))
     first_exports = exports_of(warehouse, "run-2")
+    assert set(first_exports) == {
+        "watershed_csv",
+        "watershed_voided_csv",
+        "watershed_template",
+        "watershed_xapi",
+        "watershed_manifest",
+        "qlik_load_script",
+    }
+    first_bytes = {kind: Path(path).read_bytes() for kind, (path, _, _) in first_exports.items()}
 
     assert warehouse.run() == 0
     assert warehouse.semantic() == 0
 
+    # Nothing new: dbt builds nothing, the tables are as they were, and the export writes no statement
+    # file, only the manifest of the batches so far (the first run's) and the Qlik script.
     assert warehouse.snapshot(*(f"semantic.{t}" for t in SEMANTIC_TABLES)) == before
     second_exports = exports_of(warehouse, "run-4")
-    assert {k: v[1:] for k, v in first_exports.items()} == {k: v[1:] for k, v in second_exports.items()}
+    assert set(second_exports) == {"watershed_manifest", "qlik_load_script"}
+    assert second_exports["qlik_load_script"][1:] == first_exports["qlik_load_script"][1:]
     for kind, (path, rows, sha256) in second_exports.items():
         assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == sha256, kind
         assert rows >= 0
-    assert set(second_exports) == {
-        "watershed_csv",
-        "watershed_template",
-        "watershed_xapi",
-        "qlik_load_script",
-    }
+    first_manifest = json.loads(first_bytes["watershed_manifest"])
+    second_manifest = json.loads(Path(second_exports["watershed_manifest"][0]).read_bytes())
+    assert second_manifest["batches"] == first_manifest["batches"]
+    assert [b["run_id"] for b in second_manifest["batches"]] == ["run-2"]
+    listed = {f["kind"]: (f["name"], f["rows"], f["sha256"]) for f in first_manifest["batches"][0]["files"]}
+    for kind, (name, rows, sha256) in listed.items():
+        assert (Path(first_exports[kind][0]).name, first_exports[kind][1], first_exports[kind][2]) == (
+            name,
+            rows,
+            sha256,
+        )
 
-    statements = json.loads(Path(second_exports["watershed_xapi"][0]).read_text())
-    assert len(statements) == second_exports["watershed_csv"][1] > 0
+    statements = json.loads(first_bytes["watershed_xapi"])
+    assert len(statements) == first_exports["watershed_csv"][1] > 0
+    assert first_exports["watershed_voided_csv"][1] == 0
     assert [p for s in statements for p in validate_statement(s)] == []
     by_source = {(s["object"]["id"], s["verb"]["display"]["en-US"]) for s in statements}
     assert by_source == {
@@ -256,6 +274,12 @@ def test_rerun_changes_nothing_and_exports_are_byte_identical(warehouse: Warehou
     # A customer is a pseudonymous account; a visitor not logged in (or an unknown customer), a session.
     actors = {s["actor"]["account"]["name"] for s in statements}
     assert all(a.startswith("pii_") for a in actors) and len(actors) == 4  # customers 1, 2; order 13; s-2
+
+    # The same run id again (Control-M reruns the job): every file of its batch byte for byte.
+    assert warehouse.semantic(run_id="run-2") == 0
+    for kind, (path, _, _) in first_exports.items():
+        assert Path(path).read_bytes() == first_bytes[kind], kind
+    assert warehouse.rows("select count(*) from ops.export_batches") == [(1,)]
 
 
 def exports_of(warehouse: Warehouse, run_id: str) -> dict[str, tuple[str, int, str]]:
