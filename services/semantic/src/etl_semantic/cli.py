@@ -168,9 +168,20 @@ def select_new_input(context: JobContext, _manifest: Any) -> Selection:
     (the incremental models then take only what changed), nothing when it did not: every model's
     input is as the last build left it, so a rebuild would write the same rows and export nothing."""
     new = context.counts.get(NEW_INPUT_KEY) or []
+    if ledger_run_values(context):
+        return Selection(select=[], reason="the PII key changed: every masked value changes")
     if new:
         return Selection(select=[], reason=f"{len(new)} conformed pull(s) processed since the last run")
     return Selection(select=[NOTHING_NEW], reason="no conformed pull processed since the last run")
+
+
+def ledger_run_values(context: JobContext) -> dict[str, str]:
+    """After a change of the PII key every statement's actor changes: the change ledgers compare every
+    record (run value ``ledger_compare_all``, etl_platform.newest_value), so each statement is voided
+    and issued again with the new token."""
+    if context.counts.get("pii_key") in ("changed", "set"):
+        return {"ledger_compare_all": "true"}
+    return {}
 
 
 def before_build(context: JobContext) -> None:
@@ -271,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             before_build=before_build,
             variables=dbt_variables,
             select=select_new_input,
+            run_values=ledger_run_values,
             on_built=write_exports,
             # what the models declare: meta etl_retention (fct_sales, fct_orders)
             retention=lambda _context, outcome: model_retention_rules(outcome),

@@ -37,10 +37,11 @@ md5(concat_ws('|', {% for column in columns %}coalesce(cast({{ alias }}.{{ colum
 
 {#- The newest value of `column` among `relation`'s rows where `where` holds, as a timestamptz
     literal (1900-01-01 on the first build or an empty table): a watermark read once, when dbt
-    compiles the model. -#}
+    compiles the model. With the run value ledger_compare_all = 'true' (the semantic job after a change
+    of the PII key) 1900-01-01 too: every record is compared again. -#}
 {% macro newest_value(relation, column, where='true') -%}
 {%- set newest = none -%}
-{%- if execute and is_incremental() -%}
+{%- if execute and is_incremental() and etl_platform.run_value('ledger_compare_all', 'false') != 'true' -%}
     {%- set newest = run_query("select max(" ~ column ~ ")::text from " ~ relation ~ " where " ~ where).columns[0].values()[0] -%}
 {%- endif -%}
 '{{ newest or "1900-01-01 00:00:00+00" }}'::timestamptz
