@@ -936,16 +936,22 @@ class StatementChecker:
         verb, target = statement["verb"], statement["object"]
         definition = target.get("definition") or {}
         result = statement.get("result")
+        actor = statement["actor"]
         return (
             tuple(statement),
-            statement["actor"]["account"]["homePage"],
+            tuple(actor),
+            actor.get("objectType"),
+            tuple(actor["account"]),
+            actor["account"]["homePage"],
+            tuple(verb),
+            tuple(target),
             verb["id"],
             tuple((verb.get("display") or {}).items()),
             target.get("objectType"),
             definition.get("type"),
             tuple(definition),
             tuple((definition.get("name") or {}).keys()),
-            tuple(result["extensions"]) if result else None,
+            (tuple(result), tuple(result.get("extensions") or {})) if result else None,
             orjson.dumps(statement.get("context"), default=_orjson_default),
         )
 
