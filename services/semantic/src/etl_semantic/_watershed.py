@@ -918,6 +918,21 @@ _fsync_folder = fsync_folder
 # Streaming validation
 
 
+def _context_shape(context: Any) -> Any:
+    """What the validation reads of a context, less the extension values (any JSON, per record):
+    its properties, platform and extension keys."""
+    if not isinstance(context, dict):
+        return orjson.dumps(context, default=_orjson_default)
+    extensions = context.get("extensions")
+    others = {k: v for k, v in context.items() if k != "extensions"}
+    return (
+        orjson.dumps(others, default=_orjson_default),
+        tuple(extensions)
+        if isinstance(extensions, dict)
+        else orjson.dumps(extensions, default=_orjson_default),
+    )
+
+
 class StatementChecker:
     """The validation of :func:`validate_statement` for the statements of an export, as they stream.
 
@@ -952,7 +967,7 @@ class StatementChecker:
             tuple(definition),
             tuple((definition.get("name") or {}).keys()),
             (tuple(result), tuple(result.get("extensions") or {})) if result else None,
-            orjson.dumps(statement.get("context"), default=_orjson_default),
+            _context_shape(statement.get("context")),
         )
 
     @staticmethod
