@@ -76,7 +76,10 @@ events as (
     where
         not events.is_deleted and events.occurred_at is not null
         {% if is_incremental() %}
-            and events.event_id in (select touched.ws_source_id from touched where touched.ws_source = 'web_event')
+            and events.event_id in (
+                select touched.ws_source_id from touched
+                where touched.ws_source = 'web_event'
+            )
         {% endif %}
 ),
 
@@ -98,7 +101,10 @@ orders as (
     where
         facts.order_status <> 'cancelled'
         {% if is_incremental() %}
-            and facts.order_id::text in (select touched.ws_source_id from touched where touched.ws_source = 'order')
+            and facts.order_id::text in (
+                select touched.ws_source_id from touched
+                where touched.ws_source = 'order'
+            )
         {% endif %}
 ),
 

@@ -127,3 +127,18 @@ ledger as (
     {%- endif %}
 )
 {%- endmacro %}
+
+{#- Aggregates rebuilt by period (docs/macros.md, "Aggregates by period"): the pre-hook of an
+    incremental aggregate (incremental_strategy='upsert', unique_key its grain) that deletes the rows
+    of every period in `touched_sql` (a query of one column, the touched periods), so that a period
+    left with no rows disappears; the model's query computes only those periods (filter it with
+    `column in (select ... from touched)`). Nothing on a full build. The touched periods are the
+    domain's to say (the dates of the records changed since the newest source timestamp the aggregate
+    holds: etl_platform.newest_value), as the model knows which inputs it reads. -#}
+{% macro replace_periods(period_column, touched_sql) -%}
+{%- if is_incremental() -%}
+delete from {{ this }} where {{ period_column }} in (select touched.touched_period from ({{ touched_sql }}) as touched (touched_period))
+{%- else -%}
+select 1
+{%- endif -%}
+{%- endmacro %}
