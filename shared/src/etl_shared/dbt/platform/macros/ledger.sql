@@ -11,8 +11,10 @@
   watermark such as `<prefix>_source_loaded_at`). It gets, from ledger_rows:
 
     - a new row for each current record whose content is not the content of the record's active
-      row: id = a UUID of the key, the content hash and the run id (a record that changes gets a new
-      id, one that changes back too: an id is never reused), `<prefix>_is_voided` false;
+      row: id = a UUID of the key, the content hash and the record's version in the ledger (1 + its
+      rows there, voided ones included: a record that changes gets a new id, one that changes back
+      too, so an id is never reused; the same history gives the same ids whatever the run ids),
+      `<prefix>_is_voided` false;
     - the active row of each touched key whose content changed or which is gone (deleted, or out of
       the model's filter), as a voided row under its old id (`<prefix>_is_voided` true): the upsert on
       the id marks it voided in place;
@@ -53,7 +55,8 @@ md5(concat_ws('|', {% for column in columns %}coalesce(cast({{ alias }}.{{ colum
 {%- set columns = key + content + extra -%}
 {%- set id_parts = [] -%}
 {%- for column in key -%}{%- do id_parts.append('ledger_current.' ~ column) -%}{%- endfor -%}
-{%- do id_parts.extend(['ledger_current.' ~ prefix ~ '_row_hash', run_id]) -%}
+{%- set version_sql = '(coalesce(ledger_versions.ledger_versions, 0) + 1)::text' if is_incremental() else "'1'" -%}
+{%- do id_parts.extend(['ledger_current.' ~ prefix ~ '_row_hash', version_sql]) -%}
 ledger_current as (
     select
         {%- for column in columns %}
@@ -72,6 +75,17 @@ ledger_active as (
         not ledger.{{ prefix }}_is_voided
         and ({{ key | join(', ') }}) in (select {{ key | join(', ') }} from {{ touched }})
 ),
+
+ledger_versions as (
+    select
+        {%- for column in key %}
+        ledger.{{ column }},
+        {%- endfor %}
+        count(*) as ledger_versions
+    from {{ this }} as ledger
+    where ({{ key | join(', ') }}) in (select {{ key | join(', ') }} from {{ touched }})
+    group by {{ key | join(', ') }}
+),
 {%- endif %}
 
 ledger_new as (
@@ -86,6 +100,11 @@ ledger_new as (
         {{ changed_at }} as {{ prefix }}_changed_at
     from ledger_current
     {%- if is_incremental() %}
+    left join ledger_versions
+        on
+            {%- for column in key %}
+            ledger_current.{{ column }} = ledger_versions.{{ column }}{{ ' and' if not loop.last }}
+            {%- endfor %}
     left join ledger_active
         on
             {%- for column in key %}
