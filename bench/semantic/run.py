@@ -45,8 +45,14 @@ log, timed, query, node_times = (
 )
 
 
+LOADS: dict[str, tuple[float, float]] = {}
+"""The 1-minute load average before and after each step (the machine is shared)."""
+
+
 def step(command: str, env: dict[str, str], run_id: str, work: Path) -> tuple[float, float | None]:
+    before = os.getloadavg()[0]
     wall, rss, rc = timed([str(BIN / command), "run"], {**env, "ETL_RUN_ID": run_id}, work / f"{run_id}.log")
+    LOADS[run_id] = (before, os.getloadavg()[0])
     assert rc == 0, f"{command} failed, see {work / f'{run_id}.log'}"
     return wall, rss
 
@@ -112,11 +118,14 @@ def main() -> int:
         f"- OLTP data: {', '.join(f'{k} {v:,}' for k, v in counts.items())}; set-up (load, staging and"
         f" conformed) {setup_s:.0f} s; delta rows {changed} (orders, lines, customers, products)",
         "",
-        "| run | wall s | share of the full build | peak RSS MB |",
-        "|---|---:|---:|---:|",
+        "| run | wall s | share of the full build | peak RSS MB | load average before / after |",
+        "|---|---:|---:|---:|---|",
     ]
-    for name, _run_id, wall, rss in results:
-        lines.append(f"| {name} | {wall:.1f} | {wall / full:.1%} | {rss or 0:.0f} |")
+    for name, run_id, wall, rss in results:
+        load = LOADS.get(run_id, (0.0, 0.0))
+        lines.append(
+            f"| {name} | {wall:.1f} | {wall / full:.1%} | {rss or 0:.0f} | {load[0]:.2f} / {load[1]:.2f} |"
+        )
     lines += ["", "Rows after the incremental run:", ""]
     lines += [f"- {table}: {rows:,}" for table, rows in tables]
     lines += ["", "Exports (rows, sha256 prefix) per run:", ""]

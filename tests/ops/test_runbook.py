@@ -23,6 +23,7 @@ RUN_ELSEWHERE = {
     "etl-conformed run --all": "tests/conformed/test_conformed_selection.py",
     "etl-conformed run --select validated_customer+": "tests/conformed/test_conformed_selection.py",
     "etl-semantic run": "tests/semantic/test_semantic_zone.py",
+    "etl-semantic run --full-refresh": "tests/semantic/test_semantic_zone.py (a sequence of runs, then a full build)",
     "etl-staging run --source crm --entity accounts": "tests/staging/test_staging_demo_apis.py (the sample APIs)",
 }
 _FENCE = re.compile(r"^([ \t]*)```(\w*)\n(.*?)^\1```", re.DOTALL | re.MULTILINE)

@@ -715,3 +715,214 @@ def test_csv_module_reads_what_was_written(db: Database, tmp_path: Path) -> None
     text = _by_kind(_export(db, tmp_path))["watershed_csv"].path.read_text("utf-8")
     names = [row[8] for row in csv.reader(io.StringIO(text))][1:]
     assert sorted(names) == sorted(r[8] for r in ROWS)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Voiding statements, the streaming validation and the fast encoder
+
+
+def _voiding_statement(target: str = STATEMENT_ID) -> dict[str, Any]:
+    return {
+        "id": "6b1d2a3c-4e5f-5a6b-8c7d-0e1f2a3b4c5d",
+        "timestamp": "2024-03-02T10:00:00.000Z",
+        "actor": {"objectType": "Agent", "account": {"homePage": HOME, "name": "cust_7f3a9c"}},
+        "verb": {"id": watershed.VOIDED_VERB, "display": {"en-US": "voided"}},
+        "object": {"objectType": "StatementRef", "id": target},
+    }
+
+
+def test_a_voiding_statement_refers_to_the_voided_statement() -> None:
+    assert validate_statement(_voiding_statement()) == []
+    activity = _voiding_statement()
+    activity["object"] = {"objectType": "Activity", "id": f"{HOME}/orders/5001"}
+    assert any(
+        "a voiding statement's object must be a StatementRef" in p for p in validate_statement(activity)
+    )
+    itself = _voiding_statement(target="6b1d2a3c-4e5f-5a6b-8c7d-0e1f2a3b4c5d")
+    assert any("a statement cannot void itself" in p for p in validate_statement(itself))
+    not_uuid = _voiding_statement(target="5001")
+    assert any("object.id: must be a lower-case RFC 4122 UUID" in p for p in validate_statement(not_uuid))
+
+
+def test_the_voiding_statement_of_a_row_is_valid_and_stable() -> None:
+    row = watershed.WatershedRow(*ROWS[2])
+    voided_at = datetime(2024, 3, 5, 6, 0, tzinfo=UTC)
+    statement = watershed.voiding_statement(row, voided_at)
+    assert validate_statement(statement) == []
+    assert statement["object"] == {"objectType": "StatementRef", "id": ID_O1}
+    assert statement["actor"]["account"] == {"homePage": HOME, "name": "cust_7f3a9c"}
+    assert statement["timestamp"] == "2024-03-05T06:00:00.000Z"
+    assert watershed.voiding_statement(row, voided_at) == statement  # the same id every time
+    assert statement["id"] != ID_O1
+
+
+@pytest.mark.parametrize(("defect", "change", "expected"), DEFECTS, ids=[d[0] for d in DEFECTS])
+def test_the_streaming_checker_finds_what_the_full_validation_finds(
+    defect: str, change: Callable[[dict[str, Any]], None], expected: str
+) -> None:
+    checker = watershed.StatementChecker()
+    assert checker.problems(_valid_statement()) == []  # its shape is known now
+    statement = _valid_statement()
+    change(statement)
+    assert checker.problems(statement) == validate_statement(statement) != [], defect
+
+
+def test_the_streaming_checker_checks_every_rows_own_values() -> None:
+    checker = watershed.StatementChecker()
+    assert checker.problems(_valid_statement()) == []
+    for path, value in (
+        ("id", "not-a-uuid"),
+        ("timestamp", "2024-13-01T00:00:00Z"),
+        ("actor.account.name", ""),
+        ("object.id", "no scheme"),
+        ("object.definition.name", {"en-US": None}),
+    ):
+        statement = _valid_statement()
+        _set(path, value)(statement)
+        assert checker.problems(statement) == validate_statement(statement) != [], path
+    other = _valid_statement()
+    other["id"], other["object"]["id"] = "2f1c6f0e-8d4b-5a7e-9c3d-1b2a3c4d5e70", f"{HOME}/products/43"
+    assert checker.problems(other) == []
+    assert checker.problems(_voiding_statement()) == []
+    assert checker.problems(_voiding_statement(target="6b1d2a3c-4e5f-5a6b-8c7d-0e1f2a3b4c5d")) != []
+
+
+def test_the_fast_encoder_writes_what_the_exact_encoder_writes() -> None:
+    for value in (
+        _valid_statement(),
+        _voiding_statement(),
+        {
+            "text": 'Crème "brûlée" \\ / \t\n\u2028\x1f\x7f 日本製',
+            "amounts": [Decimal("0.10"), Decimal("1234567.50")],
+        },
+        {"empty": {}, "list": [], "none": None, "true": True, "n": 42},
+    ):
+        assert watershed.encode_json_bytes(value) == watershed.encode_json(value).encode("utf-8")
+    with pytest.raises(TypeError):  # orjson's JSONEncodeError, from the ValueError of the NaN
+        watershed.encode_json_bytes({"amount": Decimal("NaN")})
+
+
+# ---------------------------------------------------------------------------------------------------
+# The incremental export of a change ledger
+
+
+@pytest.fixture
+def ledger(db: Database) -> Database:
+    """The test table with the change ledger's columns: every row created by run r1."""
+    with db.connect() as conn:
+        conn.execute(
+            "alter table semantic.watershed_statements add column ws_row_hash text not null default 'h',"
+            " add column ws_is_voided boolean not null default false,"
+            " add column ws_run_id text not null default 'r1',"
+            " add column ws_changed_at timestamptz not null default '2024-03-03T00:00:00Z'"
+        )
+    return db
+
+
+def _changes(db: Database, folder: Path, run_id: str) -> dict[str, ExportFile]:
+    return _by_kind(
+        watershed.export_watershed_changes(db, folder, "watershed", run_id, job_id=str(uuid.uuid4()))
+    )
+
+
+def test_the_first_export_of_a_ledger_is_every_row_and_its_manifest(ledger: Database, tmp_path: Path) -> None:
+    files = _changes(ledger, tmp_path, "r1")
+    assert set(files) == {
+        "watershed_csv",
+        "watershed_voided_csv",
+        "watershed_template",
+        "watershed_xapi",
+        "watershed_manifest",
+    }
+    assert files["watershed_csv"].path.read_text(encoding="utf-8") == EXPECTED_CSV
+    assert files["watershed_voided_csv"].path.read_text() == ",".join(watershed.VOIDED_CSV_HEADER) + "\n"
+    # the same statements as the full export of the same rows, byte for byte
+    full = _by_kind(_export(ledger, tmp_path / "full"))
+    assert files["watershed_xapi"].path.read_bytes() == full["watershed_xapi"].path.read_bytes()
+    manifest = json.loads(files["watershed_manifest"].path.read_bytes())
+    assert manifest["statements"] == 5 and manifest["export"] == "watershed"
+    assert [(b["sequence"], b["run_id"], b["statements"], b["voided"]) for b in manifest["batches"]] == [
+        (1, "r1", 5, 0)
+    ]
+    listed = {f["kind"]: f for f in manifest["batches"][0]["files"]}
+    for kind, file in files.items():
+        if kind != "watershed_manifest":
+            assert listed[kind] == {
+                "kind": kind,
+                "name": file.path.name,
+                "rows": file.rows,
+                "bytes": file.bytes,
+                "sha256": hashlib.sha256(file.path.read_bytes()).hexdigest(),
+            }
+
+
+def test_a_ledger_export_writes_only_the_runs_not_exported(ledger: Database, tmp_path: Path) -> None:
+    first = _changes(ledger, tmp_path, "r1")
+    first_bytes = {kind: f.path.read_bytes() for kind, f in first.items()}
+
+    # nothing changed since: no batch, the manifest of the batches so far
+    nothing = _changes(ledger, tmp_path, "r2")
+    assert set(nothing) == {"watershed_manifest"}
+    assert (
+        json.loads(nothing["watershed_manifest"].path.read_bytes())["batches"]
+        == json.loads(first_bytes["watershed_manifest"])["batches"]
+    )
+
+    # run r3 voids order 5001 and issues its new statement
+    new_id = _statement_id("order", "5001-v2")
+    with ledger.connect() as conn:
+        conn.execute(
+            "update semantic.watershed_statements set ws_is_voided = true, ws_run_id = 'r3',"
+            " ws_changed_at = '2024-03-04T05:06:07.891Z' where ws_statement_id = %s",
+            (ID_O1,),
+        )
+        conn.execute(
+            f"insert into semantic.watershed_statements ({COLUMNS}, ws_run_id)"
+            f" select %s, ws_timestamp, ws_actor_home_page, ws_actor_account, ws_verb_id, ws_verb_display,"
+            " ws_object_id, ws_object_type, ws_object_name, 260.00, ws_result_currency, ws_source, ws_source_id,"
+            " 'r3' from semantic.watershed_statements where ws_statement_id = %s",
+            (new_id, ID_O1),
+        )
+    third = _changes(ledger, tmp_path, "r3")
+    statements = _xapi(third["watershed_xapi"].path)
+    assert [s["verb"]["id"] for s in statements] == [watershed.VOIDED_VERB, PURCHASED]
+    assert statements[0]["object"] == {"objectType": "StatementRef", "id": ID_O1}
+    assert statements[0]["timestamp"] == "2024-03-04T05:06:07.891Z"
+    assert statements[1]["id"] == new_id
+    assert statements[1]["result"]["extensions"][f"{HOME}/xapi/extensions/amount"] == Decimal("260.00")
+    assert [validate_statement(s) for s in statements] == [[], []]
+    assert _csv_rows(third["watershed_voided_csv"].path) == [
+        {
+            "statement_id": statements[0]["id"],
+            "timestamp": "2024-03-04T05:06:07.891Z",
+            "actor_home_page": HOME,
+            "actor_account_name": "cust_7f3a9c",
+            "voided_statement_id": ID_O1,
+        }
+    ]
+    assert [r["statement_id"] for r in _csv_rows(third["watershed_csv"].path)] == [new_id]
+    manifest = json.loads(third["watershed_manifest"].path.read_bytes())
+    assert [(b["run_id"], b["statements"], b["voided"]) for b in manifest["batches"]] == [
+        ("r1", 5, 0),
+        ("r3", 1, 1),
+    ]
+    assert manifest["statements"] == 5
+
+    # a rerun of r1 and of r3 writes the same bytes as before
+    third_bytes = {kind: f.path.read_bytes() for kind, f in third.items()}
+    assert {k: f.path.read_bytes() for k, f in _changes(ledger, tmp_path, "r3").items()} == third_bytes
+    again = _changes(ledger, tmp_path, "r1")
+    # (r1's rows are its own but for the one r3 voided since: only the manifest of r1 is the same)
+    assert again["watershed_manifest"].path.read_bytes() == first_bytes["watershed_manifest"]
+
+
+def test_an_invalid_row_in_a_ledger_export_leaves_no_batch(ledger: Database, tmp_path: Path) -> None:
+    with ledger.connect() as conn:
+        conn.execute(
+            "update semantic.watershed_statements set ws_object_id = 'no scheme' where ws_source_id = 'e-1002'"
+        )
+    with pytest.raises(TransformError, match=r"object\.id: must be an absolute IRI"):
+        _changes(ledger, tmp_path, "r1")
+    assert list(tmp_path.iterdir()) == []
+    with ledger.connect() as conn:
+        assert conn.execute("select count(*) from ops.export_batches").fetchone() == (0,)

@@ -9,6 +9,7 @@ import json
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from conformed_warehouse import CUSTOMER_COLUMNS, Warehouse
 
@@ -224,25 +225,43 @@ def test_rerun_changes_nothing_and_exports_are_byte_identical(warehouse: Warehou
     build(warehouse)
     before = warehouse.snapshot(*(f"semantic.{t}" for t in SEMANTIC_TABLES))
     first_exports = exports_of(warehouse, "run-2")
+    assert set(first_exports) == {
+        "watershed_csv",
+        "watershed_voided_csv",
+        "watershed_template",
+        "watershed_xapi",
+        "watershed_manifest",
+        "qlik_load_script",
+    }
+    first_bytes = {kind: Path(path).read_bytes() for kind, (path, _, _) in first_exports.items()}
 
     assert warehouse.run() == 0
     assert warehouse.semantic() == 0
 
+    # Nothing new: dbt builds nothing, the tables are as they were, and the export writes no statement
+    # file, only the manifest of the batches so far (the first run's) and the Qlik script.
     assert warehouse.snapshot(*(f"semantic.{t}" for t in SEMANTIC_TABLES)) == before
     second_exports = exports_of(warehouse, "run-4")
-    assert {k: v[1:] for k, v in first_exports.items()} == {k: v[1:] for k, v in second_exports.items()}
+    assert set(second_exports) == {"watershed_manifest", "qlik_load_script"}
+    assert second_exports["qlik_load_script"][1:] == first_exports["qlik_load_script"][1:]
     for kind, (path, rows, sha256) in second_exports.items():
         assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == sha256, kind
         assert rows >= 0
-    assert set(second_exports) == {
-        "watershed_csv",
-        "watershed_template",
-        "watershed_xapi",
-        "qlik_load_script",
-    }
+    first_manifest = json.loads(first_bytes["watershed_manifest"])
+    second_manifest = json.loads(Path(second_exports["watershed_manifest"][0]).read_bytes())
+    assert second_manifest["batches"] == first_manifest["batches"]
+    assert [b["run_id"] for b in second_manifest["batches"]] == ["run-2"]
+    listed = {f["kind"]: (f["name"], f["rows"], f["sha256"]) for f in first_manifest["batches"][0]["files"]}
+    for kind, (name, rows, sha256) in listed.items():
+        assert (Path(first_exports[kind][0]).name, first_exports[kind][1], first_exports[kind][2]) == (
+            name,
+            rows,
+            sha256,
+        )
 
-    statements = json.loads(Path(second_exports["watershed_xapi"][0]).read_text())
-    assert len(statements) == second_exports["watershed_csv"][1] > 0
+    statements = json.loads(first_bytes["watershed_xapi"])
+    assert len(statements) == first_exports["watershed_csv"][1] > 0
+    assert first_exports["watershed_voided_csv"][1] == 0
     assert [p for s in statements for p in validate_statement(s)] == []
     by_source = {(s["object"]["id"], s["verb"]["display"]["en-US"]) for s in statements}
     assert by_source == {
@@ -256,6 +275,12 @@ def test_rerun_changes_nothing_and_exports_are_byte_identical(warehouse: Warehou
     # A customer is a pseudonymous account; a visitor not logged in (or an unknown customer), a session.
     actors = {s["actor"]["account"]["name"] for s in statements}
     assert all(a.startswith("pii_") for a in actors) and len(actors) == 4  # customers 1, 2; order 13; s-2
+
+    # The same run id again (Control-M reruns the job): every file of its batch byte for byte.
+    assert warehouse.semantic(run_id="run-2") == 0
+    for kind, (path, _, _) in first_exports.items():
+        assert Path(path).read_bytes() == first_bytes[kind], kind
+    assert warehouse.rows("select count(*) from ops.export_batches") == [(1,)]
 
 
 def exports_of(warehouse: Warehouse, run_id: str) -> dict[str, tuple[str, int, str]]:
@@ -412,7 +437,17 @@ def test_retention_deletes_old_facts_in_batches(warehouse: Warehouse) -> None:
     (counts,) = warehouse.rows(
         "select counts from ops.job_runs where zone = 'semantic' order by started_at desc limit 1"
     )[0]
-    assert counts["retention"]["deleted"] == {"semantic.fct_sales": 2, "semantic.fct_orders": 1}
+    # the statements of order 10 (15 January) and of the web events of 14 February go too (meta
+    # etl_retention of the change ledger); retention is no retraction: nothing is voided for them
+    assert counts["retention"]["deleted"] == {
+        "semantic.fct_sales": 2,
+        "semantic.fct_orders": 1,
+        "semantic.watershed_statements": 3,
+    }
+    assert warehouse.rows(
+        "select count(*) from semantic.watershed_statements where ws_timestamp < '2026-02-15'"
+    ) == [(0,)]
+    assert warehouse.rows("select count(*) from semantic.watershed_statements where ws_is_voided") == [(0,)]
 
 
 def test_the_calendar_spans_the_business_dates_or_the_configured_range(warehouse: Warehouse) -> None:
@@ -459,3 +494,155 @@ def test_the_calendar_spans_the_business_dates_or_the_configured_range(warehouse
         warehouse.semantic(calendar_start="2026-12-31", calendar_end="2026-01-01", retention_days="36500")
         == 2
     )
+
+
+AGGREGATES = ("semantic.agg_daily_revenue", "semantic.monthly_kpis", "semantic.customer_360")
+VOIDED = "http://adlnet.gov/expapi/verbs/voided"
+
+
+def manifest_of(warehouse: Warehouse, run_id: str) -> tuple[Path, dict[str, Any]]:
+    ((path,),) = warehouse.rows(
+        "select path from ops.exports where run_id = %s and kind = 'watershed_manifest'", (run_id,)
+    )
+    return Path(path).parent, json.loads(Path(path).read_bytes())
+
+
+def replay(warehouse: Warehouse, run_id: str) -> dict[str, dict[str, Any]]:
+    """The statements an LRS holds after the manifest's batches were uploaded in order: each file as the
+    manifest describes it, every new statement added once (an id never seen before), every voiding
+    statement removing a statement it holds."""
+    folder, manifest = manifest_of(warehouse, run_id)
+    held: dict[str, dict[str, Any]] = {}
+    seen: set[str] = set()
+    assert [b["sequence"] for b in manifest["batches"]] == list(range(1, len(manifest["batches"]) + 1))
+    for batch in manifest["batches"]:
+        files = {f["kind"]: f for f in batch["files"]}
+        for entry in files.values():
+            data = (folder / entry["name"]).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry["name"]
+        statements = json.loads((folder / files["watershed_xapi"]["name"]).read_bytes())
+        assert len(statements) == batch["statements"] + batch["voided"] == files["watershed_xapi"]["rows"]
+        assert [p for s in statements for p in validate_statement(s)] == []
+        for statement in statements:
+            assert statement["id"] not in seen, "a statement id was used twice"
+            seen.add(statement["id"])
+            if statement["verb"]["id"] == VOIDED:
+                assert statement["object"]["objectType"] == "StatementRef"
+                assert held.pop(statement["object"]["id"], None) is not None, "voids a statement not held"
+            else:
+                held[statement["id"]] = statement
+    assert manifest["statements"] == len(held)
+    return held
+
+
+def contents(statements: Any) -> list[str]:
+    """Statements without their ids, comparable across builds."""
+    return sorted(json.dumps({k: v for k, v in s.items() if k != "id"}, sort_keys=True) for s in statements)
+
+
+def batch_of(warehouse: Warehouse, run_id: str) -> tuple[int, int] | None:
+    found = warehouse.rows(
+        "select statements, voided from ops.export_batches where export_name = 'watershed' and run_id = %s",
+        (run_id,),
+    )
+    return found[0] if found else None
+
+
+def test_incremental_runs_export_every_change_once_and_match_a_full_build(warehouse: Warehouse) -> None:
+    load(warehouse)
+    build(warehouse)  # run-1 conformed, run-2 semantic: the full build
+    assert batch_of(warehouse, "run-2") == (6, 0)
+
+    # Delta 1: order 11 cancelled, order 10 deleted at the source, order 12's line corrected (its
+    # amount changes), a new order 14 and a new web event.
+    warehouse.pull(
+        "oltp",
+        "orders",
+        [*ORDERS, "is_deleted"],
+        [
+            [11, 1, "2026-02-15", "2026-02-15T10:00:00Z", "cancelled", "USD", "2026-02-20T10:00:00Z", False],
+            [10, 1, "2026-01-15", "2026-01-15T10:00:00Z", "delivered", "EUR", "2026-02-21T10:00:00Z", True],
+            [14, 2, "2026-02-18", "2026-02-18T09:00:00Z", "placed", "GBP", "2026-02-18T09:00:00Z", False],
+        ],
+        mode="incremental",
+    )
+    warehouse.pull(
+        "oltp",
+        "order_lines",
+        LINES,
+        [
+            [12, 1, 6, 5, "4.00", "0", "2026-02-20T11:00:00Z"],
+            [14, 1, 5, 1, "20.00", "0", "2026-02-18T09:00:00Z"],
+        ],
+        mode="incremental",
+    )
+    warehouse.pull(
+        "web",
+        "web_events",
+        [
+            "event_id",
+            "occurred_at",
+            "customer_id",
+            "session_id",
+            "event_type",
+            "product_id",
+            "page_url",
+            "user_agent",
+        ],
+        [
+            [
+                "e-3",
+                "2026-02-18T08:55:00Z",
+                2,
+                "s-3",
+                "product_view",
+                5,
+                "https://shop.example.com/products/5",
+                "UA",
+            ]
+        ],
+        mode="incremental",
+    )
+    build(warehouse)  # run-3, run-4
+    assert batch_of(warehouse, "run-4") == (3, 3)  # 12 again, 14, e-3; voided 10, 11, 12
+
+    build(warehouse)  # run-5, run-6: nothing new
+    assert batch_of(warehouse, "run-6") is None
+    assert [b["run_id"] for b in manifest_of(warehouse, "run-6")[1]["batches"]] == ["run-2", "run-4"]
+
+    # Delta 2: order 11 is paid again (its statement comes back under a new id), order 14 corrected.
+    warehouse.pull(
+        "oltp",
+        "orders",
+        ORDERS,
+        [[11, 1, "2026-02-15", "2026-02-15T10:00:00Z", "paid", "USD", "2026-02-22T10:00:00Z"]],
+        mode="incremental",
+    )
+    warehouse.pull(
+        "oltp",
+        "order_lines",
+        LINES,
+        [[14, 1, 5, 3, "20.00", "0", "2026-02-22T09:00:00Z"]],
+        mode="incremental",
+    )
+    build(warehouse)  # run-7, run-8
+    assert batch_of(warehouse, "run-8") == (2, 1)  # 11 and 14; voided 14
+
+    held = replay(warehouse, "run-8")
+    active = warehouse.rows("select count(*) from semantic.watershed_statements where not ws_is_voided")
+    assert active == [(len(held),)]
+    aggregates = warehouse.snapshot(*AGGREGATES)
+
+    # A full build of the final state: the same statements (new ids), the same aggregates.
+    assert warehouse.semantic("run", "--full-refresh") == 0  # run-9
+    folder, manifest = manifest_of(warehouse, "run-9")
+    files = {f["kind"]: f["name"] for f in manifest["batches"][-1]["files"]}
+    full = json.loads((folder / files["watershed_xapi"]).read_bytes())
+    assert contents(held.values()) == contents(full)
+    assert {s["object"]["id"].rsplit("/", 1)[-1] for s in full if "/orders/" in s["object"]["id"]} == {
+        "11",
+        "12",
+        "13",
+        "14",
+    }
+    assert warehouse.snapshot(*AGGREGATES) == aggregates

@@ -69,6 +69,9 @@ class ZoneHooks:
     select: Callable[[JobContext, Callable[[], dict[str, Any]]], Selection] | None = None
     on_built: Callable[[JobContext, DbtOutcome], None] | None = None
     retention: Callable[[JobContext, DbtOutcome], list[RetentionRule]] | None = None
+    #: run values the zone adds for its macros (read while dbt executes, see run_values.sql), after
+    #: ``before_build``: the semantic zone's ``ledger_compare_all`` after a change of the PII key
+    run_values: Callable[[JobContext], dict[str, str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -290,7 +293,10 @@ def dbt_zone_main(
             on_built=hooks.on_built,
             # On top of a complete build of the same project, records a snapshot pull shares with
             # the last processed one need no second check (conformed's pull_records macro).
-            run_values={"skip_unchanged": "true" if new_input_only else "false"},
+            run_values={
+                "skip_unchanged": "true" if new_input_only else "false",
+                **(hooks.run_values(context) if hooks.run_values is not None else {}),
+            },
         )
         if hooks.retention is not None:
             run_retention(context, hooks.retention(context, outcome))

@@ -92,7 +92,15 @@ OPS_READ_ONLY = frozenset({"schema_migrations"})
 #: change one. dq_results is one of them except for the conformed zone, whose data-quality hooks upsert
 #: the results of their own job (``on conflict (job_id, rule_id) do update``).
 OPS_APPEND_ONLY = frozenset(
-    {"dbt_node_results", "dq_results", "exports", "lineage_edges", "operator_actions", "schema_changes"}
+    {
+        "dbt_node_results",
+        "dq_results",
+        "export_batches",
+        "exports",
+        "lineage_edges",
+        "operator_actions",
+        "schema_changes",
+    }
 )
 #: (table, zone) pairs that may update an otherwise append-only table
 OPS_UPDATES = frozenset({("dq_results", "conformed")})

@@ -22,3 +22,61 @@ select changed_lines.order_id
 from {{ source('conformed', 'sales_order_line') }} as changed_lines
 where changed_lines.loaded_at > (select coalesce(max(facts.{{ loaded_at_column }}), '1900-01-01'::timestamptz) from {{ fact }} as facts)
 {%- endmacro %}
+
+{#- The orders changed after `since` (column order_id): a version of the order or of one of its lines
+    loaded into the conformed history after it (deletes included). -#}
+{% macro changed_order_ids(since) -%}
+select changed_orders.order_id
+from {{ source('conformed', 'sales_order_history') }} as changed_orders
+where changed_orders.loaded_at > {{ since }}
+union
+select changed_lines.order_id
+from {{ source('conformed', 'sales_order_line_history') }} as changed_lines
+where changed_lines.loaded_at > {{ since }}
+{%- endmacro %}
+
+{#- The order dates a delta touched (column touched_date), for the aggregates rebuilt by day or month
+    (etl_platform.replace_periods, docs/macros.md): every date of every version (conformed history:
+    the old date of an order that moved or was deleted too) of the orders changed after `since`, and
+    the dates with sales of the products whose category changed after `since` (the aggregates group
+    by the current category). -#}
+{% macro touched_order_dates(since) -%}
+select versions.order_date as touched_date
+from {{ source('conformed', 'sales_order_history') }} as versions
+where versions.order_id in ({{ changed_order_ids(since) }})
+union
+select recategorised_sales.sales_order_date as touched_date
+from {{ ref('fct_sales') }} as recategorised_sales
+inner join {{ ref('dim_product') }} as recategorised on recategorised_sales.product_key = recategorised.product_key
+where recategorised.product_id in (
+    select changed_products.product_id
+    from {{ source('conformed', 'product_history') }} as changed_products
+    inner join {{ source('conformed', 'product_history') }} as other_versions
+        on changed_products.product_id = other_versions.product_id
+    where
+        changed_products.loaded_at > {{ since }}
+        and changed_products.category is distinct from other_versions.category
+)
+{%- endmacro %}
+
+{#- The months monthly_kpis rebuilds (column touched_month): those of touched_order_dates(since) and
+    of the web events loaded after `since`, and the first-order month now of every customer of a
+    changed order (a customer's new-customer month moves when their first order goes or moves). -#}
+{% macro touched_kpi_months(since) -%}
+select date_trunc('month', touched_dates.touched_date)::date as touched_month
+from ({{ touched_order_dates(since) }}) as touched_dates
+union
+select date_trunc('month', changed_events.occurred_at)::date as touched_month
+from {{ source('conformed', 'web_event') }} as changed_events
+where changed_events.loaded_at > {{ since }} and changed_events.occurred_at is not null
+union
+select min(date_trunc('month', customer_orders.order_date)::date) as touched_month
+from {{ ref('fct_orders') }} as customer_orders
+inner join {{ ref('dim_customer') }} as customer_versions on customer_orders.customer_key = customer_versions.customer_key
+where customer_versions.customer_id in (
+    select changed_versions.customer_id
+    from {{ source('conformed', 'sales_order_history') }} as changed_versions
+    where changed_versions.order_id in ({{ changed_order_ids(since) }})
+)
+group by customer_versions.customer_id
+{%- endmacro %}

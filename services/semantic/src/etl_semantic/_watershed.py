@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
 import psycopg
 
 from etl_shared import ConfigurationError, KeysetRead, TransformError, fsync_folder, temporary_file
@@ -37,6 +39,8 @@ TABLE = "semantic.watershed_statements"
 TEMPLATE_FORMAT = "etl-watershed-csv-template"
 TEMPLATE_VERSION = 1
 XAPI_VERSION = "1.0.3"
+#: the verb of a voiding statement (xAPI 1.0.3, 2.3.2 Voiding)
+VOIDED_VERB = "http://adlnet.gov/expapi/verbs/voided"
 PLATFORM = "web shop"
 #: ws_source names what a statement was built from (the demo: web_event, order): a lower-case name
 _SOURCE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -464,6 +468,15 @@ class _Validator:
             self.problem("stored", f"must be an ISO 8601 timestamp with a time zone, not {node['stored']!r}")
         if "authority" in node:
             self.agent(node["authority"], "authority")
+        verb = node.get("verb")
+        if isinstance(verb, dict) and verb.get("id") == VOIDED_VERB:
+            # xAPI 1.0.3, 2.3.2 Voiding: the object of a voiding statement is the StatementRef of the
+            # statement it voids
+            target = node.get("object")
+            if not (isinstance(target, dict) and target.get("objectType") == "StatementRef"):
+                self.problem("object", "a voiding statement's object must be a StatementRef")
+            elif target.get("id") == node.get("id"):
+                self.problem("object.id", "a statement cannot void itself")
 
     def body(self, node: dict[str, Any], prefix: str) -> None:
         """The parts a statement and a sub-statement share."""
@@ -668,6 +681,20 @@ def encode_json(value: Any) -> str:
     if isinstance(value, str | bool | int) or value is None:
         return json.dumps(value, ensure_ascii=False)
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def _orjson_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"{value} cannot be written as JSON")
+        return orjson.Fragment(f"{value:f}".encode())
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def encode_json_bytes(value: Any) -> bytes:
+    """:func:`encode_json` with orjson (the same text, as UTF-8 bytes): compact, keys in insertion
+    order, ``Decimal`` as its exact plain decimal (an orjson fragment), no float anywhere."""
+    return orjson.dumps(value, default=_orjson_default)
 
 
 def _string(key: Any) -> str:
@@ -885,3 +912,414 @@ def export_watershed(
 
 
 _fsync_folder = fsync_folder
+
+
+# --------------------------------------------------------------------------------------------------
+# Streaming validation
+
+
+def _context_shape(context: Any) -> Any:
+    """What the validation reads of a context, less the extension values (any JSON, per record):
+    its properties, platform and extension keys."""
+    if not isinstance(context, dict):
+        return orjson.dumps(context, default=_orjson_default)
+    extensions = context.get("extensions")
+    others = {k: v for k, v in context.items() if k != "extensions"}
+    return (
+        orjson.dumps(others, default=_orjson_default),
+        tuple(extensions)
+        if isinstance(extensions, dict)
+        else orjson.dumps(extensions, default=_orjson_default),
+    )
+
+
+class StatementChecker:
+    """The validation of :func:`validate_statement` for the statements of an export, as they stream.
+
+    The values a row brings itself (id, timestamp, actor account name, object id and name; for a voiding
+    statement the id it voids) are checked against the same rules on every statement; the whole statement
+    goes through :func:`validate_statement` the first time its shape and shared values are seen (home
+    page, verb, activity type, which optional parts it has), and again whenever a row's own values fail, so
+    that the problems are named exactly as the full validation names them. What it accepts, the full
+    validation accepts (tests/semantic/test_semantic_watershed.py holds the two together)."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[Any, ...]] = set()
+
+    @staticmethod
+    def _shape(statement: dict[str, Any]) -> tuple[Any, ...]:
+        verb, target = statement["verb"], statement["object"]
+        definition = target.get("definition") or {}
+        result = statement.get("result")
+        actor = statement["actor"]
+        return (
+            tuple(statement),
+            tuple(actor),
+            actor.get("objectType"),
+            tuple(actor["account"]),
+            actor["account"]["homePage"],
+            tuple(verb),
+            tuple(target),
+            verb["id"],
+            tuple((verb.get("display") or {}).items()),
+            target.get("objectType"),
+            definition.get("type"),
+            tuple(definition),
+            tuple((definition.get("name") or {}).keys()),
+            (tuple(result), tuple(result.get("extensions") or {})) if result else None,
+            _context_shape(statement.get("context")),
+        )
+
+    @staticmethod
+    def _own_values_ok(statement: dict[str, Any]) -> bool:
+        name = statement["actor"]["account"].get("name")
+        target = statement["object"]
+        if not (is_uuid(statement.get("id")) and is_timestamp(statement.get("timestamp"))):
+            return False
+        if not (isinstance(name, str) and name):
+            return False
+        if target.get("objectType") == "StatementRef":
+            return is_uuid(target.get("id")) and target["id"] != statement["id"]
+        names = (target.get("definition") or {}).get("name") or {}
+        return is_iri(target.get("id")) and all(isinstance(text, str) for text in names.values())
+
+    def problems(self, statement: dict[str, Any]) -> list[str]:
+        try:
+            shape = self._shape(statement)
+            fast = self._own_values_ok(statement)
+        except (KeyError, TypeError, AttributeError):
+            return validate_statement(statement)
+        if fast and shape in self.seen:
+            return []
+        problems = validate_statement(statement)
+        if not problems:
+            self.seen.add(shape)
+        return problems
+
+
+# --------------------------------------------------------------------------------------------------
+# The incremental export: the change ledger's rows written since the last export
+
+
+#: the columns of the platform's change ledger (etl_platform.ledger_rows with prefix ws): a table with
+#: them is exported incrementally (:func:`export_watershed_changes`)
+LEDGER_COLUMNS = ("ws_row_hash", "ws_is_voided", "ws_run_id", "ws_changed_at")
+MANIFEST_FORMAT = "etl-watershed-manifest"
+MANIFEST_VERSION = 1
+VOIDED_CSV_HEADER = (
+    "statement_id",
+    "timestamp",
+    "actor_home_page",
+    "actor_account_name",
+    "voided_statement_id",
+)
+"""The layout of ``<stem>.voided.csv``: one voiding statement per row."""
+
+
+def voiding_statement_id(voided_id: str) -> str:
+    """The id of the statement that voids ``voided_id``: a UUID of it (version 5), so that voiding the
+    same statement again gives the same statement."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"urn:etl:watershed:voided:{voided_id}"))
+
+
+def voiding_statement(row: WatershedRow, voided_at: datetime) -> dict[str, Any]:
+    """The statement voiding ``row``'s (xAPI 1.0.3, 2.3.2): the same actor, the verb voided, the
+    voided statement as a StatementRef; its timestamp is when the ledger voided the row."""
+    return {
+        "id": voiding_statement_id(row.statement_id),
+        "timestamp": format_timestamp(voided_at),
+        "actor": {
+            "objectType": "Agent",
+            "account": {"homePage": row.actor_home_page, "name": row.actor_account},
+        },
+        "verb": {"id": VOIDED_VERB, "display": {"en-US": "voided"}},
+        "object": {"objectType": "StatementRef", "id": row.statement_id},
+    }
+
+
+def is_ledger_table(conn: psycopg.Connection[Any], table: str) -> bool:
+    """Whether ``table`` (schema.table) has the change ledger's columns."""
+    schema, _, name = table.partition(".")
+    found = conn.execute(
+        "select count(*) from information_schema.columns where table_schema = %s and table_name = %s"
+        " and column_name = any(%s)",
+        (schema, name, list(LEDGER_COLUMNS)),
+    ).fetchone()
+    return bool(found) and found[0] == len(LEDGER_COLUMNS)
+
+
+def _select_changes(table: str, *, resume: bool = False) -> str:
+    """The rows of the runs the export has not written (the current run's included, so that a rerun
+    writes its batch again): voided rows first, then new ones, each by (ws_timestamp, ws_statement_id).
+    Parameters: export name, run id[, resume position]."""
+    return (
+        "select ws_statement_id, ws_timestamp, ws_actor_home_page, ws_actor_account, ws_verb_id,"
+        " ws_verb_display, ws_object_id, ws_object_type, ws_object_name, ws_result_amount,"
+        " ws_result_currency, ws_source, ws_source_id, ws_is_voided, ws_changed_at"
+        f" from {table}"
+        " where ws_run_id not in (select batches.run_id from ops.export_batches as batches"
+        " where batches.export_name = %s and batches.run_id <> %s)"
+        + (" and (not ws_is_voided, ws_timestamp, ws_statement_id) > (%s, %s, %s)" if resume else "")
+        + " order by not ws_is_voided, ws_timestamp, ws_statement_id"
+    )
+
+
+def _stream_changes(
+    conn: psycopg.Connection[Any],
+    table: str,
+    export_name: str,
+    run_id: str,
+    *,
+    reconnect: Callable[[], psycopg.Connection[Any]] | None = None,
+) -> Iterator[tuple[WatershedRow, bool, datetime | None]]:
+    def statement(_conn: psycopg.Connection[Any], after: Sequence[Any] | None) -> tuple[Any, Sequence[Any]]:
+        return _select_changes(table, resume=after is not None), (export_name, run_id, *(after or ()))
+
+    read = KeysetRead(
+        statement,
+        connect=reconnect,
+        first=conn,
+        name=f"watershed export of {table}",
+        cursor_name="watershed_export",
+        fetch_rows=FETCH_ROWS,
+        position=lambda record: (not record[13], record[1], record[0]),
+    )
+    for batch in read.batches():
+        assert isinstance(batch, list)
+        for record in batch:
+            if record[1] is None:
+                raise TransformError(f"watershed export: statement {record[0]}: ws_timestamp is null")
+            yield WatershedRow(*record[:13]), bool(record[13]), record[14]
+
+
+def _file_entry(file: ExportFile) -> dict[str, Any]:
+    return {
+        "kind": file.kind,
+        "name": file.path.name,
+        "rows": file.rows,
+        "bytes": file.bytes,
+        "sha256": file.sha256,
+    }
+
+
+class WatershedChangesExport:
+    """One incremental export of a change-ledger table (see :func:`export_watershed_changes`)."""
+
+    def __init__(
+        self, db: Any, folder: Path, export_name: str, run_id: str, table: str, *, job_id: str, zone: str
+    ) -> None:
+        stem = f"{export_name}_{run_id}"
+        if not export_name or "/" in stem or os.sep in stem or stem in (".", ".."):
+            raise ValueError(f"file stem {stem!r} must be a plain file name")
+        self.db = db
+        self.folder = Path(folder)
+        self.export_name = export_name
+        self.run_id = run_id
+        self.stem = stem
+        self.table = table
+        self.job_id = job_id
+        self.zone = zone
+        self.checker = StatementChecker()
+
+    def path(self, suffix: str) -> Path:
+        return self.folder / f"{self.stem}{suffix}"
+
+    def run(self) -> list[ExportFile]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        batch_files = self._write_batch()
+        if batch_files is not None:
+            self._record_batch(batch_files)
+        manifest = self._write_manifest()
+        _fsync_folder(self.folder)
+        return [*(batch_files or []), manifest]
+
+    def _write_batch(self) -> list[ExportFile] | None:
+        """The batch's files in place, or None when no row changed since the last export (and this
+        run wrote no batch before)."""
+        files: list[_HashedFile] = []
+        try:
+            csv_file = _HashedFile("watershed_csv", self.path(".csv"))
+            voided_file = _HashedFile("watershed_voided_csv", self.path(".voided.csv"))
+            template_file = _HashedFile("watershed_template", self.path(".template.json"))
+            xapi_file = _HashedFile("watershed_xapi", self.path(".xapi.json"))
+            files += [csv_file, voided_file, template_file, xapi_file]
+            template_file.write(template_text())
+            written = self._write_statements(csv_file, voided_file, xapi_file)
+            for file in files:
+                file.finish()
+        except BaseException:
+            for file in files:
+                file.discard()
+            raise
+        if not written and not self._batch_recorded():
+            for file in files:
+                file.discard()
+            return None
+        return [file.commit() for file in files]
+
+    def _write_statements(
+        self, csv_file: _HashedFile, voided_file: _HashedFile, xapi_file: _HashedFile
+    ) -> int:
+        writer = csv.writer(csv_file, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+        writer.writerow(CSV_HEADER)
+        voided_writer = csv.writer(voided_file, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+        voided_writer.writerow(VOIDED_CSV_HEADER)
+        raw, digest = xapi_file.raw, xapi_file.digest
+        pending: list[bytes] = [b"["]
+
+        def flush() -> None:
+            data = b"".join(pending)
+            raw.write(data)
+            digest.update(data)
+            xapi_file.bytes += len(data)
+            pending.clear()
+
+        with (
+            self.db.connect(autocommit=True) as conn,
+            contextlib.closing(
+                _stream_changes(
+                    conn,
+                    self.table,
+                    self.export_name,
+                    self.run_id,
+                    reconnect=lambda: self.db.open_connection(autocommit=True),
+                )
+            ) as rows,
+        ):
+            for row, is_voided, changed_at in rows:
+                if is_voided:
+                    if changed_at is None:
+                        raise TransformError(
+                            f"watershed export: voided statement {row.statement_id}: ws_changed_at is null"
+                        )
+                    statement = voiding_statement(row, changed_at)
+                    self._check(row, statement, bookkeeping=False)
+                    voided_writer.writerow(
+                        [
+                            statement["id"],
+                            statement["timestamp"],
+                            row.actor_home_page,
+                            row.actor_account,
+                            row.statement_id,
+                        ]
+                    )
+                    voided_file.rows += 1
+                else:
+                    statement = statement_from_row(row)
+                    self._check(row, statement, bookkeeping=True)
+                    cells = csv_row(row)
+                    writer.writerow([cells[name] for name in CSV_HEADER])
+                    csv_file.rows += 1
+                pending.append(b"\n" if xapi_file.rows == 0 else b",\n")
+                pending.append(encode_json_bytes(statement))
+                xapi_file.rows += 1
+                if len(pending) >= 2 * FETCH_ROWS:
+                    flush()
+        pending.append(b"\n]\n")
+        flush()
+        return xapi_file.rows
+
+    def _check(self, row: WatershedRow, statement: dict[str, Any], *, bookkeeping: bool) -> None:
+        problems = row_problems(row) if bookkeeping else []
+        if not problems:
+            problems = self.checker.problems(statement)
+        if problems:
+            raise TransformError(
+                f"watershed export: invalid row ({row.source} {row.source_id}): " + "; ".join(problems)
+            )
+
+    def _batch_recorded(self) -> bool:
+        with self.db.connect(autocommit=True) as conn:
+            return (
+                conn.execute(
+                    "select 1 from ops.export_batches where export_name = %s and run_id = %s",
+                    (self.export_name, self.run_id),
+                ).fetchone()
+                is not None
+            )
+
+    def _record_batch(self, files: list[ExportFile]) -> None:
+        """This run's batch in ops.export_batches, after the next sequence number of the export (a
+        rerun keeps the number it had; safe to retry: the key makes a second insert a no-op)."""
+        statements = next(f.rows for f in files if f.kind == "watershed_csv")
+        voided = next(f.rows for f in files if f.kind == "watershed_voided_csv")
+        entries = orjson.dumps([_file_entry(f) for f in files]).decode()
+
+        def work(conn: Any) -> None:
+            conn.execute(
+                "insert into ops.export_batches (export_name, run_id, sequence_no, zone, job_id, statements,"
+                " voided, files, exported_at)"
+                " select %s, %s, coalesce(max(sequence_no), 0) + 1, %s, %s, %s, %s, %s::jsonb, now()"
+                " from ops.export_batches where export_name = %s"
+                " on conflict (export_name, run_id) do nothing",
+                (
+                    self.export_name,
+                    self.run_id,
+                    self.zone,
+                    self.job_id,
+                    statements,
+                    voided,
+                    entries,
+                    self.export_name,
+                ),
+            )
+
+        self.db.transaction(work, name=f"record the {self.export_name} export batch")
+
+    def _write_manifest(self) -> ExportFile:
+        """``<stem>.manifest.json``: every batch of the export up to this run's, in upload order; replayed
+        in order, their files make the current state (statements minus the ones voided)."""
+        with self.db.connect(autocommit=True) as conn:
+            batches = conn.execute(
+                "select sequence_no, run_id, statements, voided, files from ops.export_batches"
+                " where export_name = %s and sequence_no <= coalesce("
+                "  (select mine.sequence_no from ops.export_batches as mine"
+                "   where mine.export_name = %s and mine.run_id = %s),"
+                "  (select max(every.sequence_no) from ops.export_batches as every where every.export_name = %s),"
+                "  0)"
+                " order by sequence_no",
+                (self.export_name, self.export_name, self.run_id, self.export_name),
+            ).fetchall()
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "version": MANIFEST_VERSION,
+            "xapi_version": XAPI_VERSION,
+            "export": self.export_name,
+            "run_id": self.run_id,
+            "statements": sum(b[2] for b in batches) - sum(b[3] for b in batches),
+            "batches": [
+                {"sequence": seq, "run_id": run, "statements": new, "voided": voided, "files": files}
+                for seq, run, new, voided, files in batches
+            ],
+        }
+        file = _HashedFile("watershed_manifest", self.path(".manifest.json"))
+        try:
+            file.write(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n")
+            file.rows = len(batches)
+            file.finish()
+        except BaseException:
+            file.discard()
+            raise
+        return file.commit()
+
+
+def export_watershed_changes(
+    db: Any,
+    folder: Path,
+    export_name: str,
+    run_id: str,
+    table: str = TABLE,
+    *,
+    job_id: str,
+    zone: str = "semantic",
+) -> list[ExportFile]:
+    """The incremental Watershed export of a change-ledger table (etl_platform.ledger_rows): the rows
+    of every run not exported yet (this run's included) as ``<name>_<run_id>.csv`` (new statements),
+    ``.voided.csv`` (voiding statements), ``.template.json`` and ``.xapi.json`` (both kinds, voiding
+    first), recorded as the export's next batch in ``ops.export_batches``, and
+    ``<name>_<run_id>.manifest.json`` listing every batch so far with its files' rows and sha256. No row
+    changed: no batch, only the manifest. A rerun of the same run id writes the same bytes.
+
+    Statements are validated as they stream (:class:`StatementChecker`); an invalid one raises
+    :class:`~etl_shared.TransformError` and leaves no file of the batch and no batch row behind."""
+    return WatershedChangesExport(db, folder, export_name, run_id, table, job_id=job_id, zone=zone).run()

@@ -22,6 +22,7 @@ from etl_shared import (
     DbtOutcome,
     DbtZoneSettings,
     JobContext,
+    Selection,
     ZoneHooks,
     dbt_zone_main,
     model_retention_rules,
@@ -122,7 +123,7 @@ def provision_pii_key(context: JobContext) -> None:
 
 #: The final names of the export files (Watershed CSV and JSON, Qlik scripts): the temporary files of
 #: earlier releases (``.<name>.<random>.tmp``) are recognised by them.
-EXPORT_SUFFIXES = (".csv", ".json", ".qvs")
+EXPORT_SUFFIXES = (".csv", ".json", ".qvs")  # .voided.csv, .manifest.json included
 
 
 def export_folder(settings: SemanticSettings) -> Path:
@@ -139,16 +140,67 @@ def remove_stale_exports(context: JobContext) -> None:
         context.counts["removed_temporary_files"] = dict(removed)
 
 
+#: the summary key of the conformed pulls a semantic job found processed and not yet built on
+NEW_INPUT_KEY = "conformed_pulls"
+#: the selection of a run with no new input: it matches no node, so dbt builds nothing
+NOTHING_NEW = "tag:etl_platform_nothing_new"
+
+
+def note_new_input(context: JobContext) -> None:
+    """Record in the job's summary (``conformed_pulls``) the staging pulls the conformed zone has
+    processed (conformed.consumed_pulls, disposition processed) that no succeeded semantic job
+    recorded yet: what this run builds on, by id. A run that fails records nothing the next would
+    skip: only succeeded jobs' lists count."""
+    with context.db.connect(autocommit=True) as conn:
+        rows = conn.execute(
+            "select distinct consumed.pull_id::text from conformed.consumed_pulls as consumed"
+            " where consumed.disposition = 'processed' and consumed.pull_id::text not in ("
+            "  select jsonb_array_elements_text(runs.counts -> %s) from ops.job_runs as runs"
+            "  where runs.zone = %s and runs.status = 'succeeded' and runs.counts ? %s)"
+            " order by 1",
+            (NEW_INPUT_KEY, ZONE, NEW_INPUT_KEY),
+        ).fetchall()
+    context.counts[NEW_INPUT_KEY] = [pull_id for (pull_id,) in rows]
+
+
+def select_new_input(context: JobContext, _manifest: Any) -> Selection:
+    """Build everything when the conformed zone processed pulls since the last succeeded semantic run
+    (the incremental models then take only what changed), nothing when it did not: every model's
+    input is as the last build left it, so a rebuild would write the same rows and export nothing."""
+    new = context.counts.get(NEW_INPUT_KEY) or []
+    if ledger_run_values(context):
+        return Selection(select=[], reason="the PII key changed: every masked value changes")
+    if new:
+        return Selection(select=[], reason=f"{len(new)} conformed pull(s) processed since the last run")
+    return Selection(select=[NOTHING_NEW], reason="no conformed pull processed since the last run")
+
+
+def ledger_run_values(context: JobContext) -> dict[str, str]:
+    """After a change of the PII key every statement's actor changes: the change ledgers compare every
+    record (run value ``ledger_compare_all``, etl_platform.newest_value), so each statement is voided
+    and issued again with the new token."""
+    if context.counts.get("pii_key") in ("changed", "set"):
+        return {"ledger_compare_all": "true"}
+    return {}
+
+
 def before_build(context: JobContext) -> None:
     remove_stale_exports(context)
     provision_pii_key(context)
+    note_new_input(context)
 
 
 def write_exports(context: JobContext, outcome: DbtOutcome) -> None:
     """After a successful build: the Watershed upload and the load script of each Qlik app the models
     declare (meta etl_qlik_app), recorded in ops.exports."""
     from ._qlik import QLIK_APP_META_KEY, qlik_app_tables, qlik_apps, semantic_tables, write_load_script
-    from ._watershed import WATERSHED_META_KEY, export_watershed, watershed_exports
+    from ._watershed import (
+        WATERSHED_META_KEY,
+        export_watershed,
+        export_watershed_changes,
+        is_ledger_table,
+        watershed_exports,
+    )
 
     if not outcome.success:
         return
@@ -166,12 +218,20 @@ def write_exports(context: JobContext, outcome: DbtOutcome) -> None:
     read: list[tuple[str, Any]] = []  # (table, file): what each export read, for the lineage
     for name, table in uploads.items():
         with context.db.connect(autocommit=True) as conn:
-            written = export_watershed(
-                conn,
-                folder,
-                f"{name}_{settings.run_id}",
-                table,
-                reconnect=lambda: context.db.open_connection(autocommit=True),
+            incremental = is_ledger_table(conn, table)
+            if not incremental:
+                # a model without the change ledger's columns: every row, every run
+                written = export_watershed(
+                    conn,
+                    folder,
+                    f"{name}_{settings.run_id}",
+                    table,
+                    reconnect=lambda: context.db.open_connection(autocommit=True),
+                )
+        if incremental:
+            # the rows of the runs not exported yet, and the manifest of every batch
+            written = export_watershed_changes(
+                context.db, folder, name, settings.run_id, table, job_id=str(context.audit.job_id), zone=ZONE
             )
         files += written
         read += [(table, f) for f in written]
@@ -221,6 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         hooks=ZoneHooks(
             before_build=before_build,
             variables=dbt_variables,
+            select=select_new_input,
+            run_values=ledger_run_values,
             on_built=write_exports,
             # what the models declare: meta etl_retention (fct_sales, fct_orders)
             retention=lambda _context, outcome: model_retention_rules(outcome),

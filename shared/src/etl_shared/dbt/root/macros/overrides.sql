@@ -65,12 +65,14 @@
 {#-
   A test's `where` config is rendered when dbt parses the YAML, before any run value is known: there
   it writes the placeholder {loaded_this_run}, replaced here, when the test runs, by
-  loaded_this_run(). This is dbt's own get_where_subquery with that one replacement.
+  loaded_this_run(), and {run_id}, replaced by this run's id as a string literal (the rows a change
+  ledger wrote this run: `ws_run_id = {run_id}`). This is dbt's own get_where_subquery with those
+  replacements.
 -#}
 {% macro get_where_subquery(relation) -%}
     {%- set where = config.get('where', '') -%}
     {%- if where -%}
-        {%- set where = where | replace('{loaded_this_run}', etl_platform.loaded_this_run()) -%}
+        {%- set where = where | replace('{loaded_this_run}', etl_platform.loaded_this_run()) | replace('{run_id}', etl_platform.run_id_literal()) -%}
         {%- set filtered -%}
             (select * from {{ relation }} where {{ where }}) dbt_subquery
         {%- endset -%}
