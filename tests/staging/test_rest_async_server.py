@@ -246,7 +246,10 @@ def test_expiring_tokens_with_5xx_at_concurrency_8_refresh_once_per_expiry(
     values = [f"{i:03d}" for i in range(40)]
     for run in range(5):
         api.clear()
-        tokens = ExpiringTokens(api, life=6)
+        # a token lives 12 uses, more than the 8 requests in flight: with fewer, a token can die under
+        # the other workers before the request that fetched it is answered once, and that request
+        # meets a refused fresh token (fatal by design); seen once under load in a full suite
+        tokens = ExpiringTokens(api, life=12)
         ex = extractor(
             api.url_for("/"),
             {"path": "/items", "fan_out": {"type": "values", "name": "v", "values": values}},
@@ -264,7 +267,7 @@ def test_expiring_tokens_with_5xx_at_concurrency_8_refresh_once_per_expiry(
             assert before in tokens.died, f"run {run + 1}: {token} issued while {before} was alive"
             assert issued_at >= tokens.died[before], f"run {run + 1}: {token} issued early"
         assert len(tokens.died) <= len(tokens.issued) <= len(tokens.died) + 1
-        assert len(tokens.issued) >= len(values) // 6
+        assert len(tokens.issued) >= len(values) // 12
         # a 401 costs no retry: only the 503s were retried
         assert ex.state.metadata["retries"] == tokens.statuses[503]
 
