@@ -104,6 +104,27 @@ DELTA = (
 )
 
 
+def code_revision(*, mark_dirty: bool = False) -> str:
+    """The measured code's revision and subject (shared with bench/pipeline and snapshot_peer)."""
+    rev = subprocess.run(
+        ["git", "-C", str(REPO), "log", "-1", "--format=%h %s"], capture_output=True, text=True
+    ).stdout.strip()
+    if mark_dirty:
+        status = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True
+        )
+        rev += " (with uncommitted changes)" if status.stdout.strip() else ""
+    return rev
+
+
+def write_report(path: Path, lines: list[str]) -> None:
+    """Write a benchmark's markdown report and print it."""
+    text = "\n".join(lines) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(text)
+
+
 def query(url: str, sql: str) -> list[tuple]:
     with psycopg.connect(url, autocommit=True) as conn:
         return conn.execute(sql).fetchall()

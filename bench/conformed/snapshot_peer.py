@@ -249,9 +249,6 @@ def main() -> int:
     log("comparing the answers key by key")
     answers = compare(warehouse, oltp)
 
-    rev = subprocess.run(
-        ["git", "-C", str(REPO), "log", "-1", "--format=%h %s"], capture_output=True, text=True
-    ).stdout.strip()
     dbt_version = subprocess.run([str(BIN / "dbt"), "--version"], capture_output=True, text=True).stdout
     core = next(
         (line.split(":")[-1].strip() for line in dbt_version.splitlines() if "installed" in line), "?"
@@ -262,7 +259,7 @@ def main() -> int:
         f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}; load average at the start"
         f" {load[0]:.1f}",
         f"- machine: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}",
-        f"- code: {rev}; dbt-core {core}",
+        f"- code: {conformed_bench.code_revision()}; dbt-core {core}",
         f"- source rows: {', '.join(f'{k} {v:,}' for k, v in rows.items())}; delta rows per statement {changed}",
         "",
         "| phase | ours: conformed job s | ours: the history models' dbt s | dbt snapshot: command s |"
@@ -280,9 +277,7 @@ def main() -> int:
     for entity, stats in answers.items():
         lines.append(f"- {entity}: " + ", ".join(f"{k} {v:,}" for k, v in stats.items()))
     lines += ["", f"Reproduce: `.venv/bin/python bench/conformed/snapshot_peer.py --orders {args.orders}`"]
-    text = "\n".join(lines) + "\n"
-    args.output.write_text(text)
-    print(text)
+    conformed_bench.write_report(args.output, lines)
     server.stop()
     return 0
 

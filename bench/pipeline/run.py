@@ -25,7 +25,6 @@ import importlib.util
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -146,16 +145,12 @@ def main() -> int:
     cycles.append(run_cycle("no-op run", env, warehouse, args.work, "noop"))
 
     version = query(warehouse, "select version()")[0][0].split(" on ")[0]
-    rev = subprocess.run(
-        ["git", "-C", str(REPO), "log", "-1", "--format=%h %s"], capture_output=True, text=True
-    ).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True)
     lines = [
         f"## Pipeline benchmark: the daily cycle on {args.orders:,} orders",
         "",
         f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}",
-        f"- code: {rev}" + (" (with uncommitted changes)" if dirty.stdout.strip() else ""),
+        f"- code: {conformed_bench.code_revision(mark_dirty=True)}",
         f"- database: {version} (embedded, default settings), one server for the sources and the warehouse",
         f"- OLTP data: {', '.join(f'{k} {v:,}' for k, v in counts.items())}; loaded in {load_s:.0f} s (not"
         " measured)",
@@ -184,10 +179,7 @@ def main() -> int:
         rates = ", ".join(f"{run.zone} {run.rows / run.wall:,.0f}" for run in cycle.runs if run.wall > 0)
         lines.append(f"- {cycle.name}: {rates}")
     lines += ["", f"Reproduce: `.venv/bin/python bench/pipeline/run.py --orders {args.orders}`"]
-    text = "\n".join(lines) + "\n"
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
-    print(text)
+    conformed_bench.write_report(args.output, lines)
     server.stop()
     return 0
 
