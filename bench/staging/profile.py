@@ -75,6 +75,7 @@ def main() -> int:
         help="set default_toast_compression on the target database (experiment; the embedded build has pglz only)",
     )
     parser.add_argument("--no-py-spy", action="store_true", help="only the timing and CPU split")
+    parser.add_argument("--native", action="store_true", help="py-spy --native without --idle: CPU, C frames")
     parser.add_argument("--git-rev", help="profile this git revision's code instead of the working tree")
     args = parser.parse_args()
 
@@ -120,7 +121,8 @@ def main() -> int:
         cmd = [*run.staging_command(), "run", "--source", args.source]
         if not args.no_py_spy:
             py_spy = str(Path(sys.executable).parent / "py-spy")
-            cmd = [py_spy, "record", "--idle", "--rate", "200", "--format", "raw", "-o", str(raw), "--", *cmd]
+            mode = ["--native"] if args.native else ["--idle"]
+            cmd = [py_spy, "record", *mode, "--rate", "200", "--format", "raw", "-o", str(raw), "--", *cmd]
         before = server_cpu(folder)
         started = time.monotonic()
         stderr = (work / f"profile_{tag}.log").open("wb")

@@ -56,3 +56,27 @@ def test_a_job_process_freezes_what_is_left_when_it_exits() -> None:
         """
     )
     assert out.splitlines() == ["before, frozen: False", "at exit, frozen: True"]
+
+
+def test_a_job_runs_with_its_start_frozen_and_rarer_young_collections_and_cycles_still_go() -> None:
+    out = _python(
+        """
+        import gc, weakref
+        from etl_shared._job import JOB_GC_THRESHOLD, _job_collection
+        before = gc.get_threshold()
+
+        class Node:
+            pass
+
+        with _job_collection():
+            print(gc.get_threshold()[0] == JOB_GC_THRESHOLD, gc.get_freeze_count() > 0)
+            node = Node()
+            node.self = node  # a garbage cycle made during the job
+            gone = weakref.ref(node)
+            del node
+            keep = [[] for _ in range(3 * JOB_GC_THRESHOLD)]  # allocations: young collections run
+            print(gone() is None)
+        print(gc.get_threshold() == before, gc.get_freeze_count() == 0)
+        """
+    )
+    assert out.split() == ["True", "True", "True", "True", "True"]
