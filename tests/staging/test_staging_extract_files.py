@@ -149,6 +149,44 @@ def test_jsonl_records_become_batches_with_the_union_of_keys(tmp_path: Path) -> 
     assert found[1].rows == [[4]]
 
 
+def test_jsonl_over_many_chunks_keeps_every_record_and_line_number_whichever_way_a_chunk_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of plain records are parsed in one pass, a chunk with a blank line, a bad line or a long
+    number line by line: the records, their order, their line numbers and the renames are the same."""
+    import etl_staging._extract as extract
+
+    monkeypatch.setattr(extract, "JSONL_CHUNK_BYTES", 256)  # many chunks, each a few lines
+    lines = [json.dumps({"id": n, "v": f"x{n}", "nested": {"n": n}}) for n in range(1, 301)]
+    lines[40] = ""  # a blank line: its chunk is read line by line
+    lines[120] = '{"id": 121, "v": 12345678901234567890123, "nested": {"n": 121}}'  # the exact parser
+    lines[200] = '{"id": 201, "v": "x201", "nested": '  # a bad line, quarantined
+    (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    entity = FileEntity.model_validate(
+        {
+            "name": "things",
+            "files": [{"path": "{data_dir}/r.jsonl", "format": "jsonl", "rename": {"v": "value"}}],
+            "on_bad_record": "quarantine",
+            "max_bad_share": 0.5,
+        }
+    )
+    ex = FileExtractor("src", entity, data_dir=tmp_path, batch_size=7)
+    items = list(ex.extract())
+    found = [item for item in items if isinstance(item, Batch)]
+
+    assert [len(b.rows) for b in found[:-1]] == [7] * (len(found) - 1)
+    ids = [row[0] for b in found for row in b.rows]
+    assert ids == [n for n in range(1, 301) if n not in (41, 201)]
+    assert all(b.columns == ["id", "value", "nested"] for b in found)
+    where = [b.where(i) for b in found for i in range(len(b.rows))]
+    assert where[:2] == [f"file {tmp_path / 'r.jsonl'}, line 1", f"file {tmp_path / 'r.jsonl'}, line 2"]
+    assert [int(w.rsplit(" ", 1)[1]) for w in where] == ids  # each record's own line
+    big = next(row for b in found for row in b.rows if row[0] == 121)
+    assert str(big[1]) == "12345678901234567890123"
+    rejected = [item for item in items if isinstance(item, extract.Rejected)]
+    assert [(r.unit, r.position) for r in rejected] == [("line", 201)]
+
+
 def test_jsonl_malformed_line_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
     path.write_text('{"id": 1}\n\n{"id": 2}\n{"id": \n', encoding="utf-8")
