@@ -111,7 +111,9 @@ def test_a_full_pull_equal_to_the_last_is_unchanged_and_a_changed_one_commits(
     assert fifth.same_as is None
     sixth = pull(db, [[[1, "Ann"]], [[2, "Bob"], [3, "Cy"]]], metadata={"column_types": {"id": "bigint"}})
     assert sixth.same_as is None
-    assert pull(db, [[[1, "Ann"]], [[2, "Bob"], [3, "Cy"]]], metadata={"column_types": {"id": "bigint"}}).same_as
+    assert pull(
+        db, [[[1, "Ann"]], [[2, "Bob"], [3, "Cy"]]], metadata={"column_types": {"id": "bigint"}}
+    ).same_as
 
 
 def test_incremental_pulls_are_never_unchanged_and_detection_can_be_off(db: Database) -> None:
