@@ -69,13 +69,15 @@ def status(env: dict[str, str]) -> dict:
     return json.loads(result.stdout)
 
 
-def committed_pulls(url: str, *, key_listings: bool = False) -> dict[tuple[str, str], int]:
-    """Committed data pulls (or key listings) per source entity."""
+def committed_pulls(
+    url: str, *, key_listings: bool = False, statuses: tuple[str, ...] = ("committed",)
+) -> dict[tuple[str, str], int]:
+    """Committed data pulls (or key listings) per source entity (or pulls of other ``statuses``)."""
     with psycopg.connect(url) as conn:
         rows = conn.execute(
-            "select source, entity, count(*) from staging.pulls where status = 'committed'"
+            "select source, entity, count(*) from staging.pulls where status = any(%s)"
             " and (mode = 'keys') = %s group by 1, 2",
-            (key_listings,),
+            (list(statuses), key_listings),
         ).fetchall()
     return {(s, e): n for s, e, n in rows}
 
@@ -107,10 +109,18 @@ def test_etl_run_twice_is_idempotent(demo: dict[str, str]) -> None:
         assert tables == {t: after_first["zones"][zone]["tables"][t] for t in tables}
         assert after_second["zones"][zone]["status"] == "succeeded"
         assert after_second["zones"][zone]["run_id"] != after_first["zones"][zone]["run_id"]
-    assert committed_pulls(demo["ETL_DATABASE_URL"]) == dict.fromkeys(ENTITIES, 2)
+    # every entity was pulled twice; a full pull that found its source as before is 'unchanged'
+    # (its batches removed, nothing new downstream), not committed a second time
+    both = ("committed", "unchanged")
+    assert committed_pulls(demo["ETL_DATABASE_URL"], statuses=both) == dict.fromkeys(ENTITIES, 2)
+    unchanged = committed_pulls(demo["ETL_DATABASE_URL"], statuses=("unchanged",))
+    assert ("oltp", "customers") in unchanged and ("oltp", "products") in unchanged
+    assert committed_pulls(demo["ETL_DATABASE_URL"]) == {
+        entity: 2 - unchanged.get(entity, 0) for entity in ENTITIES
+    }
     # orders and order lines list their keys after every pull (reconcile_keys): nothing was deleted
     listed = {("oltp", "orders"): 2, ("oltp", "order_lines"): 2}
-    assert committed_pulls(demo["ETL_DATABASE_URL"], key_listings=True) == listed
+    assert committed_pulls(demo["ETL_DATABASE_URL"], key_listings=True, statuses=both) == listed
     built = after_second["zones"]["conformed"]["counts"]["dbt_project"]["built"]
     assert built.startswith("new pulls of ") and "oltp.orders" in built
 

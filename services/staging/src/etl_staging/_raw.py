@@ -586,8 +586,9 @@ class RawPullWriter:
         }
         if same_as is not None:
             _log.info(
-                "pull %s of %s.%s unchanged since pull %s: %d records in %d batches, checksum %s, the same as"
+                "%s %s of %s.%s unchanged since pull %s: %d records in %d batches, checksum %s, the same as"
                 " then; recorded as unchanged, its batches removed (nothing new downstream)",
+                "key listing" if self.mode == "keys" else "pull",
                 self.pull_id,
                 self.source,
                 self.entity,
