@@ -69,13 +69,15 @@ def status(env: dict[str, str]) -> dict:
     return json.loads(result.stdout)
 
 
-def committed_pulls(url: str, *, key_listings: bool = False) -> dict[tuple[str, str], int]:
-    """Committed data pulls (or key listings) per source entity."""
+def committed_pulls(
+    url: str, *, key_listings: bool = False, statuses: tuple[str, ...] = ("committed",)
+) -> dict[tuple[str, str], int]:
+    """Committed data pulls (or key listings) per source entity (or pulls of other ``statuses``)."""
     with psycopg.connect(url) as conn:
         rows = conn.execute(
-            "select source, entity, count(*) from staging.pulls where status = 'committed'"
+            "select source, entity, count(*) from staging.pulls where status = any(%s)"
             " and (mode = 'keys') = %s group by 1, 2",
-            (key_listings,),
+            (list(statuses), key_listings),
         ).fetchall()
     return {(s, e): n for s, e, n in rows}
 
@@ -99,23 +101,36 @@ def test_etl_run_twice_is_idempotent(demo: dict[str, str]) -> None:
     after_second = status(demo)
 
     for zone in ("conformed", "semantic"):
-        # validated_* hold only a run's new records: the second run had none (the same pulls again,
-        # or an empty incremental one). Every other table it built is unchanged; an entity whose new
-        # pulls are all empty is not built at all.
+        # Nothing changed in the sources: the full pulls are 'unchanged' (no new pull), the incremental
+        # ones empty. The conformed run builds only what every run needs (fx_rate), with the same rows;
+        # the semantic run, with no conformed pull processed since its last run, builds nothing.
         tables = {t: n for t, n in after_second["zones"][zone]["tables"].items() if ".validated_" not in t}
-        assert tables, f"{zone} reported no tables"
         assert tables == {t: after_first["zones"][zone]["tables"][t] for t in tables}
         assert after_second["zones"][zone]["status"] == "succeeded"
         assert after_second["zones"][zone]["run_id"] != after_first["zones"][zone]["run_id"]
-    assert committed_pulls(demo["ETL_DATABASE_URL"]) == dict.fromkeys(ENTITIES, 2)
+    assert "conformed.fx_rate" in after_second["zones"]["conformed"]["tables"]
+    assert after_second["zones"]["semantic"]["tables"] == {}
+    assert (
+        after_second["zones"]["semantic"]["counts"]["dbt_project"]["built"]
+        == "no conformed pull processed since the last run"
+    )
+    # every entity was pulled twice; a full pull that found its source as before is 'unchanged'
+    # (its batches removed, nothing new downstream), not committed a second time
+    both = ("committed", "unchanged")
+    assert committed_pulls(demo["ETL_DATABASE_URL"], statuses=both) == dict.fromkeys(ENTITIES, 2)
+    unchanged = committed_pulls(demo["ETL_DATABASE_URL"], statuses=("unchanged",))
+    assert ("oltp", "customers") in unchanged and ("oltp", "products") in unchanged
+    assert committed_pulls(demo["ETL_DATABASE_URL"]) == {
+        entity: 2 - unchanged.get(entity, 0) for entity in ENTITIES
+    }
     # orders and order lines list their keys after every pull (reconcile_keys): nothing was deleted
     listed = {("oltp", "orders"): 2, ("oltp", "order_lines"): 2}
-    assert committed_pulls(demo["ETL_DATABASE_URL"], key_listings=True) == listed
+    assert committed_pulls(demo["ETL_DATABASE_URL"], key_listings=True, statuses=both) == listed
     built = after_second["zones"]["conformed"]["counts"]["dbt_project"]["built"]
-    assert built.startswith("new pulls of ") and "oltp.orders" in built
+    assert built.startswith("no new pulls") and "oltp.orders" in built  # "only empty pulls of ..."
 
     conformed = after_first["zones"]["conformed"]["tables"] | after_second["zones"]["conformed"]["tables"]
-    semantic = after_second["zones"]["semantic"]["tables"]
+    semantic = after_first["zones"]["semantic"]["tables"]
     assert conformed["conformed.sales_order"] == 300
     assert semantic["semantic.fct_sales"] == conformed["conformed.sales_order_line"]
     assert semantic["semantic.dim_customer"] == conformed["conformed.customer"] + 1  # the unknown member

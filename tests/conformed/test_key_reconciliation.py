@@ -112,7 +112,15 @@ def test_a_key_gone_from_the_source_is_deleted(warehouse: Warehouse, shop: str) 
     assert warehouse.run() == 0
     assert warehouse.snapshot("conformed.sales_order_history") == before
 
+    # The third listing is the second's key set, with no record pulled since: recorded 'unchanged'
+    # (docs/configuration.md, "Unchanged pulls"); the conformed run had no listing to read.
+    assert warehouse.rows(
+        "select mode, status, count(*) from staging.pulls where status <> 'failed' group by 1, 2 order by 1, 2"
+    ) == [("incremental", "committed", 3), ("keys", "committed", 2), ("keys", "unchanged", 1)]
+
     # Staging keeps 3 data pulls and 3 listings: a listing never pushes out a data pull.
+    source(shop, "delete from oltp.orders where order_id = 5")
+    assert staging(warehouse) == 0
     assert warehouse.rows(
         "select mode, count(*) from staging.pulls where status = 'committed' group by 1 order by 1"
     ) == [("incremental", 3), ("keys", 3)]

@@ -136,16 +136,21 @@ def test_run_pulls_every_entity_and_a_second_run_only_new_rows(
     assert main(["run"]) == 0
 
     pulls = committed(env)
+    # customers and the events file are read whole again and found as before: recorded 'unchanged'
+    # (tests/staging/test_unchanged_pulls.py), not committed a second time
     assert {key: len(value) for key, value in pulls.items()} == {
-        "shop.customers": 2,
+        "shop.customers": 1,
         "shop.orders": 2,
-        "web.events": 2,
+        "web.events": 1,
     }
+    assert rows(
+        env,
+        "select source || '.' || entity, record_count from staging.pulls where status = 'unchanged'"
+        " order by 1",
+    ) == [("shop.customers", 3), ("web.events", 5)]
     second = pulls["shop.orders"][1]
     assert second[:3] == (2, 1, 0)
     assert (second[4], second[5][:10]) == (after, "2024-02-02")
-    assert pulls["shop.customers"][1][0] == 3
-    assert pulls["web.events"][1][0] == 5
     assert [r[0] for r in committed_records(env, "shop.orders")] == [1, 2, 3, 4, 5, 6, 7]
     assert [status for _, status, _, _ in job_runs(env)] == ["succeeded", "succeeded"]
 
@@ -297,7 +302,9 @@ def test_a_killed_pull_is_cleaned_up_by_the_next_run(env: str) -> None:
 
     assert main(["run", "--source", "web"]) == 0
 
-    assert [p[0] for p in committed(env)["web.events"]] == [5, 5]
+    # the rerun reads the same file: unchanged since the first pull (the killed pull's batch is gone)
+    assert [p[0] for p in committed(env)["web.events"]] == [5]
+    assert rows(env, "select record_count from staging.pulls where status = 'unchanged'") == [(5,)]
     status, error = rows(
         env, "select status, error from staging.pulls where pull_id = %s", (killed.pull_id,)
     )[0]

@@ -5,6 +5,7 @@ from ._cursor import KeysetRead, Restarted
 from ._db import CopyWriter, Database, RetryPolicy, Session, redact_url, run_transaction
 from ._dbt import DbtOutcome, DbtProject, build_zone, detect_cockroachdb, profile_from_url, raise_for_outcome
 from ._dbt_zone import (
+    EMPTY_PULL_NOTE,
     DbtZoneSettings,
     Selection,
     ZoneHooks,
@@ -72,6 +73,7 @@ from ._settings import Settings, absolute_path, configured_secrets_dir, load_set
 
 __all__ = [
     "DEFAULT_DURATION_SLA_S",
+    "EMPTY_PULL_NOTE",
     "EXIT_CONFIGURATION",
     "EXIT_DATABASE",
     "EXIT_DATA_QUALITY",

@@ -45,6 +45,12 @@ class DbtZoneSettings(Settings):
     )
 
 
+#: The note of a conformed.consumed_pulls row for a pull with no record at all: the conformed zone
+#: marks it processed without running its models (select_new_pulls in etl_conformed), so the
+#: conformed tables did not change with it and the semantic zone has nothing new from it.
+EMPTY_PULL_NOTE = "no records: nothing to process, its models were not run"
+
+
 @dataclass(frozen=True)
 class Selection:
     """The part of a zone's project a run builds when it need not build everything: dbt selection

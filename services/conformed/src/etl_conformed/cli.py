@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from etl_shared import (
+    EMPTY_PULL_NOTE,
     EXIT_CONFIGURATION,
     EXIT_OK,
     ConfigurationError,
@@ -119,8 +120,6 @@ def summarise_record_rules(context: JobContext, outcome: DbtOutcome) -> None:
             " see docs/runbook.md"
         )
 
-
-EMPTY_PULL_NOTE = "no records: nothing to process, its models were not run"
 
 _SNAPSHOT_PULLS = """
 insert into conformed.run_pulls (job_id, pull_id, run_id, taken_at)

@@ -82,6 +82,10 @@ class SourceEntityStatus:
     entity: str
     committed_pulls: int = 0
     last_committed_at: datetime | None = None  # the last regular (not backfill) committed pull
+    #: the last check of the source: the newest committed or unchanged pull (age and freshness count
+    #: from it), and, when it found the source unchanged, the committed pull it equals
+    last_checked_at: datetime | None = None
+    unchanged_since: str | None = None
     last_records: int | None = None
     watermark: str | None = None
     last_pull_id: str | None = None
@@ -130,7 +134,7 @@ class SourceEntityStatus:
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("last_committed_at", "last_backfill_at"):
+        for key in ("last_committed_at", "last_checked_at", "last_backfill_at"):
             value = getattr(self, key)
             data[key] = value.isoformat() if value else None
         data["stale"] = self.stale
@@ -286,7 +290,9 @@ def configured_entities(sources_file: Path | None = None) -> tuple[str, list[tup
 
 
 #: Per source entity: its data pulls (key listings, mode 'keys', left out but for the unconsumed count),
-#: the newest pull whatever its status, and the committed pulls no conformed model has read.
+#: the newest pull whatever its status, the committed pulls no conformed model has read, and the last
+#: check of the source: the newest committed or unchanged pull (the age counts from it), with the pull
+#: it found unchanged since ('' when it was committed).
 _PULLS_QUERY = """
 select
     p.source,
@@ -294,7 +300,7 @@ select
     count(*) filter (where p.status = 'committed' and p.mode <> 'keys'),
     max(p.committed_at) filter (where p.status = 'committed' and p.backfill_from is null and p.mode <> 'keys'),
     extract(epoch from now() - max(p.committed_at)
-        filter (where p.status = 'committed' and p.backfill_from is null and p.mode <> 'keys')),
+        filter (where p.status in ('committed', 'unchanged') and p.backfill_from is null and p.mode <> 'keys')),
     (array_agg(p.record_count order by p.committed_at desc)
         filter (where p.status = 'committed' and p.backfill_from is null and p.mode <> 'keys'))[1],
     (array_agg(p.pull_id::text order by p.committed_at desc)
@@ -306,7 +312,11 @@ select
     extract(epoch from now() - min(p.committed_at) filter (where p.status = 'committed' and c.pull_id is null)),
     (array_agg(p.pull_id::text order by p.started_at desc))[1],
     (array_agg(p.metadata order by p.committed_at desc)
-        filter (where p.status = 'committed' and p.backfill_from is null and p.mode <> 'keys'))[1]
+        filter (where p.status = 'committed' and p.backfill_from is null and p.mode <> 'keys'))[1],
+    max(p.committed_at) filter (where p.status in ('committed', 'unchanged') and p.backfill_from is null
+        and p.mode <> 'keys'),
+    (array_agg(coalesce(p.metadata ->> 'same_as', '') order by p.committed_at desc)
+        filter (where p.status in ('committed', 'unchanged') and p.backfill_from is null and p.mode <> 'keys'))[1]
 from staging.pulls as p
 left join (select distinct consumed.pull_id from conformed.consumed_pulls as consumed) as c
     on c.pull_id = p.pull_id
@@ -422,9 +432,13 @@ def current_status(
             unconsumed_age_s,
             newest_pull_id,
             metadata,
+            checked_at,
+            same_as,
         ) = found
         item.committed_pulls = int(committed or 0)
         item.last_committed_at = last_at
+        item.last_checked_at = checked_at
+        item.unchanged_since = same_as or None
         item.age_hours = float(age_s) / 3600 if age_s is not None else None
         item.last_records = int(records) if records is not None else None
         item.last_pull_id = pull_id

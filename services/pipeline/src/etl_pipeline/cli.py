@@ -214,7 +214,10 @@ def _format_status(status: Status) -> str:
                 lines.append(f"        warned {rule['rule_id']}: {rule['failures']} failing")
         for table, rows in sorted(run.counts.get("tables", {}).items()):
             lines.append(f"      {table:<40} {rows:>10}")
-    lines.append("Source entities (last committed pull, age against the freshness SLA):")
+    lines.append(
+        "Source entities (last committed pull; age since the last check, committed or unchanged, against the"
+        " freshness SLA):"
+    )
     if status.sources_error:
         lines.append(f"  (sources file not read, no SLAs: {status.sources_error})")
     for src in status.sources:
@@ -228,6 +231,11 @@ def _format_status(status: Status) -> str:
             f"  {src.last_records if src.last_records is not None else '-'} rows"
             f"  {src.committed_pulls} committed" + ("" if src.configured else "  (not in the sources file)")
         )
+        if src.unchanged_since and src.last_checked_at:
+            lines.append(
+                f"      checked {src.last_checked_at:%Y-%m-%d %H:%M:%S}: unchanged since pull {src.unchanged_since}"
+                " (nothing new for the conformed zone)"
+            )
         if src.unconsumed_pulls:
             age = f"{src.unconsumed_age_hours:.1f}h" if src.unconsumed_age_hours is not None else "-"
             lines.append(

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import Field, SecretStr, model_validator
 
 from etl_shared import (
+    EMPTY_PULL_NOTE,
     DbtOutcome,
     DbtZoneSettings,
     JobContext,
@@ -149,16 +150,19 @@ NOTHING_NEW = "tag:etl_platform_nothing_new"
 def note_new_input(context: JobContext) -> None:
     """Record in the job's summary (``conformed_pulls``) the staging pulls the conformed zone has
     processed (conformed.consumed_pulls, disposition processed) that no succeeded semantic job
-    recorded yet: what this run builds on, by id. A run that fails records nothing the next would
+    recorded yet: what this run builds on, by id. A pull without records, which the conformed zone
+    marked processed without running its models (EMPTY_PULL_NOTE), changed no conformed table: it is
+    no new input. A run that fails records nothing the next would
     skip: only succeeded jobs' lists count."""
     with context.db.connect(autocommit=True) as conn:
         rows = conn.execute(
             "select distinct consumed.pull_id::text from conformed.consumed_pulls as consumed"
-            " where consumed.disposition = 'processed' and consumed.pull_id::text not in ("
+            " where consumed.disposition = 'processed' and coalesce(consumed.note, '') <> %s"
+            " and consumed.pull_id::text not in ("
             "  select jsonb_array_elements_text(runs.counts -> %s) from ops.job_runs as runs"
             "  where runs.zone = %s and runs.status = 'succeeded' and runs.counts ? %s)"
             " order by 1",
-            (NEW_INPUT_KEY, ZONE, NEW_INPUT_KEY),
+            (EMPTY_PULL_NOTE, NEW_INPUT_KEY, ZONE, NEW_INPUT_KEY),
         ).fetchall()
     context.counts[NEW_INPUT_KEY] = [pull_id for (pull_id,) in rows]
 

@@ -90,6 +90,11 @@ class DatabaseEntity(_Strict):
         default=None, description="Incremental entities: pull the key set on a schedule, to see hard deletes"
     )
     freshness_sla_hours: float | None = freshness_sla_field()
+    keep_unchanged_pulls: bool = Field(
+        default=False,
+        description="Keep every full pull (and key listing) as a new committed snapshot, even one equal to"
+        " the previous (default: an unchanged pull is recorded as 'unchanged' and its batches removed)",
+    )
     contract: ContractMode | None = contract_field()
     columns: DeclaredColumns = columns_field()
 
@@ -168,6 +173,11 @@ class FileEntity(_Strict):
         " records is rejected",
     )
     freshness_sla_hours: float | None = freshness_sla_field()
+    keep_unchanged_pulls: bool = Field(
+        default=False,
+        description="Keep every full pull (and key listing) as a new committed snapshot, even one equal to"
+        " the previous (default: an unchanged pull is recorded as 'unchanged' and its batches removed)",
+    )
     contract: ContractMode | None = contract_field()
     columns: DeclaredColumns = columns_field()
 

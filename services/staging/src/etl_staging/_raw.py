@@ -6,6 +6,12 @@ A pull is written in batches, each batch its own (retried) transaction, while it
 pull left behind is removed by :func:`clean_abandoned_pulls` before the next pull of the same
 source entity. After a commit, only the newest ``keep`` committed pulls are kept.
 
+A writer made with ``detect_unchanged`` (the staging job's full pulls and key listings, unless the
+entity sets ``keep_unchanged_pulls``) compares its checksum and record count with the newest committed
+pull of the same source entity and mode: when they are equal, the pull ends ``unchanged`` rather than
+``committed`` (metadata ``same_as``: the pull it equals), its batches and payloads are removed, and no
+reader ever sees it (docs/data-model.md, "Unchanged pulls").
+
 Every write is safe to run again after an unknown outcome (40003, a connection lost while
 committing; docs/cockroachdb.md, "Reconnect and retry"): the pull row, its batches and payloads are
 inserted with ``on conflict do nothing`` on their keys, the commit recognises a pull it already
@@ -82,6 +88,8 @@ class PullSummary:
     watermark_before: str | None
     watermark_after: str | None
     deleted_pulls: list[str] = field(default_factory=list)
+    #: an unchanged pull (status 'unchanged'): the committed pull it equals; None: committed
+    same_as: str | None = None
     pages: int = 0  # pages fetched (REST) or files read (files)
     retries: int = 0  # HTTP requests retried
     requests: int = 0  # HTTP requests sent (REST), retries included
@@ -205,8 +213,12 @@ class RawPullWriter:
         write_behind: bool = True,
         backfill: tuple[Any, Any] | None = None,
         sizes: ValueSizes | None = None,
+        detect_unchanged: bool = False,
     ) -> None:
         self.db = db
+        # A full snapshot (or key listing) equal to the newest committed pull of the entity and mode
+        # ends 'unchanged' instead of committed (see the module's docstring); never for a delta.
+        self.detect_unchanged = detect_unchanged and mode in ("full", "keys") and backfill is None
         # The byte limits of the stored values; None: the warehouse's, asked when first needed.
         self._sizes = sizes
         # A backfill pull re-extracts the cursor range [from, to): it is recorded with its range and
@@ -486,13 +498,21 @@ class RawPullWriter:
         checksum = self._digest.hexdigest()
         metadata = {**self.counters(), **(metadata or {})}
         self._flush_rejects()
+        self._finish_writes()
+        # Read before the commit's transaction: the entity's lease (held by the caller) keeps any
+        # other pull of it from committing in between.
+        same_as = self._same_as(checksum, metadata) if self.detect_unchanged else None
+        status = "committed" if same_as is None else "unchanged"
+        if same_as is not None:
+            metadata["same_as"] = same_as
 
         def work(conn: psycopg.Connection[Any]) -> None:
             cur = conn.execute(
-                "update staging.pulls set status = 'committed', committed_at = now(), heartbeat_at = now(),"
+                "update staging.pulls set status = %s, committed_at = now(), heartbeat_at = now(),"
                 " record_count = %s, byte_count = %s, batch_count = %s, payload_count = %s, checksum = %s,"
                 " watermark_after = %s, metadata = %s::jsonb where pull_id = %s and status = 'running'",
                 (
+                    status,
                     self.records,
                     self.bytes,
                     self.batches,
@@ -504,7 +524,7 @@ class RawPullWriter:
                 ),
             )
             if cur.rowcount != 1:
-                if self._committed_already(conn, checksum):
+                if self._committed_already(conn, checksum, status):
                     return  # an earlier attempt committed; its commit only looked failed (40003)
                 raise RuntimeError(
                     f"pull {self.pull_id} is no longer running; it was cleaned up by another job"
@@ -545,30 +565,49 @@ class RawPullWriter:
                     },
                 )
 
-        self._finish_writes()
         self.db.transaction(work, name=f"commit pull {self.pull_id}")
+        if same_as is not None:
+            # Never read (readers only read committed pulls): what it wrote goes now, or, if this job
+            # dies first, with the next pull of the entity (clean_abandoned_pulls).
+            delete_pull_data(self.db, self.pull_id)
         deleted = apply_retention(self.db, self.source, self.entity)
         oversized = (
             f" ({self.oversized} records over the batch budget, each alone in a batch)"
             if self.oversized
             else ""
         )
-        _log.info(
-            "pull %s committed: %d records in %d batches, %d bytes%s",
-            self.pull_id,
-            self.records,
-            self.batches,
-            self.bytes,
-            oversized,
-            extra={
-                "pull_id": str(self.pull_id),
-                "records": self.records,
-                "bytes": self.bytes,
-                "watermark_after": watermark_after,
-                "deleted_pulls": deleted,
-                "oversized_records": self.oversized,
-            },
-        )
+        extra = {
+            "pull_id": str(self.pull_id),
+            "records": self.records,
+            "bytes": self.bytes,
+            "watermark_after": watermark_after,
+            "deleted_pulls": deleted,
+            "oversized_records": self.oversized,
+        }
+        if same_as is not None:
+            _log.info(
+                "%s %s of %s.%s unchanged since pull %s: %d records in %d batches, checksum %s, the same as"
+                " then; recorded as unchanged, its batches removed (nothing new downstream)",
+                "key listing" if self.mode == "keys" else "pull",
+                self.pull_id,
+                self.source,
+                self.entity,
+                same_as,
+                self.records,
+                self.batches,
+                checksum[:12],
+                extra={**extra, "status": "unchanged", "same_as": same_as},
+            )
+        else:
+            _log.info(
+                "pull %s committed: %d records in %d batches, %d bytes%s",
+                self.pull_id,
+                self.records,
+                self.batches,
+                self.bytes,
+                oversized,
+                extra=extra,
+            )
         return PullSummary(
             pull_id=self.pull_id,
             source=self.source,
@@ -581,6 +620,7 @@ class RawPullWriter:
             watermark_before=self.watermark_before,
             watermark_after=watermark_after,
             deleted_pulls=deleted,
+            same_as=same_as,
             pages=int((metadata or {}).get("pages", len((metadata or {}).get("files", [])))),
             retries=int((metadata or {}).get("retries", 0)),
             requests=int((metadata or {}).get("requests", 0)),
@@ -601,13 +641,46 @@ class RawPullWriter:
             ]
         return out
 
-    def _committed_already(self, conn: psycopg.Connection[Any], checksum: str) -> bool:
-        """Whether this pull is committed with what this writer wrote: the commit transaction ran
-        before, and its outcome was unknown (everything in it committed together)."""
+    def _committed_already(self, conn: psycopg.Connection[Any], checksum: str, status: str) -> bool:
+        """Whether this pull is committed (or recorded unchanged) with what this writer wrote: the commit
+        transaction ran before, and its outcome was unknown (everything in it committed together)."""
         row = conn.execute(
             "select status, checksum, record_count from staging.pulls where pull_id = %s", (self.pull_id,)
         ).fetchone()
-        return row is not None and tuple(row) == ("committed", checksum, self.records)
+        return row is not None and tuple(row) == (status, checksum, self.records)
+
+    def _same_as(self, checksum: str, metadata: dict[str, Any]) -> str | None:
+        """The newest committed pull of this source entity and mode (backfills aside) if this pull
+        holds the same: the same checksum over its batches (columns and rows, in order), the same
+        record count and the same source column types; else None.
+
+        A key listing is unchanged only when no pull of the entity's records with records committed
+        since that listing: the conformed history deletes the current keys a listing lacks among those
+        recorded before the listing's commit, so a key added and deleted since the last listing is
+        seen only by a new listing."""
+        with self.db.connect(autocommit=True) as conn:
+            row = conn.execute(
+                "select pull_id::text, checksum, record_count, metadata -> 'column_types', committed_at"
+                " from staging.pulls where source = %s and entity = %s and mode = %s and status = 'committed'"
+                " and backfill_from is null order by committed_at desc, pull_id desc limit 1",
+                (self.source, self.entity, self.mode),
+            ).fetchone()
+            if row is None:
+                return None
+            pull_id, previous_checksum, previous_records, column_types, committed_at = row
+            if (previous_checksum, previous_records) != (checksum, self.records):
+                return None
+            if column_types != metadata.get("column_types"):
+                return None  # the same values, but the source's declared types changed
+            if self.mode == "keys":
+                newer = conn.execute(
+                    "select 1 from staging.pulls where source = %s and entity = %s and mode <> 'keys'"
+                    " and status = 'committed' and record_count > 0 and committed_at > %s limit 1",
+                    (self.source, self.entity, committed_at),
+                ).fetchone()
+                if newer is not None:
+                    return None
+        return str(pull_id)
 
     def fail(self, error: str, *, metadata: dict[str, Any] | None = None) -> None:
         """Best effort: mark the pull failed and remove its data (the next run cleans up otherwise).
@@ -804,18 +877,51 @@ def apply_retention(db: Database, source: str, entity: str, keep: int = KEEP_COM
         )
     if old:
         _log.info("retention: deleted %d old pull(s) of %s.%s", len(old), source, entity)
-    return [str(p) for p in old]
+    unchanged = _old_unchanged_pulls(db, source, entity, keep)
+    for pull_id in unchanged:
+        delete_pull_data(db, pull_id)  # nothing, unless a job died between its commit and the delete
+        db.transaction(
+            lambda conn, p=pull_id: conn.execute(
+                "delete from staging.pulls where pull_id = %s and status = 'unchanged'", (p,)
+            ),
+            name="delete old unchanged pull",
+        )
+    return [str(p) for p in old + unchanged]
+
+
+def _old_unchanged_pulls(db: Database, source: str, entity: str, keep: int) -> list[Any]:
+    """The unchanged pulls (status 'unchanged', rows without data) retention removes: they never count
+    among the ``keep`` committed pulls, and they are kept while they are among the newest ``keep``
+    unchanged ones (key listings and data pulls apart) and the committed pull they equal is kept."""
+    with db.connect(autocommit=True) as conn:
+        return [
+            row[0]
+            for row in conn.execute(
+                "select ranked.pull_id from ("
+                " select pulls.pull_id, pulls.committed_at, pulls.metadata ->> 'same_as' as same_as,"
+                "  row_number() over (partition by pulls.mode = 'keys'"
+                "   order by pulls.committed_at desc nulls first, pulls.pull_id asc nulls last) as newest"
+                " from staging.pulls as pulls"
+                " where pulls.source = %s and pulls.entity = %s and pulls.status = 'unchanged'"
+                ") as ranked where ranked.newest > %s or not exists ("
+                " select 1 from staging.pulls as equal where equal.status = 'committed'"
+                "  and equal.pull_id::text = ranked.same_as)"
+                " order by ranked.committed_at desc, ranked.pull_id",
+                (source, entity, keep),
+            ).fetchall()
+        ]
 
 
 def key_listing_due(db: Database, source: str, entity: str, every_days: float) -> bool:
     """Whether a key listing of the entity is due: always with ``every_days`` 0, else when no committed
-    listing is younger than that many days (by the database's clock)."""
+    (or unchanged: the keys were listed, and found the same) listing is younger than that many days
+    (by the database's clock)."""
     if every_days <= 0:
         return True
     with db.connect(autocommit=True) as conn:
         row = conn.execute(
             "select coalesce(now() - max(committed_at) >= %s * interval '1 day', true) from staging.pulls"
-            " where source = %s and entity = %s and status = 'committed' and mode = 'keys'",
+            " where source = %s and entity = %s and status in ('committed', 'unchanged') and mode = 'keys'",
             (every_days, source, entity),
         ).fetchone()
     return bool(row[0]) if row else True

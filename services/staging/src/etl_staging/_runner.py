@@ -133,10 +133,19 @@ class StagingJob:
                     self.cancel.set()
                     raise
         self.context.counts["pulls"] = {
-            f"{s.source}.{s.entity}": {"pull_id": str(s.pull_id), "records": s.records, "bytes": s.bytes}
+            f"{s.source}.{s.entity}": {
+                "pull_id": str(s.pull_id),
+                "records": s.records,
+                "bytes": s.bytes,
+                **({"unchanged_since": s.same_as} if s.same_as else {}),
+            }
             for s in summaries
         }
-        self.context.counts["rows"] = sum(s.records for s in summaries)
+        unchanged = {f"{s.source}.{s.entity}": s.same_as for s in summaries if s.same_as}
+        if unchanged:
+            self.context.counts["unchanged"] = unchanged
+        # rows written: an unchanged pull keeps none (its batches are removed)
+        self.context.counts["rows"] = sum(s.records for s in summaries if not s.same_as)
         self.observe_freshness()
         if errors:
             for src_name, ent, exc in errors:
@@ -157,12 +166,14 @@ class StagingJob:
 
     def observe_freshness(self) -> None:
         """Every configured source entity's last committed pull and freshness SLA, into the metrics
-        (from the database: a failed pull keeps the age of the last good one)."""
+        (from the database: a failed pull keeps the age of the last good one; an unchanged pull is a
+        successful check of the source, and counts as fresh as a committed one)."""
         try:
             with self.context.db.connect(autocommit=True) as conn:
                 found = conn.execute(
                     "select source, entity, extract(epoch from max(committed_at)) from staging.pulls"
-                    " where status = 'committed' and backfill_from is null group by source, entity"
+                    " where status in ('committed', 'unchanged') and backfill_from is null"
+                    " group by source, entity"
                 ).fetchall()
         except Exception as exc:
             _log.warning("could not read the last committed pulls for the freshness metrics: %s", exc)
@@ -194,7 +205,14 @@ class StagingJob:
                 config = entity_config(source, entity)
                 incremental = _is_incremental(config)
                 watermark = read_watermark(db, source.name, entity) if incremental else None
-                writer = self._writer(source, entity, lock, incremental=incremental, watermark=watermark)
+                writer = self._writer(
+                    source,
+                    entity,
+                    lock,
+                    incremental=incremental,
+                    watermark=watermark,
+                    detect_unchanged=_is_snapshot(config) and not config.keep_unchanged_pulls,
+                )
                 try:
                     summary = self._extract_into(writer, source, config, watermark)
                 except SourceError as exc:  # the pull is already failed and cleaned by _extract_into
@@ -210,7 +228,9 @@ class StagingJob:
                         exc,
                     )
                     # The watermark stays where it was: the next run asks the API again.
-                    writer = self._writer(source, entity, lock, incremental=False, watermark=watermark)
+                    writer = self._writer(
+                        source, entity, lock, incremental=False, watermark=watermark, detect_unchanged=False
+                    )
                     # The fallback files are held to the entity's contract too.
                     files = FileEntity(
                         name=entity, files=fallback, contract=config.contract, columns=config.columns
@@ -242,12 +262,18 @@ class StagingJob:
         )
         self._record_lineage(source, entity, summary)
         _log.info(
-            "pulled %s.%s: %d records in %.1fs",
+            "pulled %s.%s: %d records in %.1fs%s",
             source.name,
             entity,
             summary.records,
             time.monotonic() - started,
-            extra={"source": source.name, "entity": entity, "records": summary.records},
+            f", unchanged since pull {summary.same_as}" if summary.same_as else "",
+            extra={
+                "source": source.name,
+                "entity": entity,
+                "records": summary.records,
+                **({"unchanged_since": summary.same_as} if summary.same_as else {}),
+            },
         )
         return summary
 
@@ -269,6 +295,7 @@ class StagingJob:
             watermark_before=None,
             lock=lock,
             sizes=self.sizes,
+            detect_unchanged=not config.keep_unchanged_pulls,
         )
         writer.open()
         metadata: dict[str, Any] = {"key_listing": True, "key": key}
@@ -286,12 +313,14 @@ class StagingJob:
         self.context.counts.setdefault("key_listings", {})[f"{source.name}.{config.name}"] = {
             "pull_id": str(summary.pull_id),
             "keys": summary.records,
+            **({"unchanged_since": summary.same_as} if summary.same_as else {}),
         }
         _log.info(
-            "listed the keys of %s.%s: %d keys",
+            "listed the keys of %s.%s: %d keys%s",
             source.name,
             config.name,
             summary.records,
+            f", unchanged since listing {summary.same_as}" if summary.same_as else "",
             extra={"source": source.name, "entity": config.name, "keys": summary.records},
         )
         return summary
@@ -435,7 +464,14 @@ class StagingJob:
             return self._gates.setdefault(source.name, PauseGate())
 
     def _writer(
-        self, source: SourceConfig, entity: str, lock: LeaseLock, *, incremental: bool, watermark: str | None
+        self,
+        source: SourceConfig,
+        entity: str,
+        lock: LeaseLock,
+        *,
+        incremental: bool,
+        watermark: str | None,
+        detect_unchanged: bool,
     ) -> RawPullWriter:
         writer = RawPullWriter(
             self.context.db,
@@ -448,6 +484,9 @@ class StagingJob:
             lock=lock,
             backfill=self.backfill if incremental else None,
             sizes=self.sizes,
+            # a full pull equal to the last committed one ends 'unchanged' (RawPullWriter), unless the
+            # entity sets keep_unchanged_pulls; never an incremental pull (a delta) or a fallback
+            detect_unchanged=detect_unchanged,
         )
         writer.open()
         return writer
@@ -662,6 +701,15 @@ def check_backfill(pairs: list[tuple[SourceConfig, str]]) -> None:
             f"cannot backfill {', '.join(whole)}: pulled whole (no cursor column or incremental parameter),"
             " so every pull is already complete; run it without --backfill-from/--backfill-to instead"
         )
+
+
+def _is_snapshot(config: DatabaseEntity | FileEntity | RestEntity | AsyncRestEntity) -> bool:
+    """Whether every pull of the entity reads the whole source (a snapshot, which may be found
+    unchanged), not a delta: an incremental entity's pulls hold what changed since the watermark, and
+    a drop folder's (skip_loaded_files) the files not loaded before."""
+    if isinstance(config, FileEntity):
+        return not config.skip_loaded_files
+    return not _is_incremental(config)
 
 
 def _is_incremental(config: DatabaseEntity | FileEntity | RestEntity | AsyncRestEntity) -> bool:

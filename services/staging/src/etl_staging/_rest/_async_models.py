@@ -138,6 +138,11 @@ class AsyncRestEntity(_Strict):
     freshness_sla_hours: float | None = Field(
         default=None, gt=0, description="Overrides the source's freshness SLA (hours)"
     )
+    keep_unchanged_pulls: bool = Field(
+        default=False,
+        description="Keep every full pull (and key listing) as a new committed snapshot, even one equal to"
+        " the previous (default: an unchanged pull is recorded as 'unchanged' and its batches removed)",
+    )
     contract: ContractMode | None = contract_field()
     columns: DeclaredColumns = columns_field()
 

@@ -16,7 +16,7 @@ where
 {% endtest %}
 
 {#- Freshness of one source entity, as dbt's own source freshness: a warning when its newest
-    committed pull is older than `warn_after_hours`, an error when older than `error_after_hours`
+    committed (or unchanged) pull is older than `warn_after_hours`, an error when older than `error_after_hours`
     (one test, where there were two per entity: the dbt nodes of every run are what an incremental run
     costs). `failures` is the staleness level: 1 warned, 2 failed. An entity that never delivered is
     reported by `etl status`, not here. Backfill pulls do not count. -#}
@@ -29,7 +29,9 @@ select
         as staleness
 from {{ model }} as pulls
 where
-    pulls.source = '{{ source_name }}' and pulls.entity = '{{ entity }}' and pulls.status = 'committed'
+    pulls.source = '{{ source_name }}' and pulls.entity = '{{ entity }}'
+    -- an unchanged pull (staging found the source as it was) is a successful check of the source
+    and pulls.status in ('committed', 'unchanged')
     and pulls.backfill_from is null  -- a backfill re-extracts the past: it says nothing of freshness
 having max(pulls.committed_at) < now() - interval '{{ warn_after_hours }} hours'
 {% endtest %}
