@@ -32,6 +32,25 @@ def test_sqlfluff_is_clean() -> None:
     assert result.returncode == 0, result.stdout[-5000:]
 
 
+def test_no_file_holds_a_merge_conflict() -> None:
+    """A conflicted merge once committed its markers into docs/data-model.md, and every test passed."""
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    found = []
+    for name in tracked.decode().split("\0"):
+        path = ROOT / name
+        if not name or not path.is_file() or path.stat().st_size > 5_000_000:
+            continue
+        text = path.read_bytes()
+        if b"\0" in text[:8000]:
+            continue  # binary
+        found += [
+            f"{name}:{number}"
+            for number, line in enumerate(text.splitlines(), start=1)
+            if line.startswith((b"<<<<<<< ", b">>>>>>> ")) or line == b"======="
+        ]
+    assert not found, found
+
+
 def test_dockerfiles_are_hadolint_clean_and_follow_the_image_rules() -> None:
     dockerfiles = sorted(ROOT.glob("services/*/Dockerfile"))
     assert {p.parent.name for p in dockerfiles} >= {"staging", "conformed", "semantic"}
