@@ -12,23 +12,20 @@
     on_schema_change='fail',
     meta={'etl_retention': {'column': 'order_date', 'keys': ['order_key']}},
     indexes=[{'columns': ['order_source_loaded_at']}],
-    post_hook=["analyze {{ this }}", "{{ etl_platform.ensure_index(['order_date']) }}"],
-    pre_hook="{% if is_incremental() %}delete from {{ this }} where order_id in (select touched.order_id from ({{ touched_orders(this) }}) as touched){% endif %}",
+    post_hook=[
+        "analyze {{ this }}",
+        "{{ etl_platform.ensure_index(['order_date']) }}",
+        "{{ etl_platform.ensure_index(['order_id']) }}",
+    ],
+    pre_hook="{% if is_incremental() %}delete from {{ this }} where {{ touched_orders_filter('order_id', this) }}{% endif %}",
 ) }}
 
-with
-{% if is_incremental() %}
-    touched as (
-        {{ touched_orders(this) }}
-    ),
-{% endif %}
-
-orders as (
+with orders as (
     select *
     from {{ source('conformed', 'sales_order') }}
     where
         not is_deleted
-        {% if is_incremental() %}and order_id in (select touched.order_id from touched){% endif %}
+        {% if is_incremental() %}and {{ touched_orders_filter('order_id', this) }}{% endif %}
 ),
 
 line_totals as (
@@ -43,12 +40,15 @@ line_totals as (
         max(lines.loaded_at) as loaded_at
     from {{ source('conformed', 'sales_order_line') }} as lines
     inner join orders on lines.order_id = orders.order_id
-    where not lines.is_deleted
+    where
+        not lines.is_deleted
+        {% if is_incremental() %}and {{ touched_orders_filter('lines.order_id', this) }}{% endif %}
     group by lines.order_id
 ),
 
 {{ etl_platform.versions_cte(
-    'customer_versions', customer_versions(), ['customer_key', 'customer_country_code'], where='customer_id <> -1'
+    'customer_versions', customer_versions(), ['customer_key', 'customer_country_code'],
+    where='customer_id <> -1' ~ (' and customer_id in (select orders.customer_id from orders)' if is_incremental() else '')
 ) }}
 
 select

@@ -25,32 +25,28 @@
     },
     indexes=[{'columns': ['sales_order_id']}, {'columns': ['sales_order_date']}, {'columns': ['sales_source_loaded_at']}],
     post_hook="analyze {{ this }}",
-    pre_hook="{% if is_incremental() %}delete from {{ this }} where sales_order_id in (select touched.order_id from ({{ touched_orders(this, 'sales_source_loaded_at') }}) as touched){% endif %}",
+    pre_hook="{% if is_incremental() %}delete from {{ this }} where {{ touched_orders_filter('sales_order_id', this, 'sales_source_loaded_at') }}{% endif %}",
 ) }}
 
-with
-{% if is_incremental() %}
-    touched as (
-        {{ touched_orders(this, 'sales_source_loaded_at') }}
-    ),
-{% endif %}
-
-orders as (
+with orders as (
     select *
     from {{ source('conformed', 'sales_order') }}
     where
         not is_deleted
-        {% if is_incremental() %}and order_id in (select touched.order_id from touched){% endif %}
+        {% if is_incremental() %}and {{ touched_orders_filter('order_id', this, 'sales_source_loaded_at') }}{% endif %}
 ),
 
 lines as (
     select *
     from {{ source('conformed', 'sales_order_line') }}
-    where not is_deleted
+    where
+        not is_deleted
+        {% if is_incremental() %}and {{ touched_orders_filter('order_id', this, 'sales_source_loaded_at') }}{% endif %}
 ),
 
 {{ etl_platform.versions_cte(
-    'customer_versions', customer_versions(), ['customer_key', 'customer_country_code'], where='customer_id <> -1'
+    'customer_versions', customer_versions(), ['customer_key', 'customer_country_code'],
+    where='customer_id <> -1' ~ (' and customer_id in (select orders.customer_id from orders)' if is_incremental() else '')
 ) }},
 
 products as (
