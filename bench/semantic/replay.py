@@ -31,6 +31,16 @@ conformed_bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(conformed_bench)
 
 
+#: the server settings --explain sets (and a run without it resets)
+EXPLAIN_SETTINGS = (
+    "session_preload_libraries",
+    "auto_explain.log_min_duration",
+    "auto_explain.log_analyze",
+    "auto_explain.log_buffers",
+    "auto_explain.log_nested_statements",
+    "log_min_duration_statement",
+)
+
 #: the tables compared with a full build (--compare-full); watershed_statements is a change ledger,
 #: whose ids and voided rows depend on the history of runs
 COMPARED = (
@@ -83,11 +93,7 @@ def main() -> int:
     subprocess.run(["sync"], check=True)
     server = start_embedded(args.work)
     warehouse = server.url("wh")
-    settings = {
-        "session_preload_libraries": "",
-        "auto_explain.log_min_duration": "-1",
-        "log_min_duration_statement": "-1",
-    }
+    settings: dict[str, str] = {}  # none: what a previous --explain set is reset
     if args.explain:
         settings = {
             "session_preload_libraries": "auto_explain",
@@ -98,8 +104,11 @@ def main() -> int:
             "log_min_duration_statement": f"{args.explain_ms}ms",  # ANALYZE and the other utility statements
         }
     with psycopg.connect(warehouse, autocommit=True) as conn:
-        for name, value in settings.items():
-            conn.execute(f"alter system set {name} = '{value}'")
+        for name in EXPLAIN_SETTINGS:
+            if name in settings:
+                conn.execute(f"alter system set {name} = '{settings[name]}'")
+            else:
+                conn.execute(f"alter system reset {name}")
         conn.execute("select pg_reload_conf()")
     env = {
         "ETL_DATABASE_URL": warehouse,
