@@ -9,9 +9,10 @@
 -- orders' lines first, so a deleted order or line disappears and an order whose date moved leaves
 -- nothing behind on its old day. The touched orders are written into the query and the pre-hook as
 -- ids (touched_orders_filter, macros/facts.sql: the planner then knows how many there are), and the
--- run reads only their orders, lines and customers' versions: 1.1 s for this model after a 1% delta at
--- 1,000,000 orders, where reading every line and every customer version (and the nested loops a
--- wrong estimate of the touched orders gave) took 9-97 s, more than a full build (bench/semantic).
+-- run reads only their orders, lines and customers' versions: 4.3 s for this model after a 1% delta
+-- at 1,000,000 orders (bench/semantic/replay.py), where reading every line and every customer
+-- version, or the nested loops a wrong estimate of the touched orders gave, took 9-97 s, up to twice
+-- a full build of it.
 -- It used to be a window of order dates: a 1% delta of changes spread
 -- over two years of order dates touched every day, so each run rewrote the whole table (118 s against
 -- 36 s for a full build at 1,000,000 orders, bench/semantic), and an order moved to another day kept
