@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -57,12 +58,27 @@ def step(command: str, env: dict[str, str], run_id: str, work: Path) -> tuple[fl
     return wall, rss
 
 
+def keep_state(server: Any, work: Path, name: str, start_embedded: Any) -> Any:
+    """The state now copied to ``work/name`` (the server stopped for the copy, started again)."""
+    log(f"state kept in {work / name}")
+    server.stop()
+    conformed_bench.copy_state(work, work / name)
+    return start_embedded(work)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=1_000_000)
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "work" / "semantic")
     parser.add_argument("--output", type=Path, default=HERE / "results.md")
+    parser.add_argument(
+        "--keep-state",
+        action="store_true",
+        help="copy the server's and the job's folders to <work>/before-full and <work>/before-incremental"
+        " (to replay a semantic run from the same state: bench/conformed/run.py copy_state)",
+    )
     args = parser.parse_args()
+    from etl_shared import start_embedded
 
     started = time.monotonic()
     server, warehouse, oltp, counts, env = conformed_bench.prepare(args.work, args.orders)
@@ -72,6 +88,8 @@ def main() -> int:
     step("etl-conformed", env, "bench-conformed-1", args.work)
     setup_s = time.monotonic() - started
 
+    if args.keep_state:
+        server = keep_state(server, args.work, "before-full", start_embedded)
     results = []
     log("semantic full build")
     results.append(
@@ -83,6 +101,8 @@ def main() -> int:
         changed = [conn.execute(statement).rowcount for statement in conformed_bench.DELTA]
     step("etl-staging", env, "bench-staging-2", args.work)
     step("etl-conformed", env, "bench-conformed-2", args.work)
+    if args.keep_state:
+        server = keep_state(server, args.work, "before-incremental", start_embedded)
 
     for name, run_id in (
         ("incremental run (1% delta)", "bench-semantic-incremental"),

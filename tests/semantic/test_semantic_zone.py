@@ -497,6 +497,8 @@ def test_the_calendar_spans_the_business_dates_or_the_configured_range(warehouse
 
 
 AGGREGATES = ("semantic.agg_daily_revenue", "semantic.monthly_kpis", "semantic.customer_360")
+#: the incremental facts (their touched orders replaced by each run)
+FACTS = ("semantic.fct_sales", "semantic.fct_orders")
 VOIDED = "http://adlnet.gov/expapi/verbs/voided"
 
 
@@ -632,8 +634,9 @@ def test_incremental_runs_export_every_change_once_and_match_a_full_build(wareho
     active = warehouse.rows("select count(*) from semantic.watershed_statements where not ws_is_voided")
     assert active == [(len(held),)]
     aggregates = warehouse.snapshot(*AGGREGATES)
+    facts = warehouse.snapshot(*FACTS)
 
-    # A full build of the final state: the same statements (new ids), the same aggregates.
+    # A full build of the final state: the same statements (new ids), the same aggregates and facts.
     assert warehouse.semantic("run", "--full-refresh") == 0  # run-9
     folder, manifest = manifest_of(warehouse, "run-9")
     files = {f["kind"]: f["name"] for f in manifest["batches"][-1]["files"]}
@@ -646,3 +649,4 @@ def test_incremental_runs_export_every_change_once_and_match_a_full_build(wareho
         "14",
     }
     assert warehouse.snapshot(*AGGREGATES) == aggregates
+    assert warehouse.snapshot(*FACTS) == facts

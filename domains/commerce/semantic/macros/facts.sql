@@ -23,6 +23,44 @@ from {{ source('conformed', 'sales_order_line') }} as changed_lines
 where changed_lines.loaded_at > (select coalesce(max(facts.{{ loaded_at_column }}), '1900-01-01'::timestamptz) from {{ fact }} as facts)
 {%- endmacro %}
 
+{#- The ids of the orders touched_orders(fact, loaded_at_column) returns, read when dbt compiles the
+    model (or renders its hook), in order; none while dbt parses, on a full build, or when more than
+    `listed_up_to` orders were touched. Sorted here: an `order by` in the query made the planner read
+    the orders in key order, the whole primary key (0.4 s at 1,000,000 orders, against 0.02 s). -#}
+{% macro touched_order_ids(fact, loaded_at_column, listed_up_to) -%}
+{%- if not (execute and is_incremental()) -%}
+    {{ return(none) }}
+{%- endif -%}
+{%- set found = run_query(
+    'select touched.order_id from (' ~ touched_orders(fact, loaded_at_column) ~ ') as touched'
+    ~ ' limit ' ~ (listed_up_to + 1)
+) -%}
+{%- set ids = found.columns[0].values() | map('int') | sort | list -%}
+{{ return(ids if ids | length <= listed_up_to else none) }}
+{%- endmacro %}
+
+{#- The condition "`column` is an order touched since `fact` was last built" of an incremental fact
+    (its query and its pre-hook): the touched order ids written out (touched_order_ids), so that the
+    planner knows how many there are; `false` when there are none; the subquery touched_orders when
+    there are more than `listed_up_to` (a statement of bounded size).
+    Why not the subquery always: nothing tells the planner how many rows are newer than the fact's
+    newest loaded_at. With `loaded_at > (select max(...))` it assumes a third of each table, reads
+    every order and line and joins them whole (bench/semantic: 215,221 orders estimated for 2,000 at
+    200,000 orders); with that watermark as a literal it estimates from statistics that predate the
+    delta (every row of a load shares one loaded_at, so they hold a single value) and finds 1 row,
+    and the nested loops it then chooses over the customer versions and the order lines cost more than
+    a full build at 1,000,000 orders. A list of ids gives it the number exactly. -#}
+{% macro touched_orders_filter(column, fact, loaded_at_column='order_source_loaded_at', listed_up_to=20000) -%}
+{%- set ids = touched_order_ids(fact, loaded_at_column, listed_up_to) -%}
+{%- if ids is none -%}
+{{ column }} in (select touched.order_id from ({{ touched_orders(fact, loaded_at_column) }}) as touched)
+{%- elif ids -%}
+{{ column }} in ({{ ids | join(', ') }})
+{%- else -%}
+false
+{%- endif -%}
+{%- endmacro %}
+
 {#- The orders changed after `since` (column order_id): a version of the order or of one of its lines
     loaded into the conformed history after it (deletes included). -#}
 {% macro changed_order_ids(since) -%}

@@ -23,6 +23,10 @@
 
   The model is incremental with `incremental_strategy='upsert'` and `unique_key` the id column;
   unchanged records are not written again, so a run without new input writes nothing.
+
+  The new and the voided rows are anti-joins written as NOT EXISTS: as a left join kept where the
+  other side is null, the planner estimated one row and joined ledger_versions to it in a nested
+  loop (12 s of the Watershed ledger's 20 s after a 1% delta at 1,000,000 orders, bench/semantic).
 -#}
 
 {#- A lower-case RFC 4122-shaped UUID (version 5 nibble, variant a) of an md5 of `text_sql`. -#}
@@ -105,13 +109,15 @@ ledger_new as (
             {%- for column in key %}
             ledger_current.{{ column }} = ledger_versions.{{ column }}{{ ' and' if not loop.last }}
             {%- endfor %}
-    left join ledger_active
-        on
+    where not exists (
+        select 1
+        from ledger_active
+        where
             {%- for column in key %}
             ledger_current.{{ column }} = ledger_active.{{ column }} and
             {%- endfor %}
             ledger_current.{{ prefix }}_row_hash = ledger_active.{{ prefix }}_row_hash
-    where ledger_active.{{ id_column }} is null
+    )
     {%- endif %}
 )
 
@@ -128,13 +134,15 @@ ledger_voided as (
         {{ run_id }} as {{ prefix }}_run_id,
         {{ changed_at }} as {{ prefix }}_changed_at
     from ledger_active
-    left join ledger_current
-        on
+    where not exists (
+        select 1
+        from ledger_current
+        where
             {%- for column in key %}
             ledger_active.{{ column }} = ledger_current.{{ column }} and
             {%- endfor %}
             ledger_active.{{ prefix }}_row_hash = ledger_current.{{ prefix }}_row_hash
-    where ledger_current.{{ prefix }}_row_hash is null
+    )
 )
 {%- endif %},
 
