@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -324,3 +326,56 @@ def test_write_behind_writes_every_batch_in_order_by_commit(db: Database) -> Non
         db, "select batch_no from staging.pull_batches where pull_id = %s order by 1", (w.pull_id,)
     )
     assert [row[0] for row in batch_numbers] == list(range(1, 9))
+
+
+def test_write_behind_writes_on_two_connections_at_once_and_closes_them(db: Database) -> None:
+    """Two writer threads, each on its own connection, write at the same time while the caller goes on;
+    batches may commit out of order but every number is stored once; the commit closes both."""
+    w = writer(db, write_behind=True, writers=2)
+    w.open()
+    backends: set[int] = set()
+    both = threading.Barrier(2, timeout=20)
+
+    def meet(conn: Any) -> None:
+        backends.add(conn.execute("select pg_backend_pid()").fetchone()[0])
+        both.wait()  # passes only when the two writers are in a transaction at the same moment
+
+    w._submit(meet, "first")
+    w._submit(meet, "second")
+    for i in range(40):
+        w.add_batch(["id"], [[i]])
+    summary = w.commit(watermark_after=None)
+    assert len(backends) == 2
+    assert (summary.batches, summary.records) == (40, 40)
+    rows = query(
+        db,
+        "select batch_no, data from staging.pull_batches where pull_id = %s order by batch_no",
+        (w.pull_id,),
+    )
+    assert [row[0] for row in rows] == list(range(1, 41))
+    assert [row[1]["rows"] for row in rows] == [[[i]] for i in range(40)]
+    for _ in range(100):  # a closed connection's backend exits a moment later
+        alive = query(db, "select count(*) from pg_stat_activity where pid = any(%s)", (list(backends),))
+        if alive == [(0,)]:
+            break
+        time.sleep(0.05)
+    assert alive == [(0,)]
+
+
+def test_write_behind_raises_the_first_failure_of_either_writer(db: Database) -> None:
+    w = writer(db, write_behind=True, writers=2)
+    w.open()
+    w.add_batch(["id"], [[1]])
+    with pytest.raises(TypeError):
+        w.add_batch(["id"], [[object()]])  # encoded on the caller's thread: refused at once
+    w.flush()
+    seen: list[str] = []
+
+    def failing(conn: Any) -> None:
+        seen.append("ran")
+        raise RuntimeError("the batch transaction failed")
+
+    w._submit(failing, "a failing transaction")
+    with pytest.raises(RuntimeError, match="the batch transaction failed"):
+        w.flush()
+    assert seen == ["ran"]

@@ -53,6 +53,9 @@ DELETE_BATCH_ROWS = 500
 BATCH_FILL = 0.9
 #: Oversized records logged one by one per pull; the rest are counted in the commit's log line.
 OVERSIZED_WARNINGS = 10
+#: Writer threads (and connections) of a pull with write-behind: two keep both cores busy, the job
+#: parsing on one while the server parses the JSON of two batches (bench/README.md, staging).
+WRITERS = 2
 
 # A batch is one row holding thousands of records and a payload one row holding megabytes, so each is
 # written with a single-row INSERT rather than COPY: the JSON goes as a plain text parameter and the
@@ -159,18 +162,25 @@ def _json_default(value: Any) -> Any:
 
 
 class _WriteBehind:
-    """Runs a pull's batch transactions on a thread of its own, one step behind the extractor, so that
-    parsing the next batch overlaps writing the last one. At most ``depth`` batches wait in memory. The
-    first failure is kept and raised to the extractor's thread at its next call."""
+    """Runs a pull's batch transactions on threads of their own, behind the extractor, so that parsing
+    the next batch overlaps writing the last ones. ``workers`` threads write at once (each on its own
+    connection: the server parses each batch's JSON on its own backend, on its own core); at most
+    ``depth`` more batches wait in memory. Batches may commit out of order: they are keyed by number and
+    nothing reads them before the pull's own commit, which waits for all of them. The first failure is
+    kept and raised to the extractor's thread at its next call."""
 
-    def __init__(self, write: Callable[[Any, str], None], depth: int = 2) -> None:
+    def __init__(self, write: Callable[[Any, str], None], depth: int = 2, workers: int = 1) -> None:
         self._write = write
         self._queue: queue.Queue[tuple[Any, str] | None] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=contextvars.copy_context().run, args=(self._run,), name="pull-writer", daemon=True
-        )
-        self._thread.start()
+        self._threads = [
+            threading.Thread(
+                target=contextvars.copy_context().run, args=(self._run,), name=f"pull-writer-{n}", daemon=True
+            )
+            for n in range(1, workers + 1)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
@@ -178,7 +188,7 @@ class _WriteBehind:
                 try:
                     self._write(*item)
                 except BaseException as exc:
-                    self._error = exc
+                    self._error = self._error or exc
 
     def submit(self, work: Any, name: str) -> None:
         self.raise_if_failed()
@@ -190,9 +200,11 @@ class _WriteBehind:
 
     def finish(self) -> None:
         """Wait for every submitted transaction; raise the first failure."""
-        if self._thread.is_alive():
+        alive = [thread for thread in self._threads if thread.is_alive()]
+        for _ in alive:
             self._queue.put(None)
-            self._thread.join()
+        for thread in alive:
+            thread.join()
         self.raise_if_failed()
 
 
@@ -211,6 +223,7 @@ class RawPullWriter:
         watermark_before: str | None,
         lock: LeaseLock | None = None,
         write_behind: bool = True,
+        writers: int = WRITERS,
         backfill: tuple[Any, Any] | None = None,
         sizes: ValueSizes | None = None,
         detect_unchanged: bool = False,
@@ -225,6 +238,7 @@ class RawPullWriter:
         # never moves the stored watermark.
         self.backfill = backfill
         self.write_behind = write_behind
+        self.writers = writers
         self.run_id = run_id
         self.job_id = job_id
         self.source = source
@@ -249,7 +263,9 @@ class RawPullWriter:
         # rows expected to fit the byte budget, learnt from the last batch's bytes per row
         self._rows_that_fit = 1 << 62
         self._digest = hashlib.sha256()
-        self._session: Session | None = None
+        #: the writing connections, one per writer thread (or the caller's, without write-behind)
+        self._sessions: dict[int, Session] = {}
+        self._sessions_lock = threading.Lock()
         self._behind: _WriteBehind | None = None
 
     @property
@@ -263,7 +279,7 @@ class RawPullWriter:
             self._write(work, name)
             return
         if self._behind is None:
-            self._behind = _WriteBehind(self._write)
+            self._behind = _WriteBehind(self._write, workers=self.writers)
         self._behind.submit(work, name)
 
     def flush(self) -> None:
@@ -282,14 +298,19 @@ class RawPullWriter:
     def _write(self, work: Any, name: str) -> None:
         """Run one batch transaction on the pull's own session (opening a connection per batch costs more
         than the batch); a lost connection is replaced and the transaction run again."""
-        if self._session is None:
-            self._session = self.db.session()
-        self._session.transaction(work, name=name)
+        thread = threading.get_ident()
+        session = self._sessions.get(thread)
+        if session is None:
+            session = self.db.session()
+            with self._sessions_lock:
+                self._sessions[thread] = session
+        session.transaction(work, name=name)
 
     def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        with self._sessions_lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            session.close()
 
     def restart(self) -> None:
         """Discard everything written so far, to extract the pull again from the start (a source read
