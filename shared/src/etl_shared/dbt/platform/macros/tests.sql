@@ -85,3 +85,23 @@ from {{ model }}
 group by {{ columns | join(', ') }}
 having count(*) > 1
 {% endtest %}
+
+{#- Every foreign key of a fact resolves: fails for each row of `model` where one of the columns of
+    `keys` (a mapping column -> dimension model, whose key column has the same name: the star's
+    convention) is null or names no row of its dimension. One pass over the fact with a left join
+    per dimension (each on its primary key, so no row is repeated), where dbt's not_null and
+    relationships tests read the fact once per column and per test. -#}
+{% test keys_resolve(model, keys) %}
+select
+    {%- for column in keys %}
+    facts.{{ column }}{{ "," if not loop.last }}
+    {%- endfor %}
+from {{ model }} as facts
+{%- for column, dimension in keys.items() %}
+left join {{ ref(dimension) }} as dimension_{{ loop.index }} on facts.{{ column }} = dimension_{{ loop.index }}.{{ column }}
+{%- endfor %}
+where
+    {%- for column in keys %}
+    {{ "or " if not loop.first }}dimension_{{ loop.index }}.{{ column }} is null
+    {%- endfor %}
+{% endtest %}
