@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from conformed_warehouse import CUSTOMER_COLUMNS, Warehouse
 
 from etl_semantic._qlik import association_problems, naming_problems, qlik_app_tables, semantic_tables
@@ -650,3 +651,25 @@ def test_incremental_runs_export_every_change_once_and_match_a_full_build(wareho
     }
     assert warehouse.snapshot(*AGGREGATES) == aggregates
     assert warehouse.snapshot(*FACTS) == facts
+
+
+def test_a_fact_key_naming_no_dimension_row_fails_the_facts_key_test(warehouse: Warehouse) -> None:
+    """etl_platform.keys_resolve (one pass over the fact) fails the run, exit 4, when a key of the fact
+    names no row of its dimension; with every key resolving it passes."""
+    load(warehouse)
+    build(warehouse)
+    assert warehouse.semantic("run", "--select", "fct_sales") == 0
+    (product_key,) = warehouse.rows("select product_key from semantic.fct_sales order by sales_key limit 1")[
+        0
+    ]
+    with psycopg.connect(warehouse.url, autocommit=True) as conn:
+        conn.execute("delete from semantic.dim_product where product_key = %s", (product_key,))
+
+    assert warehouse.semantic("run", "--select", "fct_sales") == 4
+
+    failed = warehouse.rows(
+        "select unique_id, status from ops.dbt_node_results where resource_type = 'test'"
+        " and unique_id like %s and run_id = %s",
+        ("%keys_resolve%", f"run-{warehouse.runs}"),
+    )
+    assert [status for _, status in failed] == ["fail"]
