@@ -51,12 +51,18 @@ EXPLAIN_SETTINGS = (
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("state", type=Path, help="the folder snapshot_peer.py --keep-state wrote (before-delta)")
+    parser.add_argument(
+        "state", type=Path, help="the folder snapshot_peer.py --keep-state wrote (before-delta)"
+    )
     parser.add_argument("--work", type=Path, required=True, help="scratch folder (replaced)")
     parser.add_argument("--run-id", default="peer-replay")
-    parser.add_argument("--explain", action="store_true", help="auto_explain (analyze, buffers) in the server log")
+    parser.add_argument(
+        "--explain", action="store_true", help="auto_explain (analyze, buffers) in the server log"
+    )
     parser.add_argument("--explain-ms", type=int, default=300)
-    parser.add_argument("--snapshot", action="store_true", help="then the dbt snapshot, and compare the answers")
+    parser.add_argument(
+        "--snapshot", action="store_true", help="then the dbt snapshot, and compare the answers"
+    )
     parser.add_argument("--keep-server", action="store_true", help="leave the server running (for psql)")
     args = parser.parse_args()
     from etl_shared import start_embedded
@@ -95,7 +101,8 @@ def main() -> int:
     }
     before = os.getloadavg()[0]
     wall, models = peer.our_run(env, warehouse, args.work, args.run_id)
-    print(f"etl-conformed run: {wall:.1f} s, history models {models:.1f} s of dbt, load {before:.2f} / {os.getloadavg()[0]:.2f}")
+    load = f"load {before:.2f} / {os.getloadavg()[0]:.2f}"
+    print(f"etl-conformed run: {wall:.1f} s, history models {models:.1f} s of dbt, {load}")
     for node, seconds in conformed_bench.node_times(warehouse, args.run_id, top=12):
         print(f"- {node}: {seconds:.1f} s")
     rc = 0
@@ -104,10 +111,13 @@ def main() -> int:
         peer.snapshot_project(project, oltp)
         before = os.getloadavg()[0]
         wall, nodes = peer.run_snapshot(project, args.work, "replay")
-        print(f"dbt snapshot: {wall:.1f} s, snapshots {nodes:.1f} s of dbt, load {before:.2f} / {os.getloadavg()[0]:.2f}")
+        load = f"load {before:.2f} / {os.getloadavg()[0]:.2f}"
+        print(f"dbt snapshot: {wall:.1f} s, snapshots {nodes:.1f} s of dbt, {load}")
         for entity, stats in peer.compare(warehouse, oltp).items():
             print(f"- {entity}: " + ", ".join(f"{k} {v:,}" for k, v in stats.items()))
-            rc = rc or stats["only_ours"] or stats["only_snapshot"] or stats["versions_differ"] or stats["current_differs"]
+            rc = rc or any(
+                stats[k] for k in ("only_ours", "only_snapshot", "versions_differ", "current_differs")
+            )
     if args.keep_server:
         print(f"server left running: {warehouse}")
     else:
