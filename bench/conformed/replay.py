@@ -7,6 +7,8 @@ auto_explain into every session (EXPLAIN ANALYZE, BUFFERS of each statement slow
 Usage (from the repository root)::
 
     .venv/bin/python bench/conformed/replay.py bench/work/snapshot_peer/before-delta --work /tmp/replay
+
+(``--in-place``: in the kept folder itself, without a copy; the kept state is then used up.)
 """
 
 from __future__ import annotations
@@ -54,7 +56,12 @@ def main() -> int:
     parser.add_argument(
         "state", type=Path, help="the folder snapshot_peer.py --keep-state wrote (before-delta)"
     )
-    parser.add_argument("--work", type=Path, required=True, help="scratch folder (replaced)")
+    parser.add_argument("--work", type=Path, help="scratch folder (replaced)")
+    parser.add_argument(
+        "--in-place",
+        action="store_true",
+        help="run in the state folder itself (no copy; the state is used up)",
+    )
     parser.add_argument("--run-id", default="peer-replay")
     parser.add_argument(
         "--explain", action="store_true", help="auto_explain (analyze, buffers) in the server log"
@@ -68,10 +75,15 @@ def main() -> int:
     from etl_shared import start_embedded
 
     bench = args.state.resolve().parent  # the benchmark's work folder: sources file, FX file, dbt project
+    if args.in_place:
+        args.work = args.state
+    elif args.work is None:
+        parser.error("--work or --in-place")
     if (args.work / "postgres" / "postmaster.pid").exists():
         start_embedded(args.work).stop()
-    shutil.rmtree(args.work, ignore_errors=True)
-    conformed_bench.copy_state(args.state, args.work)
+    if not args.in_place:
+        shutil.rmtree(args.work, ignore_errors=True)
+        conformed_bench.copy_state(args.state, args.work)
     subprocess.run(["sync"], check=True)
     server = start_embedded(args.work)
     warehouse, oltp = server.url("wh"), server.url("oltp")
