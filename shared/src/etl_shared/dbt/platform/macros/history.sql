@@ -90,7 +90,23 @@ candidates as (
     before the query and written into it as literals, so that the planner knows that every current
     version qualifies and scans the history once instead of through the recorded_at index), its
     keys, and the current keys missing from it. Without a listing in this run, nothing is absent. -#}
-{%- set listing_pull = etl_platform.newest_key_listing(key_listing['source'], key_listing['entity'], this.identifier) %}
+{%- if model.resource_type == 'unit_test' %}
+{#- A dbt unit test mocks the pulls: the listing is found by the query itself. -#}
+{%- set listing_pull = ['(select key_listing.pull_id from key_listing)', '(select key_listing.pull_committed_at from key_listing)'] %}
+
+key_listing as (
+    select
+        run_pull.pull_id,
+        run_pull.committed_at as pull_committed_at
+    from ({{ etl_platform.pulls_to_process(key_listing['source'], key_listing['entity'], this.identifier, false) }}) as run_pull
+    where run_pull.mode = 'keys'
+    order by run_pull.committed_at desc, run_pull.pull_id desc
+    limit 1
+),
+{%- else %}
+{%- set found = etl_platform.newest_key_listing(key_listing['source'], key_listing['entity'], this.identifier) %}
+{%- set listing_pull = none if found is none else ["cast('" ~ found[0] ~ "' as uuid)", "cast('" ~ found[1] ~ "' as timestamptz)"] %}
+{%- endif %}
 {%- if listing_pull is none %}
 
 absent as (
@@ -103,7 +119,7 @@ absent as (
     where false
 ),
 {%- else %}
-{%- set listing_committed_at = "cast('" ~ listing_pull[1] ~ "' as timestamptz)" %}
+{%- set listing_committed_at = listing_pull[1] %}
 
 {#- Per batch: the key columns' positions (looked up once per batch, not per key) and whether the
     batch holds only plain keys (plain_keys). -#}
@@ -119,7 +135,7 @@ listed_batches as materialized (
             {{ etl_platform.batch_column_names('batches') }} as column_names,
             batches.data -> 'rows' as batch_rows
         from {{ source('staging', 'pull_batches') }} as batches
-        where batches.pull_id = cast('{{ listing_pull[0] }}' as uuid)
+        where batches.pull_id = {{ listing_pull[0] }}
     ) as named
 ),
 
@@ -233,8 +249,8 @@ deletes as (
     {%- else %}
     cross join (
         select
-            {{ "cast('" ~ listing_pull[0] ~ "' as uuid)" if listing_pull else 'cast(null as uuid)' }} as pull_id,
-            {{ listing_committed_at if listing_pull else 'cast(null as timestamptz)' }} as pull_committed_at
+            {{ listing_pull[0] if listing_pull else 'cast(null as uuid)' }} as pull_id,
+            {{ listing_pull[1] if listing_pull else 'cast(null as timestamptz)' }} as pull_committed_at
     ) as deleting_pull
     {%- endif %}
 ),
