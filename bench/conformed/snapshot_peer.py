@@ -208,6 +208,12 @@ def main() -> int:
     parser.add_argument("--orders", type=int, default=1_000_000)
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "work" / "snapshot_peer")
     parser.add_argument("--output", type=Path, default=HERE / "results-snapshot-peer.md")
+    parser.add_argument(
+        "--keep-state",
+        action="store_true",
+        help="copy the server's and the job's folders to <work>/before-delta after the delta's staging"
+        " run (to replay the delta from the same state: bench/conformed/replay.py)",
+    )
     args = parser.parse_args()
 
     server, warehouse, oltp, rows, env = conformed_bench.prepare(args.work, args.orders)
@@ -241,6 +247,13 @@ def main() -> int:
         [str(BIN / "etl-staging"), "run"], {**env, "ETL_RUN_ID": "peer-staging-2"}, args.work / "s2.log"
     )
     assert rc == 0
+    if args.keep_state:
+        from etl_shared import start_embedded
+
+        log(f"state kept in {args.work / 'before-delta'}")
+        server.stop()
+        conformed_bench.copy_state(args.work, args.work / "before-delta")
+        server = start_embedded(args.work)
     log("delta: ours")
     ours_delta = our_run(env, warehouse, args.work, "peer-delta")
     log("delta: dbt snapshot")

@@ -208,3 +208,19 @@ def test_a_listing_that_lost_most_keys_is_refused_and_deletes_nothing(
         (4, "insert", False),
         (5, "insert", False),
     ]
+
+
+def test_listed_keys_read_alike_in_plain_and_other_batches(warehouse: Warehouse) -> None:
+    """A batch of plain integer keys is cast directly (plain_key_batch), any other batch key by key as
+    field() and try_cast read it: trimmed text keys, a signed one, a null, a 10-digit one (beyond the
+    integer pattern) and a non-integer number all read the same as the records' keys would."""
+    orders = [order(i) for i in range(1, 9)]
+    warehouse.pull("oltp", "orders", ORDER_COLUMNS, orders, mode="incremental")
+    assert warehouse.run() == 0
+    # batches of 2: plain (1, 2); text keys (' 3', '+4'); 6 beside a null; values that match no order
+    # (10 digits, not an integer); 8 as text. 5 and 7 are absent.
+    listing = [[1], [2], [" 3"], ["+4"], [6], [None], [1234567890], [7.5], ["8 "]]
+    warehouse.pull("oltp", "orders", ["order_id"], listing, mode="keys", batch_size=2)
+    assert warehouse.run() == 0
+    deleted = [row[0] for row in current(warehouse) if row[2]]
+    assert deleted == [5, 7]

@@ -86,8 +86,14 @@ candidates as (
 {%- if is_incremental() %}
 {%- if listing %}
 
-{#- The newest key listing this run reads (pulls of mode 'keys'), its keys, and the current keys
-    missing from it. -#}
+{#- The newest key listing this run reads (newest_key_listing: its pull id and commit time, read
+    before the query and written into it as literals, so that the planner knows that every current
+    version qualifies and scans the history once instead of through the recorded_at index), its
+    keys, and the current keys missing from it. Without a listing in this run, nothing is absent. -#}
+{%- if model.resource_type == 'unit_test' %}
+{#- A dbt unit test mocks the pulls: the listing is found by the query itself. -#}
+{%- set listing_pull = ['(select key_listing.pull_id from key_listing)', '(select key_listing.pull_committed_at from key_listing)'] %}
+
 key_listing as (
     select
         run_pull.pull_id,
@@ -97,19 +103,48 @@ key_listing as (
     order by run_pull.committed_at desc, run_pull.pull_id desc
     limit 1
 ),
+{%- else %}
+{%- set found = etl_platform.newest_key_listing(key_listing['source'], key_listing['entity'], this.identifier) %}
+{%- set listing_pull = none if found is none else ["cast('" ~ found[0] ~ "' as uuid)", "cast('" ~ found[1] ~ "' as timestamptz)"] %}
+{%- endif %}
+{%- if listing_pull is none %}
 
+absent as (
+    select
+        {% for key in keys %}history.{{ key }},
+        {% endfor -%}
+        {% for column in tracked %}history.{{ column }}{{ "," if not loop.last }}
+        {% endfor %}
+    from {{ this }} as history
+    where false
+),
+{%- else %}
+{%- set listing_committed_at = listing_pull[1] %}
+
+{#- Per batch: the key columns' positions (looked up once per batch, not per key) and whether the
+    batch holds only plain keys (plain_keys). -#}
 listed_batches as materialized (
     select
-        {{ etl_platform.batch_column_names('batches') }} as column_names,
-        batches.data -> 'rows' as batch_rows
-    from {{ source('staging', 'pull_batches') }} as batches
-    inner join key_listing on batches.pull_id = key_listing.pull_id
+        {%- for key in keys %}
+        array_position(named.column_names, '{{ key | replace("'", "''") }}') as {{ key }}_position,
+        {%- endfor %}
+        {{ etl_platform.plain_key_batch('named.batch_rows', key_types, keys) }} as plain_keys,
+        named.batch_rows
+    from (
+        select
+            {{ etl_platform.batch_column_names('batches') }} as column_names,
+            batches.data -> 'rows' as batch_rows
+        from {{ source('staging', 'pull_batches') }} as batches
+        where batches.pull_id = {{ listing_pull[0] }}
+    ) as named
 ),
 
-listed as materialized (
-    select distinct
+{#- Not materialized and not made distinct: read once, by the anti-join in absent (a key listed
+    twice changes nothing there). -#}
+listed as (
+    select
         {%- for key in keys %}
-        {{ etl_platform.try_cast(etl_platform.record_field('listed_batches.column_names', 'listed_rows.record', key), key_types[key]) }} as {{ key }}{{ "," if not loop.last }}
+        {{ etl_platform.listed_key('listed_rows.record', 'listed_batches.' ~ key ~ '_position', key_types[key], 'listed_batches.plain_keys') }} as {{ key }}{{ "," if not loop.last }}
         {%- endfor %}
     from listed_batches
     cross join lateral jsonb_array_elements(listed_batches.batch_rows) as listed_rows (record)
@@ -122,11 +157,10 @@ absent as materialized (
         {% for column in tracked %}history.{{ column }}{{ "," if not loop.last }}
         {% endfor %}
     from {{ this }} as history
-    cross join key_listing
     where
         history.is_current
         and history.row_hash <> 'deleted'
-        and history.recorded_at < key_listing.pull_committed_at
+        and history.recorded_at < {{ listing_committed_at }}
         and not exists (
             select 1 from listed
             where {% for key in keys %}{{ "and " if not loop.first }}listed.{{ key }} = history.{{ key }} {% endfor %}
@@ -134,10 +168,11 @@ absent as materialized (
         and not exists (
             select 1 from candidates
             where
-                candidates.pull_committed_at > key_listing.pull_committed_at
+                candidates.pull_committed_at > {{ listing_committed_at }}
                 {% for key in keys %}and candidates.{{ key }} = history.{{ key }} {% endfor %}
         )
 ),
+{%- endif %}
 {%- endif %}
 {%- if snapshot %}
 
@@ -212,7 +247,11 @@ deletes as (
     {%- if snapshot %}
     cross join (select distinct pull_id, pull_committed_at from {{ validated }}) as deleting_pull
     {%- else %}
-    cross join key_listing as deleting_pull
+    cross join (
+        select
+            {{ listing_pull[0] if listing_pull else 'cast(null as uuid)' }} as pull_id,
+            {{ listing_pull[1] if listing_pull else 'cast(null as timestamptz)' }} as pull_committed_at
+    ) as deleting_pull
     {%- endif %}
 ),
 {%- endif %}
@@ -286,6 +325,49 @@ select
     now() as loaded_at
 from versions
 where not is_existing or next_valid_from is not null
+{%- endmacro %}
+
+{#- The newest key listing (a pull of mode 'keys' of source_name.entity) that this run reads for
+    `consumer` (pulls_to_process), as (pull id, commit time) texts, or none; read with run_query
+    when the model runs (none at parse time). -#}
+{% macro newest_key_listing(source_name, entity, consumer) -%}
+{%- if not execute -%}{{ return(none) }}{%- endif -%}
+{%- set found = run_query(
+    "select run_pull.pull_id::text, run_pull.committed_at::text from ("
+    ~ etl_platform.pulls_to_process(source_name, entity, consumer, false)
+    ~ ") as run_pull where run_pull.mode = 'keys'"
+    ~ " order by run_pull.committed_at desc, run_pull.pull_id desc limit 1"
+) -%}
+{{ return((found.rows[0][0], found.rows[0][1]) if found.rows | length > 0 else none) }}
+{%- endmacro %}
+
+{#- Whether a key listing's batch (`batch_rows`, its JSON rows) holds only plain keys: every value a
+    JSON integer of 1 to 9 digits, no sign, in rows of one level (`[[1, 2], [3, 4]]`, as the JSON text
+    of the rows). Such a key reads the same through a plain cast as through field() and try_cast
+    (nothing to trim, never empty, within the bigint and integer patterns), so listed_key skips the
+    per-key pattern test. False when a key's type is neither bigint nor integer. -#}
+{% macro plain_key_batch(batch_rows, key_types, keys) -%}
+{%- set other = [] -%}
+{%- for key in keys if key_types[key] | lower | trim not in ('bigint', 'integer') -%}
+    {%- do other.append(key) -%}
+{%- endfor -%}
+{%- if not other -%}
+coalesce(cast({{ batch_rows }} as text) ~ '^\[(\[[0-9]{1,9}(, [0-9]{1,9})*\](, )?)*\]$', false)
+{%- else -%}
+false
+{%- endif -%}
+{%- endmacro %}
+
+{#- One key of a listed row (`record`, a JSON array; `position`: the key's 1-based column position),
+    typed as `type`: read like field() and cast with try_cast, or, in a batch of plain keys
+    (plain_key_batch), cast directly. -#}
+{% macro listed_key(record, position, type, plain) -%}
+{%- set text = "nullif(trim(" ~ record ~ " ->> (" ~ position ~ " - 1)), '')" -%}
+{%- if type | lower | trim in ('bigint', 'integer') -%}
+case when {{ plain }} then cast({{ record }} ->> ({{ position }} - 1) as {{ type }}) else {{ etl_platform.try_cast(text, type) }} end
+{%- else -%}
+{{ etl_platform.try_cast(text, type) }}
+{%- endif -%}
 {%- endmacro %}
 
 {#- INSERT ... ON CONFLICT (keys) DO UPDATE of every other column: `source` holds at most one row
