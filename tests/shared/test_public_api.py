@@ -81,6 +81,8 @@ EXPECTED = {
     "DbtOutcome",
     "DbtProject",
     "DbtZoneSettings",
+    # the note conformed writes for a pull without records, which semantic reads (unchanged pulls)
+    "EMPTY_PULL_NOTE",
     "build_zone",
     "detect_cockroachdb",
     "profile_from_url",
