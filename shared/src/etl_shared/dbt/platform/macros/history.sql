@@ -90,7 +90,7 @@ candidates as (
     before the query and written into it as literals, so that the planner knows that every current
     version qualifies and scans the history once instead of through the recorded_at index), its
     keys, and the current keys missing from it. Without a listing in this run, nothing is absent. -#}
-{%- if model.resource_type == 'unit_test' %}
+{%- if model is defined and model.resource_type == 'unit_test' %}
 {#- A dbt unit test mocks the pulls: the listing is found by the query itself. -#}
 {%- set listing_pull = ['(select key_listing.pull_id from key_listing)', '(select key_listing.pull_committed_at from key_listing)'] %}
 
